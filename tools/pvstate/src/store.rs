@@ -1,0 +1,321 @@
+//! Content-addressed object store: `<dir>/<sha256>`, the layout of a pvr
+//! repository's object pool and of a device's `objects/` directory.
+//!
+//! Every write goes to a temporary file in the same directory, is hashed while
+//! it streams, fsynced, renamed into place and the directory fsynced, so a
+//! power cut leaves either no object or a complete one, never a partial one
+//! under an object's name.
+
+use std::collections::BTreeSet;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::object_id::ObjectId;
+
+/// Prefix of temporary files and staging directories; never an object name.
+const TEMP_PREFIX: &str = ".tmp-";
+
+#[derive(Debug, Clone)]
+pub struct ObjectStore {
+    dir: PathBuf,
+}
+
+/// The result of a garbage collection.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct GcReport {
+    pub removed: Vec<ObjectId>,
+    pub freed_bytes: u64,
+    pub kept: usize,
+}
+
+/// fsync a directory so a rename or unlink inside it is durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))
+}
+
+/// Write `data` to `path` atomically: temp file, fsync, rename, fsync dir.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(TEMP_PREFIX)
+        .tempfile_in(dir)
+        .map_err(|e| Error::io(dir, e))?;
+    tmp.write_all(data).map_err(|e| Error::io(tmp.path(), e))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| Error::io(tmp.path(), e))?;
+    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+    sync_dir(dir)
+}
+
+/// Copy `reader` into `file` while hashing it.
+fn copy_hashing(reader: &mut dyn Read, file: &mut File) -> io::Result<(ObjectId, u64)> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+        file.write_all(&buf[..n])?;
+        total += n as u64;
+    }
+    Ok((ObjectId::from_digest(hasher.finalize().into()), total))
+}
+
+/// Hash everything `reader` yields.
+pub fn hash_reader(reader: &mut dyn Read) -> io::Result<(ObjectId, u64)> {
+    let mut hasher = Sha256::new();
+    let n = io::copy(reader, &mut hasher)?;
+    Ok((ObjectId::from_digest(hasher.finalize().into()), n))
+}
+
+impl ObjectStore {
+    /// Open the store at `dir`, creating the directory when it is missing.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Self> {
+        let dir = dir.into();
+        fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        Ok(ObjectStore { dir })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn path(&self, id: &ObjectId) -> PathBuf {
+        self.dir.join(id.as_str())
+    }
+
+    pub fn contains(&self, id: &ObjectId) -> bool {
+        self.path(id).is_file()
+    }
+
+    /// Store what `reader` yields. With `expected`, content hashing to anything
+    /// else is refused and nothing is left behind. Returns the id and size.
+    pub fn put(
+        &self,
+        reader: &mut dyn Read,
+        expected: Option<&ObjectId>,
+    ) -> Result<(ObjectId, u64)> {
+        let mut tmp = tempfile::Builder::new()
+            .prefix(TEMP_PREFIX)
+            .tempfile_in(&self.dir)
+            .map_err(|e| Error::io(&self.dir, e))?;
+        let (id, size) =
+            copy_hashing(reader, tmp.as_file_mut()).map_err(|e| Error::io(tmp.path(), e))?;
+        if let Some(expected) = expected {
+            if *expected != id {
+                // Dropping `tmp` removes the temporary file.
+                return Err(Error::HashMismatch {
+                    expected: expected.to_string(),
+                    actual: id.to_string(),
+                });
+            }
+        }
+        let dest = self.path(&id);
+        if dest.is_file() {
+            return Ok((id, size));
+        }
+        tmp.as_file()
+            .sync_all()
+            .map_err(|e| Error::io(tmp.path(), e))?;
+        tmp.persist(&dest).map_err(|e| Error::io(&dest, e.error))?;
+        sync_dir(&self.dir)?;
+        Ok((id, size))
+    }
+
+    /// Store a byte slice.
+    pub fn put_bytes(&self, data: &[u8]) -> Result<ObjectId> {
+        Ok(self.put(&mut &data[..], None)?.0)
+    }
+
+    /// Store a file by copying it.
+    pub fn put_file(&self, path: &Path) -> Result<(ObjectId, u64)> {
+        let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
+        self.put(&mut f, None)
+    }
+
+    /// Open an object for reading.
+    pub fn get(&self, id: &ObjectId) -> Result<File> {
+        let path = self.path(id);
+        File::open(&path).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                Error::MissingObject(id.to_string())
+            } else {
+                Error::io(path, e)
+            }
+        })
+    }
+
+    /// Re-hash an object and check it still matches its name.
+    pub fn verify(&self, id: &ObjectId) -> Result<()> {
+        let mut f = self.get(id)?;
+        let (actual, _) = hash_reader(&mut f).map_err(|e| Error::io(self.path(id), e))?;
+        if actual != *id {
+            return Err(Error::HashMismatch {
+                expected: id.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The ids of all objects in the store (temporary files are not objects).
+    pub fn list(&self) -> Result<BTreeSet<ObjectId>> {
+        let mut ids = BTreeSet::new();
+        for entry in fs::read_dir(&self.dir).map_err(|e| Error::io(&self.dir, e))? {
+            let entry = entry.map_err(|e| Error::io(&self.dir, e))?;
+            if let Some(name) = entry.file_name().to_str() {
+                if let Ok(id) = name.parse::<ObjectId>() {
+                    ids.insert(id);
+                }
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Remove every object not in `keep`. Leftover temporary files of
+    /// interrupted writes are removed too.
+    pub fn gc(&self, keep: &BTreeSet<ObjectId>) -> Result<GcReport> {
+        let mut report = GcReport::default();
+        for entry in fs::read_dir(&self.dir).map_err(|e| Error::io(&self.dir, e))? {
+            let entry = entry.map_err(|e| Error::io(&self.dir, e))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let path = entry.path();
+            if name.starts_with(TEMP_PREFIX) && path.is_file() {
+                fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+                continue;
+            }
+            let Ok(id) = name.parse::<ObjectId>() else {
+                continue;
+            };
+            if keep.contains(&id) {
+                report.kept += 1;
+                continue;
+            }
+            let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+            fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+            report.freed_bytes += size;
+            report.removed.push(id);
+        }
+        sync_dir(&self.dir)?;
+        Ok(report)
+    }
+
+    /// A staging area inside the store: objects put there become part of the
+    /// store only on [`Staging::commit`]; dropped uncommitted, it leaves the
+    /// store as it was.
+    pub fn staging(&self) -> Result<Staging<'_>> {
+        let dir = tempfile::Builder::new()
+            .prefix(TEMP_PREFIX)
+            .tempdir_in(&self.dir)
+            .map_err(|e| Error::io(&self.dir, e))?;
+        let inner = ObjectStore {
+            dir: dir.path().to_path_buf(),
+        };
+        Ok(Staging {
+            store: self,
+            _dir: dir,
+            inner,
+        })
+    }
+}
+
+/// Objects written aside, moved into the store all at once.
+pub struct Staging<'a> {
+    store: &'a ObjectStore,
+    _dir: tempfile::TempDir,
+    inner: ObjectStore,
+}
+
+impl Staging<'_> {
+    pub fn put(
+        &self,
+        reader: &mut dyn Read,
+        expected: Option<&ObjectId>,
+    ) -> Result<(ObjectId, u64)> {
+        if let Some(id) = expected {
+            if self.store.contains(id) {
+                // Already stored: verify the incoming copy without keeping it.
+                let (actual, n) =
+                    hash_reader(reader).map_err(|e| Error::io(self.inner.dir(), e))?;
+                if actual != *id {
+                    return Err(Error::HashMismatch {
+                        expected: id.to_string(),
+                        actual: actual.to_string(),
+                    });
+                }
+                return Ok((actual, n));
+            }
+        }
+        self.inner.put(reader, expected)
+    }
+
+    /// Whether the store or this staging area holds `id`.
+    pub fn contains(&self, id: &ObjectId) -> bool {
+        self.store.contains(id) || self.inner.contains(id)
+    }
+
+    /// Move every staged object into the store.
+    pub fn commit(self) -> Result<()> {
+        for id in self.inner.list()? {
+            let dest = self.store.path(&id);
+            if !dest.is_file() {
+                let src = self.inner.path(&id);
+                fs::rename(&src, &dest).map_err(|e| Error::io(&dest, e))?;
+            }
+        }
+        sync_dir(self.store.dir())
+    }
+}
+
+/// The objects referenced by any revision under `<storage>/trails/*/.pvr/json`.
+pub fn trail_references(storage: &Path) -> Result<BTreeSet<ObjectId>> {
+    let trails = storage.join("trails");
+    let mut ids = BTreeSet::new();
+    let entries = match fs::read_dir(&trails) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(ids),
+        Err(e) => return Err(Error::io(&trails, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(&trails, e))?;
+        let json = entry.path().join(".pvr/json");
+        let bytes = match fs::read(&json) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io(&json, e)),
+        };
+        // A trail whose JSON does not even parse cannot be trusted to name
+        // its objects: refuse to collect rather than delete what it may need.
+        let (state, _) = crate::State::parse_lenient(&bytes).map_err(|e| match e {
+            Error::Json { message, .. } => Error::Json {
+                what: json.display().to_string(),
+                message,
+            },
+            other => other,
+        })?;
+        ids.extend(state.object_ids());
+    }
+    Ok(ids)
+}
+
+/// Collect the objects of `<storage>/objects` that no trail references.
+pub fn gc_storage(storage: &Path) -> Result<GcReport> {
+    let keep = trail_references(storage)?;
+    ObjectStore::open(storage.join("objects"))?.gc(&keep)
+}
