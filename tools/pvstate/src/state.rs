@@ -125,14 +125,26 @@ fn parse_entry(key: &str, value: Value, problems: &mut Vec<Problem>) -> Entry {
             }
         };
     }
+    let class = classify(key);
+    if let Some(s) = value.as_str() {
+        // pvr stores a .json file as an object when told to (`pvr add` with
+        // force-object); Pantavisor's own documents must be inline.
+        if class == "json" && ObjectId::is_valid(s) {
+            if let Ok(id) = s.parse() {
+                return Entry::Object(id);
+            }
+        }
+    }
     if !value.is_object() && !value.is_array() {
-        problems.push(Problem::new(
-            key,
-            "a .json key must hold an inline JSON document",
-        ));
+        let what = if class == "json" {
+            "a .json key holds an inline JSON document or an object id"
+        } else {
+            "this document must be inline JSON"
+        };
+        problems.push(Problem::new(key, what));
         return Entry::Json(value);
     }
-    let parsed = match classify(key) {
+    let parsed = match class {
         "bsp-run" => typed::<BspRun>(key, &value).map(Entry::BspRun),
         "run" => typed::<RunManifest>(key, &value).map(|d| {
             check_spec(key, &d.spec, SPEC_RUN, problems);

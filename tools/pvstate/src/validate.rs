@@ -187,7 +187,7 @@ impl State {
                 self.require_file(&key, "volumes", dir, v, p);
             }
             for (path, entry) in &run.storage {
-                if let Some(why) = path_problem(path) {
+                if let Some(why) = volume_name_problem(path) {
                     p.push(Problem::new(&key, format!("storage: \"{path}\": {why}")));
                 }
                 if let Some(disk) = &entry.disk {
@@ -201,7 +201,7 @@ impl State {
             }
             if let Some(g) = &run.group {
                 if !group_names.contains(g.as_str()) {
-                    let known: Vec<&str> = group_names.iter().copied().collect();
+                    let known: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
                     p.push(Problem::new(
                         &key,
                         format!(
@@ -315,6 +315,18 @@ fn check_auto_recovery(key: &str, member: &str, ar: &AutoRecovery, p: &mut Vec<P
             ));
         }
     }
+}
+
+/// Storage entries name volumes that become directories on the data
+/// partition (`lxc-overlay`, `docker--etc-foo`): one safe path component.
+fn volume_name_problem(name: &str) -> Option<String> {
+    if name.is_empty() || name == "." || name == ".." {
+        return Some("not a volume name".into());
+    }
+    if name.contains('/') || name.contains('\\') || name.contains('\0') {
+        return Some("a volume name is one path component (no '/', '\\' or NUL)".into());
+    }
+    None
 }
 
 /// Parse a Pantavisor duration (`30`, `30s`, `10min`, `1h`, `2d`) to seconds.
