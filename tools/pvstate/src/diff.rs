@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::canonical;
 use crate::model::{Entry, RestartPolicy};
 use crate::state::State;
 
@@ -84,10 +85,14 @@ pub struct Transition {
     pub keep: Vec<String>,
 }
 
+/// Two entries are the same when their canonical forms are (`2` and `2.0`
+/// are one number to Pantavisor and to a signature).
 fn same(a: Option<&Entry>, b: Option<&Entry>) -> bool {
     match (a, b) {
         (None, None) => true,
-        (Some(a), Some(b)) => a == b || a.to_value() == b.to_value(),
+        (Some(a), Some(b)) => {
+            a == b || canonical::to_vec(&a.to_value()) == canonical::to_vec(&b.to_value())
+        }
         _ => false,
     }
 }

@@ -180,3 +180,18 @@ fn default_groups_decide_policy_when_the_state_has_none() {
     assert!(!t.reboot, "{:?}", t.reasons);
     assert_eq!(t.restart, vec!["awconnect"]);
 }
+
+#[test]
+fn numbers_equal_in_canonical_form_are_no_change() {
+    // Found by fuzzing: 2.0 and 2 are the same number once canonical.
+    let new = changed(|m| {
+        m["device.json"]["groups"][3]["auto_recovery"]["backoff_factor"] = json!(2);
+        m["device.json"]["x-vendor"]["ratio"] = json!(1.0);
+    });
+    let old = changed(|m| {
+        m["device.json"]["x-vendor"]["ratio"] = json!(1);
+    });
+    let (d, t) = plan(&old, &new);
+    assert!(d.is_empty(), "{d:?}");
+    assert!(!t.reboot);
+}
