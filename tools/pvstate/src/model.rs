@@ -67,6 +67,10 @@ pub enum Persistence {
     Revision,
     /// tmpfs, gone at reboot.
     Boot,
+    /// Written by pvr for a Docker volume with no persistence given: the
+    /// volume stays in the image; Pantavisor treats it as `boot`.
+    #[serde(rename = "built-in")]
+    BuiltIn,
 }
 
 /// Container runtime: Pantavisor's LXC, or an OCI runtime config (ours).
@@ -164,8 +168,11 @@ pub struct RunManifest {
     #[serde(rename = "type")]
     pub kind: ContainerType,
     /// The runtime config file, relative to the container's directory.
-    pub config: String,
-    /// The root filesystem object, relative to the container's directory.
+    /// pvr leaves it out for containers that are only mounted (`MOUNTED`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
+    /// The root filesystem object, relative to the container's directory;
+    /// `dm:` in front asks for a dm-verity protected volume.
     #[serde(rename = "root-volume")]
     pub root_volume: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

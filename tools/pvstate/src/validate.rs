@@ -181,8 +181,21 @@ impl State {
                     ),
                 ));
             }
-            self.require_file(&key, "config", dir, &run.config, p);
-            self.require_file(&key, "root-volume", dir, &run.root_volume, p);
+            let mounted_only =
+                self.effective(dir).map(|e| e.status_goal) == Some(StatusGoal::Mounted);
+            match &run.config {
+                Some(config) => self.require_file(&key, "config", dir, config, p),
+                None if !mounted_only => p.push(Problem::new(
+                    &key,
+                    "missing field `config` (only containers whose status goal is MOUNTED may omit it)",
+                )),
+                None => {}
+            }
+            let root_volume = run
+                .root_volume
+                .strip_prefix("dm:")
+                .unwrap_or(&run.root_volume);
+            self.require_file(&key, "root-volume", dir, root_volume, p);
             for v in run.volumes.iter().flatten() {
                 self.require_file(&key, "volumes", dir, v, p);
             }

@@ -429,3 +429,25 @@ fn not_json_is_a_clear_error() {
     let err = State::parse(b"[1,2]").unwrap_err();
     assert!(err.to_string().contains("expected a JSON object"), "{err}");
 }
+
+#[test]
+fn accepts_what_pvr_writes_for_data_containers() {
+    // pvr's template leaves out `config` for MOUNTED containers, may prefix
+    // the root volume with `dm:` and writes `built-in` persistence.
+    let p = problems_after(|m| {
+        let run = m["os/run.json"].as_object_mut().unwrap();
+        run.remove("config");
+        run.insert("group".into(), json!("data"));
+        run.insert("root-volume".into(), json!("dm:root.squashfs"));
+        run.insert(
+            "storage".into(),
+            json!({"docker--data": {"persistence": "built-in"}}),
+        );
+    });
+    assert!(p.is_empty(), "{p:#?}");
+    // A started container still needs its config.
+    let p = problems_after(|m| {
+        m["os/run.json"].as_object_mut().unwrap().remove("config");
+    });
+    assert_problem(&p, "os/run.json", "missing field `config`");
+}
