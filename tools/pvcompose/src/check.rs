@@ -92,6 +92,16 @@ pub fn check_path(path: &Path, partial: bool) -> Result<Vec<Report>, CheckError>
             None,
         )]);
     }
+    if crate::part::is_part_dir(path) {
+        let json = path.join("json");
+        let bytes = fs::read(&json).map_err(|e| CheckError::Io(json.clone(), e))?;
+        return Ok(vec![check_state_bytes(
+            path.display().to_string(),
+            &bytes,
+            Completeness::Partial,
+            Some(&path.join("objects")),
+        )]);
+    }
     if path.join(".pvr/json").is_file() {
         let objects = [path.join(".pvr/objects"), path.join("../../objects")]
             .into_iter()

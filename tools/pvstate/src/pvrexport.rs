@@ -115,6 +115,13 @@ pub fn export_file(
         .tempfile_in(dir)
         .map_err(|e| Error::io(dir, e))?;
     export(state, store, io::BufWriter::new(tmp.as_file_mut()), &opts)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::Permissions::from_mode(0o644);
+        tmp.as_file()
+            .set_permissions(mode)
+            .map_err(|e| Error::io(path, e))?;
+    }
     tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
     tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
     crate::store::sync_dir(dir)

@@ -39,6 +39,13 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(|e| Error::io(dir, e))
 }
 
+/// Temporary files are created 0600; what they become is for everyone to read.
+fn readable(file: &File, path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    file.set_permissions(fs::Permissions::from_mode(0o644))
+        .map_err(|e| Error::io(path, e))
+}
+
 /// Write `data` to `path` atomically: temp file, fsync, rename, fsync dir.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let dir = path
@@ -50,6 +57,7 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
         .tempfile_in(dir)
         .map_err(|e| Error::io(dir, e))?;
     tmp.write_all(data).map_err(|e| Error::io(tmp.path(), e))?;
+    readable(tmp.as_file(), tmp.path())?;
     tmp.as_file()
         .sync_all()
         .map_err(|e| Error::io(tmp.path(), e))?;
@@ -129,12 +137,40 @@ impl ObjectStore {
         if dest.is_file() {
             return Ok((id, size));
         }
+        readable(tmp.as_file(), tmp.path())?;
         tmp.as_file()
             .sync_all()
             .map_err(|e| Error::io(tmp.path(), e))?;
         tmp.persist(&dest).map_err(|e| Error::io(&dest, e.error))?;
         sync_dir(&self.dir)?;
         Ok((id, size))
+    }
+
+    /// Move a finished file (on the same file system, e.g. written into
+    /// [`ObjectStore::temp_path`]) into the store under its hash, without
+    /// copying it. Returns the id and size.
+    pub fn adopt(&self, path: &Path) -> Result<(ObjectId, u64)> {
+        let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
+        let (id, size) = hash_reader(&mut f).map_err(|e| Error::io(path, e))?;
+        f.sync_all().map_err(|e| Error::io(path, e))?;
+        let dest = self.path(&id);
+        if dest.is_file() {
+            fs::remove_file(path).map_err(|e| Error::io(path, e))?;
+        } else {
+            fs::rename(path, &dest).map_err(|e| Error::io(&dest, e))?;
+        }
+        sync_dir(&self.dir)?;
+        Ok((id, size))
+    }
+
+    /// A fresh path inside the store for a file to be [adopted](Self::adopt);
+    /// it is never taken for an object and is removed by [`ObjectStore::gc`].
+    pub fn temp_path(&self, hint: &str) -> PathBuf {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        self.dir
+            .join(format!("{TEMP_PREFIX}{}-{n}-{hint}", std::process::id()))
     }
 
     /// Store a byte slice.

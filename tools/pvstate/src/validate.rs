@@ -33,7 +33,7 @@ impl State {
         let mut p = Vec::new();
         self.check_bsp(completeness, &mut p);
         let disks = self.check_device(&mut p);
-        self.check_containers(&disks, &mut p);
+        self.check_containers(&disks, completeness, &mut p);
         self.check_signatures(&mut p);
         p.sort();
         p.dedup();
@@ -164,7 +164,15 @@ impl State {
         names
     }
 
-    fn check_containers(&self, disks: &BTreeSet<String>, p: &mut Vec<Problem>) {
+    fn check_containers(
+        &self,
+        disks: &BTreeSet<String>,
+        completeness: Completeness,
+        p: &mut Vec<Problem>,
+    ) {
+        // A part on its own cannot know the groups and disks of the revision
+        // it will join: unless it brings device.json, they are checked there.
+        let standalone_part = completeness == Completeness::Partial && self.device().is_none();
         let (groups, defaults) = self.groups();
         let group_names: BTreeSet<&str> = groups.iter().map(|g| g.name.as_str()).collect();
         for (dir, run) in self.containers() {
@@ -203,7 +211,7 @@ impl State {
                 if let Some(why) = volume_name_problem(path) {
                     p.push(Problem::new(&key, format!("storage: \"{path}\": {why}")));
                 }
-                if let Some(disk) = &entry.disk {
+                if let Some(disk) = entry.disk.as_ref().filter(|_| !standalone_part) {
                     if !disks.contains(disk) {
                         p.push(Problem::new(
                             &key,
@@ -212,7 +220,11 @@ impl State {
                     }
                 }
             }
-            if let Some(g) = &run.group {
+            if let Some(g) = run
+                .group
+                .as_ref()
+                .filter(|_| !(defaults && standalone_part))
+            {
                 if !group_names.contains(g.as_str()) {
                     let known: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
                     p.push(Problem::new(

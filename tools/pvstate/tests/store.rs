@@ -112,3 +112,27 @@ fn gc_refuses_when_a_trail_is_unreadable() {
     assert!(err.contains("trails/1/.pvr/json"), "{err}");
     assert!(store.contains(&id));
 }
+
+#[test]
+fn adopt_moves_a_file_in_under_its_hash() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = ObjectStore::open(tmp.path()).unwrap();
+    let tmp_file = store.temp_path("root.squashfs");
+    std::fs::write(&tmp_file, b"squashfs image bytes").unwrap();
+    assert!(
+        store.list().unwrap().is_empty(),
+        "a temp file is not an object"
+    );
+    let (id, size) = store.adopt(&tmp_file).unwrap();
+    assert_eq!(
+        (id.clone(), size),
+        (ObjectId::of_bytes(b"squashfs image bytes"), 20)
+    );
+    assert!(!tmp_file.exists());
+    store.verify(&id).unwrap();
+    // Adopting the same content again keeps one copy.
+    let again = store.temp_path("x");
+    std::fs::write(&again, b"squashfs image bytes").unwrap();
+    assert_eq!(store.adopt(&again).unwrap().0, id);
+    assert_eq!(listing(tmp.path()), vec![id.to_string()]);
+}

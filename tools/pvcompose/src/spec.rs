@@ -1,0 +1,439 @@
+//! What a container part is made of besides its root filesystem: the
+//! settings that become `run.json`, the OCI runtime `config.json` and
+//! `src.json`. Read from a YAML manifest, an `args.json`-style file and flags.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+
+use pvstate::model::{
+    AutoRecovery, ContainerType, Persistence, RestartPolicy, Role, RunManifest,
+    ServiceRequirements, StatusGoal, StorageEntry, SPEC_RUN,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use crate::error::{ComposeError, Result};
+
+/// Everything about a container except its root filesystem.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_goal: Option<StatusGoal>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_policy: Option<RestartPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_recovery: Option<AutoRecovery>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<Role>,
+    /// `PATH:PERSISTENCE[@DISK]` (a directory of the container kept on
+    /// storage) or `NAME:PERSISTENCE[@DISK]` (a storage entry such as
+    /// `lxc-overlay`, the container's writable layer; `boot` by default).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub services: Option<ServiceRequirements>,
+    /// Names of the services this container exports.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exports: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<Vec<String>>,
+    /// Arguments after the entrypoint (Docker's `Cmd`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
+    /// `KEY=VALUE`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
+    /// `UID[:GID]` or `USER[:GROUP]`, names looked up in the rootfs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Share the host's network namespace.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub host_network: bool,
+}
+
+/// A parsed `volumes` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Volume {
+    /// The storage key in run.json.
+    pub key: String,
+    /// Where it is mounted in the container, for path volumes.
+    pub target: Option<String>,
+    pub persistence: Persistence,
+    pub disk: Option<String>,
+}
+
+impl Volume {
+    pub fn parse(spec: &str) -> Result<Self> {
+        let bad = |why: &str| {
+            ComposeError::input(format!("volume \"{spec}\": {why}; expected PATH:PERSISTENCE[@DISK], e.g. /var/lib/mosquitto:permanent"))
+        };
+        let (what, rest) = spec.rsplit_once(':').ok_or_else(|| bad("no persistence"))?;
+        let (persistence, disk) = match rest.split_once('@') {
+            Some((p, d)) if !d.is_empty() => (p, Some(d.to_string())),
+            Some(_) => return Err(bad("empty disk name")),
+            None => (rest, None),
+        };
+        let persistence = match persistence {
+            "permanent" => Persistence::Permanent,
+            "revision" => Persistence::Revision,
+            "boot" => Persistence::Boot,
+            other => {
+                return Err(bad(&format!(
+                    "persistence \"{other}\" is not permanent, revision or boot"
+                )))
+            }
+        };
+        if what.is_empty() || what.contains("..") || what.contains('\0') {
+            return Err(bad("bad path or name"));
+        }
+        let (key, target) = if what.starts_with('/') {
+            let trimmed = what.trim_end_matches('/');
+            if trimmed.is_empty() {
+                return Err(bad("the root directory cannot be a volume"));
+            }
+            (
+                format!("docker-{}", trimmed.replace('/', "-")),
+                Some(trimmed.to_string()),
+            )
+        } else if what.contains('/') {
+            return Err(bad("a path must be absolute"));
+        } else {
+            (what.to_string(), None)
+        };
+        Ok(Volume {
+            key,
+            target,
+            persistence,
+            disk,
+        })
+    }
+}
+
+fn string_list(key: &str, v: &Value) -> Result<Vec<String>> {
+    match v {
+        Value::Null => Ok(Vec::new()),
+        Value::String(s) => Ok(s.split_whitespace().map(str::to_string).collect()),
+        Value::Array(items) => items
+            .iter()
+            .map(|i| i.as_str().map(str::to_string))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| ComposeError::input(format!("{key}: expected a list of strings"))),
+        _ => Err(ComposeError::input(format!(
+            "{key}: expected a list of strings"
+        ))),
+    }
+}
+
+fn enum_value<T: serde::de::DeserializeOwned>(key: &str, v: &Value) -> Result<T> {
+    serde_json::from_value(v.clone()).map_err(|e| ComposeError::input(format!("{key}: {e}")))
+}
+
+impl ContainerSettings {
+    /// Settings from an `args.json`-style file: pvr's `PV_*` keys and the
+    /// Docker image config's `Entrypoint`, `Cmd`, `Env`, `WorkingDir`, `User`.
+    pub fn from_args_json(path: &Path) -> Result<Self> {
+        let text = fs::read(path).map_err(|e| ComposeError::io(path, e))?;
+        let v: Value = serde_json::from_slice(&text)
+            .map_err(|e| ComposeError::input(format!("{}: not valid JSON: {e}", path.display())))?;
+        let map = v.as_object().ok_or_else(|| {
+            ComposeError::input(format!("{}: expected a JSON object", path.display()))
+        })?;
+        let mut s = ContainerSettings::default();
+        let ctx = |k: &str| format!("{}: {k}", path.display());
+        for (k, v) in map {
+            match k.as_str() {
+                "PV_GROUP" => s.group = v.as_str().map(str::to_string),
+                "PV_STATUS_GOAL" => s.status_goal = Some(enum_value(&ctx(k), v)?),
+                "PV_RESTART_POLICY" => s.restart_policy = Some(enum_value(&ctx(k), v)?),
+                "PV_AUTO_RECOVERY" => s.auto_recovery = Some(enum_value(&ctx(k), v)?),
+                "PV_ROLES" => s.roles = enum_value(&ctx(k), v)?,
+                "PV_VOLUMES" => s.volumes = string_list(&ctx(k), v)?,
+                "PV_EXPORTS" => s.exports = string_list(&ctx(k), v)?,
+                "PV_SERVICES" => s.services = Some(enum_value(&ctx(k), v)?),
+                "PV_HOST_NETWORK" => s.host_network = v.as_bool().unwrap_or(v.as_str() == Some("yes")),
+                "Entrypoint" => s.entrypoint = Some(string_list(&ctx(k), v)?),
+                "Cmd" => s.args = Some(string_list(&ctx(k), v)?),
+                "Env" => s.env = string_list(&ctx(k), v)?,
+                "WorkingDir" => s.workdir = v.as_str().filter(|w| !w.is_empty()).map(str::to_string),
+                "User" => s.user = v.as_str().filter(|u| !u.is_empty()).map(str::to_string),
+                other => {
+                    return Err(ComposeError::input(format!(
+                        "{}: unsupported key \"{other}\"; known: PV_GROUP, PV_STATUS_GOAL, PV_RESTART_POLICY, PV_AUTO_RECOVERY, PV_ROLES, PV_VOLUMES, PV_EXPORTS, PV_SERVICES, PV_HOST_NETWORK, Entrypoint, Cmd, Env, WorkingDir, User",
+                        path.display()
+                    )))
+                }
+            }
+        }
+        Ok(s)
+    }
+
+    /// `other`'s values where it has them, ours elsewhere.
+    pub fn overlay(mut self, other: ContainerSettings) -> Self {
+        macro_rules! take {
+            ($($f:ident),*) => { $( if other.$f.is_some() { self.$f = other.$f; } )* };
+        }
+        take!(
+            group,
+            status_goal,
+            restart_policy,
+            auto_recovery,
+            services,
+            entrypoint,
+            args,
+            workdir,
+            user
+        );
+        macro_rules! take_vec {
+            ($($f:ident),*) => { $( if !other.$f.is_empty() { self.$f = other.$f; } )* };
+        }
+        take_vec!(roles, volumes, exports, env);
+        self.host_network |= other.host_network;
+        self
+    }
+
+    pub fn parsed_volumes(&self) -> Result<Vec<Volume>> {
+        let vols: Vec<Volume> = self
+            .volumes
+            .iter()
+            .map(|v| Volume::parse(v))
+            .collect::<Result<_>>()?;
+        let mut seen = std::collections::BTreeSet::new();
+        for v in &vols {
+            if !seen.insert(&v.key) {
+                return Err(ComposeError::input(format!(
+                    "volume \"{}\" is given twice",
+                    v.key
+                )));
+            }
+        }
+        Ok(vols)
+    }
+
+    /// The container's run.json.
+    pub fn run_manifest(&self, name: &str) -> Result<RunManifest> {
+        let mut storage = BTreeMap::new();
+        storage.insert(
+            "lxc-overlay".to_string(),
+            StorageEntry {
+                persistence: Some(Persistence::Boot),
+                disk: None,
+                extra: Map::new(),
+            },
+        );
+        for v in self.parsed_volumes()? {
+            storage.insert(
+                v.key,
+                StorageEntry {
+                    persistence: Some(v.persistence),
+                    disk: v.disk,
+                    extra: Map::new(),
+                },
+            );
+        }
+        Ok(RunManifest {
+            spec: SPEC_RUN.to_string(),
+            name: name.to_string(),
+            kind: ContainerType::Oci,
+            config: Some("config.json".into()),
+            root_volume: "root.squashfs".into(),
+            volumes: Some(Vec::new()),
+            storage,
+            group: self.group.clone(),
+            status_goal: self.status_goal,
+            restart_policy: self.restart_policy,
+            auto_recovery: self.auto_recovery.clone(),
+            roles: (!self.roles.is_empty()).then(|| self.roles.clone()),
+            services: self.services.clone(),
+            exports: (!self.exports.is_empty()).then(|| json!(self.exports)),
+            drivers: None,
+            logs: None,
+            extra: Map::new(),
+        })
+    }
+
+    /// The OCI runtime config (`config.json`) of the container; user names
+    /// are looked up in `rootfs`.
+    pub fn oci_config(&self, name: &str, rootfs: &Path) -> Result<Value> {
+        let mut args: Vec<String> = self.entrypoint.clone().unwrap_or_default();
+        args.extend(self.args.clone().unwrap_or_default());
+        if args.is_empty() {
+            args.push("/sbin/init".into());
+        }
+        for e in &self.env {
+            if !e.contains('=') || e.starts_with('=') {
+                return Err(ComposeError::input(format!(
+                    "env \"{e}\": expected KEY=VALUE"
+                )));
+            }
+        }
+        let mut env = self.env.clone();
+        if !env.iter().any(|e| e.starts_with("PATH=")) {
+            env.insert(
+                0,
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+            );
+        }
+        let (uid, gid) = match &self.user {
+            Some(u) => resolve_user(u, rootfs)?,
+            None => (0, 0),
+        };
+        let cwd = self.workdir.clone().unwrap_or_else(|| "/".into());
+        if !cwd.starts_with('/') {
+            return Err(ComposeError::input(format!(
+                "workdir \"{cwd}\" must be an absolute path"
+            )));
+        }
+        let mounts: Vec<Value> = self
+            .parsed_volumes()?
+            .into_iter()
+            .filter_map(|v| {
+                v.target.map(|t| {
+                    json!({"destination": t, "type": "bind", "source": v.key, "options": ["rbind", "rw"]})
+                })
+            })
+            .collect();
+        let mut namespaces = vec![
+            json!({"type": "pid"}),
+            json!({"type": "ipc"}),
+            json!({"type": "uts"}),
+            json!({"type": "mount"}),
+        ];
+        if !self.host_network {
+            namespaces.push(json!({"type": "network"}));
+        }
+        Ok(json!({
+            "ociVersion": "1.0.2",
+            "process": {
+                "terminal": false,
+                "user": {"uid": uid, "gid": gid},
+                "args": args,
+                "env": env,
+                "cwd": cwd,
+            },
+            "root": {"path": "rootfs", "readonly": false},
+            "hostname": name,
+            "mounts": mounts,
+            "linux": {"namespaces": namespaces},
+        }))
+    }
+}
+
+/// Look `name` up in a passwd/group style file of the rootfs.
+fn lookup(rootfs: &Path, file: &str, name: &str) -> Result<Option<(u32, u32)>> {
+    let path = rootfs.join(file);
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(ComposeError::io(&path, e)),
+    };
+    for line in text.lines() {
+        let f: Vec<&str> = line.split(':').collect();
+        if f.len() >= 4 && f[0] == name {
+            let id = f[2].parse().ok();
+            let gid = f[3].parse().ok();
+            if let (Some(id), Some(gid)) = (id, gid) {
+                return Ok(Some((id, gid)));
+            }
+        }
+    }
+    Ok(None)
+}
+
+fn resolve_user(spec: &str, rootfs: &Path) -> Result<(u32, u32)> {
+    let (user, group) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let (uid, primary_gid) = match user.parse::<u32>() {
+        Ok(uid) => (uid, uid),
+        Err(_) => lookup(rootfs, "etc/passwd", user)?.ok_or_else(|| {
+            ComposeError::input(format!(
+                "user \"{user}\" is not in the rootfs' /etc/passwd; give a numeric UID"
+            ))
+        })?,
+    };
+    let gid = match group {
+        None => primary_gid,
+        Some(g) => match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => lookup(rootfs, "etc/group", g)?
+                .map(|(gid, _)| gid)
+                .ok_or_else(|| {
+                    ComposeError::input(format!(
+                        "group \"{g}\" is not in the rootfs' /etc/group; give a numeric GID"
+                    ))
+                })?,
+        },
+    };
+    Ok((uid, gid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volumes() {
+        let v = Volume::parse("/var/lib/mosquitto/:permanent@data").unwrap();
+        assert_eq!(v.key, "docker--var-lib-mosquitto");
+        assert_eq!(v.target.as_deref(), Some("/var/lib/mosquitto"));
+        assert_eq!(v.persistence, Persistence::Permanent);
+        assert_eq!(v.disk.as_deref(), Some("data"));
+        let v = Volume::parse("lxc-overlay:revision").unwrap();
+        assert_eq!((v.key.as_str(), v.target), ("lxc-overlay", None));
+        for bad in [
+            "/x",
+            "/x:forever",
+            "rel/path:boot",
+            "/:boot",
+            "/a/../b:boot",
+            "/x:boot@",
+        ] {
+            assert!(Volume::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn users_resolve_in_the_rootfs() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::create_dir(tmp.path().join("etc")).unwrap();
+        fs::write(tmp.path().join("etc/passwd"), "root:x:0:0::/root:/bin/sh\nmosquitto:x:101:102::/var/lib/mosquitto:/usr/sbin/nologin\n").unwrap();
+        fs::write(
+            tmp.path().join("etc/group"),
+            "root:x:0:\ndialout:x:20:mosquitto\n",
+        )
+        .unwrap();
+        assert_eq!(resolve_user("mosquitto", tmp.path()).unwrap(), (101, 102));
+        assert_eq!(
+            resolve_user("mosquitto:dialout", tmp.path()).unwrap(),
+            (101, 20)
+        );
+        assert_eq!(resolve_user("1000:1001", tmp.path()).unwrap(), (1000, 1001));
+        assert!(resolve_user("nobody-here", tmp.path())
+            .unwrap_err()
+            .to_string()
+            .contains("not in the rootfs"));
+    }
+
+    #[test]
+    fn flags_override_args_json() {
+        let base = ContainerSettings {
+            group: Some("app".into()),
+            env: vec!["A=1".into()],
+            ..Default::default()
+        };
+        let flags = ContainerSettings {
+            group: Some("platform".into()),
+            ..Default::default()
+        };
+        let merged = base.overlay(flags);
+        assert_eq!(merged.group.as_deref(), Some("platform"));
+        assert_eq!(merged.env, vec!["A=1"]);
+    }
+}
