@@ -334,11 +334,11 @@ fn lookup(rootfs: &Path, file: &str, name: &str) -> Result<Option<(u32, u32)>> {
     };
     for line in text.lines() {
         let f: Vec<&str> = line.split(':').collect();
-        if f.len() >= 4 && f[0] == name {
-            let id = f[2].parse().ok();
-            let gid = f[3].parse().ok();
-            if let (Some(id), Some(gid)) = (id, gid) {
-                return Ok(Some((id, gid)));
+        // passwd: name:pw:uid:gid:…; group: name:pw:gid:members.
+        if f.len() >= 3 && f[0] == name {
+            if let Ok(id) = f[2].parse::<u32>() {
+                let second = f.get(3).and_then(|g| g.parse().ok()).unwrap_or(id);
+                return Ok(Some((id, second)));
             }
         }
     }
