@@ -69,7 +69,7 @@ pub enum Bootloader {
 pub struct Manifest {
     pub bsp: BspEntry,
     /// Every container the manifest knows, by name.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_map")]
     pub containers: BTreeMap<String, serde_yaml::Value>,
     /// Containers of revision 0 (PVROOT_CONTAINERS_CORE).
     #[serde(default)]
@@ -86,6 +86,35 @@ pub struct Manifest {
     pub bootloader: Bootloader,
     #[serde(default)]
     pub squashfs: SquashSettings,
+}
+
+/// A mapping whose keys must be unique (YAML parsers keep the last of two).
+fn unique_map<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, serde_yaml::Value>, D::Error> {
+    struct Visitor;
+    impl<'de> serde::de::Visitor<'de> for Visitor {
+        type Value = BTreeMap<String, serde_yaml::Value>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a mapping of container names to their definitions")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some((k, v)) = map.next_entry::<String, serde_yaml::Value>()? {
+                if out.contains_key(&k) {
+                    return Err(serde::de::Error::custom(format!(
+                        "container \"{k}\" is defined twice"
+                    )));
+                }
+                out.insert(k, v);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(Visitor)
 }
 
 /// How one container of the manifest is obtained.
