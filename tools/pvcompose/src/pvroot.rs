@@ -422,6 +422,14 @@ pub fn assemble(
     // from the back.
     to_compose.sort_by_cached_key(|(j, _)| dir_size_hint(&j.rootfs));
     let workers = jobs.min(to_compose.len()).max(1);
+    // Each mksquashfs compresses on every core by itself; with several at
+    // once, share the cores out instead of oversubscribing them.
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    for (job, _) in &mut to_compose {
+        if job.squash.processors.is_none() && workers > 1 {
+            job.squash.processors = Some((cores / workers).max(1));
+        }
+    }
     for (name, (state, stats)) in compose_parallel(
         to_compose,
         workers,
