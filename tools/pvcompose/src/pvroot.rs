@@ -424,7 +424,9 @@ pub fn assemble(
     let workers = jobs.min(to_compose.len()).max(1);
     // Each mksquashfs compresses on every core by itself; with several at
     // once, share the cores out instead of oversubscribing them.
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     for (job, _) in &mut to_compose {
         if job.squash.processors.is_none() && workers > 1 {
             job.squash.processors = Some((cores / workers).max(1));
