@@ -159,9 +159,13 @@ fn an_unreadable_file() {
     let outdir = tmp.path().join("outputs");
     fs::create_dir(&outdir).unwrap();
     std::os::unix::fs::chown(&outdir, Some(65534), Some(65534)).unwrap();
+    // A copy of the binary the unprivileged user can reach wherever the
+    // checkout lives.
+    let binary = tmp.path().join("pvcompose");
+    fs::copy(env!("CARGO_BIN_EXE_pvcompose"), &binary).unwrap();
     let out = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(env!("CARGO_BIN_EXE_pvcompose"))
+        .arg(&binary)
         .args(["container", "--name", "app", "--rootfs", &rootfs, "--out"])
         .arg(outdir.join("part"))
         .output()
