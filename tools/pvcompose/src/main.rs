@@ -10,7 +10,7 @@ use pvcompose::container::{self, ContainerJob};
 use pvcompose::output::StagedDir;
 use pvcompose::report::{Mode, Reporter};
 use pvcompose::spec::ContainerSettings;
-use pvcompose::squash::{parse_size, Mksquashfs, SquashOptions};
+use pvcompose::squash::{parse_size, Mksquashfs, SquashOptions, SquashWriter};
 use pvcompose::tree::Exclude;
 use pvcompose::{check, part, pvroot, ComposeError};
 use pvstate::model::{AutoRecovery, RestartPolicy, Role, StatusGoal};
@@ -341,7 +341,9 @@ fn main() -> ExitCode {
                 config_dir,
                 squash: squash.options()?,
             };
-            container_cmd(&job, &out, pvrexport.as_deref(), &output.reporter())
+            write_part(&out, pvrexport.as_deref(), |writer, store, scratch| {
+                Ok(container::compose(&job, writer, store, scratch, &output.reporter())?.0)
+            })
         })(),
         Command::Bsp {
             kernel,
@@ -364,7 +366,9 @@ fn main() -> ExitCode {
                 addons,
                 squash: squash.options()?,
             };
-            bsp_cmd(&job, &out, pvrexport.as_deref(), &output.reporter())
+            write_part(&out, pvrexport.as_deref(), |writer, store, _| {
+                Ok(bsp::compose(&job, writer, store, &output.reporter())?.0)
+            })
         })(),
         Command::Pvroot {
             manifest,
@@ -409,27 +413,13 @@ fn main() -> ExitCode {
     }
 }
 
-/// Write a part directory (json + objects/) from a composed state, and
-/// optionally the pvrexport.
-fn finish_part(
-    staged: StagedDir,
-    state: &pvstate::State,
-    pvrexport_path: Option<&Path>,
-) -> Result<(), ComposeError> {
-    part::write_json(staged.path(), state)?;
-    let out = staged.commit()?;
-    if let Some(file) = pvrexport_path {
-        let store = ObjectStore::open(out.join("objects"))?;
-        pvrexport::export_file(state, &store, file, ExportOptions::default())?;
-    }
-    Ok(())
-}
-
-fn container_cmd(
-    job: &ContainerJob,
+/// Compose one part into `out` (json + objects/, replaced whole) with
+/// `compose`, which packs into the given store using the given scratch
+/// directory; optionally also write the pvrexport.
+fn write_part(
     out: &Path,
     pvrexport_path: Option<&Path>,
-    reporter: &Reporter,
+    compose: impl FnOnce(&dyn SquashWriter, &ObjectStore, &Path) -> Result<pvstate::State, ComposeError>,
 ) -> Result<(), ComposeError> {
     let writer = Mksquashfs::find()?;
     let staged = StagedDir::new(out)?;
@@ -438,22 +428,15 @@ fn container_cmd(
         .prefix(".scratch-")
         .tempdir_in(staged.path())
         .map_err(|e| ComposeError::io(staged.path(), e))?;
-    let (state, _) = container::compose(job, &writer, &store, scratch.path(), reporter)?;
+    let state = compose(&writer, &store, scratch.path())?;
     drop(scratch);
-    finish_part(staged, &state, pvrexport_path)
-}
-
-fn bsp_cmd(
-    job: &BspJob,
-    out: &Path,
-    pvrexport_path: Option<&Path>,
-    reporter: &Reporter,
-) -> Result<(), ComposeError> {
-    let writer = Mksquashfs::find()?;
-    let staged = StagedDir::new(out)?;
-    let store = ObjectStore::open(staged.path().join("objects"))?;
-    let (state, _) = bsp::compose(job, &writer, &store, reporter)?;
-    finish_part(staged, &state, pvrexport_path)
+    part::write_json(staged.path(), &state)?;
+    let out = staged.commit()?;
+    if let Some(file) = pvrexport_path {
+        let store = ObjectStore::open(out.join("objects"))?;
+        pvrexport::export_file(&state, &store, file, ExportOptions::default())?;
+    }
+    Ok(())
 }
 
 fn validate(path: &Path, partial: bool, quiet: bool) -> ExitCode {
