@@ -1,0 +1,105 @@
+//! `pvcontrol`: a client of the daemon's control socket.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "pvcontrol", version, about = "Talk to pantavisor's control socket; prints the JSON answers")]
+struct Cli {
+    /// The control socket (inside a container: /pantavisor/pv-ctrl).
+    #[arg(long, default_value = "/pantavisor/pv-ctrl")]
+    socket: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Containers: `ls`, or `stop|start|restart NAME`.
+    Containers {
+        /// ls, stop, start or restart
+        action: String,
+        name: Option<String>,
+    },
+    /// Groups: `ls`.
+    Groups { action: String },
+    /// Send a signal about the calling container: `ready`.
+    Signal { kind: String },
+    /// Device metadata: `ls`.
+    Devmeta { action: String },
+    /// User metadata: `ls`, `get KEY`, `save KEY VALUE`, `delete KEY`.
+    Usrmeta {
+        action: String,
+        key: Option<String>,
+        value: Option<String>,
+    },
+    /// What the daemon is.
+    Buildinfo,
+}
+
+fn request(socket: &PathBuf, method: &str, path: &str, body: &str) -> Result<(u16, String), String> {
+    let mut s = UnixStream::connect(socket).map_err(|e| format!("{}: {e}", socket.display()))?;
+    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: pv-ctrl\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").ok_or("malformed answer")?;
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or("malformed status line")?;
+    Ok((code, body.to_string()))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let usage = |m: &str| Err(format!("usage: {m}"));
+    let call: Result<(&str, String, String), String> = match &cli.command {
+        Command::Containers { action, name } => match (action.as_str(), name) {
+            ("ls", None) => Ok(("GET", "/containers".into(), String::new())),
+            ("stop" | "start" | "restart", Some(n)) => {
+                Ok(("PUT", format!("/containers/{n}"), format!("{{\"action\":\"{action}\"}}")))
+            }
+            _ => usage("pvcontrol containers ls | stop NAME | start NAME | restart NAME"),
+        },
+        Command::Groups { action } if action == "ls" => Ok(("GET", "/groups".into(), String::new())),
+        Command::Groups { .. } => usage("pvcontrol groups ls"),
+        Command::Signal { kind } => Ok(("POST", "/signal".into(), format!("{{\"type\":\"{kind}\"}}"))),
+        Command::Devmeta { action } if action == "ls" => Ok(("GET", "/device-meta".into(), String::new())),
+        Command::Devmeta { .. } => usage("pvcontrol devmeta ls"),
+        Command::Usrmeta { action, key, value } => match (action.as_str(), key, value) {
+            ("ls", None, None) => Ok(("GET", "/user-meta".into(), String::new())),
+            ("get", Some(k), None) => Ok(("GET", format!("/user-meta/{k}"), String::new())),
+            ("save", Some(k), Some(v)) => Ok(("PUT", format!("/user-meta/{k}"), v.clone())),
+            ("delete", Some(k), None) => Ok(("DELETE", format!("/user-meta/{k}"), String::new())),
+            _ => usage("pvcontrol usrmeta ls | get KEY | save KEY VALUE | delete KEY"),
+        },
+        Command::Buildinfo => Ok(("GET", "/buildinfo".into(), String::new())),
+    };
+    let result = call.and_then(|(m, p, b)| request(&cli.socket, m, &p, &b));
+    match result {
+        Ok((code, body)) if (200..300).contains(&code) => {
+            println!("{body}");
+            ExitCode::SUCCESS
+        }
+        Ok((code, body)) => {
+            eprintln!("pvcontrol: {code}: {body}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("pvcontrol: error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! The OCI bundle of a container: its `config.json` from the state, completed
+//! with what the runtime decides (root, default mounts and devices, volumes,
+//! the control socket, the cgroup) and written to the bundle directory.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+use crate::error::{Error, Result};
+
+/// The capabilities a container gets unless its config names others (the
+/// usual default set of container runtimes).
+const DEFAULT_CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+pub struct BundleInput<'a> {
+    pub name: &'a str,
+    /// The container's `config.json` from the state.
+    pub config: &'a Value,
+    /// The merged root filesystem.
+    pub rootfs: &'a Path,
+    /// Volume name (storage key) -> directory on the host.
+    pub volumes: &'a [(String, PathBuf)],
+    /// The control socket to bind at /pantavisor/pv-ctrl.
+    pub ctrl_socket: &'a Path,
+    /// cgroup path, e.g. /pantavisor/edge-app.
+    pub cgroup: &'a str,
+}
+
+fn default_mounts(netns: bool) -> Vec<Value> {
+    let mut m = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc"}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]}),
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
+    ];
+    // A container in the host's network namespace cannot mount a new sysfs.
+    m.push(if netns {
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]})
+    } else {
+        json!({"destination": "/sys", "type": "bind", "source": "/sys", "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]})
+    });
+    m.push(json!({"destination": "/run", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=755"]}));
+    m
+}
+
+fn default_devices() -> Vec<Value> {
+    [("/dev/null", 1, 3), ("/dev/zero", 1, 5), ("/dev/full", 1, 7), ("/dev/random", 1, 8), ("/dev/urandom", 1, 9), ("/dev/tty", 5, 0)]
+        .iter()
+        .map(|(p, maj, min)| json!({"path": p, "type": "c", "major": maj, "minor": min, "fileMode": 0o666, "uid": 0, "gid": 0}))
+        .collect()
+}
+
+/// The complete runtime spec.
+pub fn spec(input: &BundleInput) -> Result<Value> {
+    let cfg = input.config;
+    if !cfg.is_object() {
+        return Err(Error::container(input.name, "config.json is not a JSON object"));
+    }
+    let mut spec = cfg.clone();
+    spec["ociVersion"] = json!("1.0.2");
+    spec["root"] = json!({"path": input.rootfs, "readonly": false});
+    if spec.get("hostname").is_none() {
+        spec["hostname"] = json!(input.name);
+    }
+    let process = spec
+        .get_mut("process")
+        .filter(|p| p.is_object())
+        .ok_or_else(|| Error::container(input.name, "config.json has no process"))?;
+    if process.get("args").and_then(Value::as_array).map_or(true, |a| a.is_empty()) {
+        return Err(Error::container(input.name, "config.json: process.args is empty"));
+    }
+    if process.get("capabilities").is_none() {
+        let caps = json!(DEFAULT_CAPS);
+        process["capabilities"] = json!({"bounding": caps, "effective": caps, "permitted": caps});
+    }
+    if process.get("cwd").is_none() {
+        process["cwd"] = json!("/");
+    }
+    if process.get("user").is_none() {
+        process["user"] = json!({"uid": 0, "gid": 0});
+    }
+    let namespaces = spec["linux"]["namespaces"].as_array().cloned().unwrap_or_else(|| {
+        ["pid", "ipc", "uts", "mount", "network"].iter().map(|t| json!({"type": t})).collect()
+    });
+    let netns = namespaces.iter().any(|n| n["type"] == "network");
+    let mut mounts = default_mounts(netns);
+    // Volumes: their names resolve to directories on storage (or tmpfs).
+    for m in spec["mounts"].as_array().cloned().unwrap_or_default() {
+        let mut m = m;
+        if m["type"] == "bind" {
+            if let Some(src) = m["source"].as_str() {
+                if !src.starts_with('/') {
+                    let dir = input
+                        .volumes
+                        .iter()
+                        .find(|(k, _)| k == src)
+                        .map(|(_, d)| d.clone())
+                        .ok_or_else(|| Error::container(input.name, format!("mount source \"{src}\" is no volume of this container")))?;
+                    m["source"] = json!(dir);
+                }
+            }
+        }
+        mounts.push(m);
+    }
+    mounts.push(json!({"destination": "/pantavisor/pv-ctrl", "type": "bind", "source": input.ctrl_socket, "options": ["bind", "rw"]}));
+    spec["mounts"] = json!(mounts);
+    let linux = spec["linux"].as_object().cloned().unwrap_or_default();
+    let mut linux = Value::Object(linux);
+    linux["namespaces"] = json!(namespaces);
+    linux["cgroupsPath"] = json!(input.cgroup);
+    if linux.get("devices").is_none() {
+        linux["devices"] = json!(default_devices());
+    }
+    if linux.get("maskedPaths").is_none() {
+        linux["maskedPaths"] = json!(["/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"]);
+    }
+    if linux.get("seccomp").is_some() {
+        // Built without libseccomp: a profile would be silently ignored.
+        return Err(Error::container(input.name, "config.json asks for a seccomp profile, which this build cannot enforce"));
+    }
+    spec["linux"] = linux;
+    Ok(spec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn completes_a_composed_config() {
+        let config = json!({
+            "ociVersion": "1.0.2",
+            "process": {"args": ["/bin/app"], "env": ["A=1"], "cwd": "/", "user": {"uid": 0, "gid": 0}, "terminal": false},
+            "root": {"path": "rootfs"},
+            "mounts": [{"destination": "/var/lib/app", "type": "bind", "source": "docker--var-lib-app", "options": ["rbind", "rw"]}],
+            "linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}]}
+        });
+        let vols = vec![("docker--var-lib-app".to_string(), PathBuf::from("/storage/disks/perm/app/docker--var-lib-app"))];
+        let s = spec(&BundleInput {
+            name: "app",
+            config: &config,
+            rootfs: Path::new("/run/pv/app/rootfs"),
+            volumes: &vols,
+            ctrl_socket: Path::new("/run/pv/ctrl"),
+            cgroup: "/pantavisor/app",
+        })
+        .unwrap();
+        assert_eq!(s["root"]["path"], "/run/pv/app/rootfs");
+        assert_eq!(s["linux"]["cgroupsPath"], "/pantavisor/app");
+        let mounts = s["mounts"].as_array().unwrap();
+        assert!(mounts.iter().any(|m| m["source"] == "/storage/disks/perm/app/docker--var-lib-app"));
+        assert!(mounts.iter().any(|m| m["destination"] == "/pantavisor/pv-ctrl"));
+        // No network namespace asked: /sys is bound from the host.
+        assert!(mounts.iter().any(|m| m["destination"] == "/sys" && m["type"] == "bind"));
+        assert!(s["process"]["capabilities"]["bounding"].as_array().unwrap().len() > 5);
+    }
+
+    #[test]
+    fn refuses_unknown_volumes_and_seccomp() {
+        let base = json!({"process": {"args": ["/x"]}, "mounts": [{"destination": "/d", "type": "bind", "source": "nope"}]});
+        let input = |c| BundleInput { name: "a", config: c, rootfs: Path::new("/r"), volumes: &[], ctrl_socket: Path::new("/c"), cgroup: "/p/a" };
+        assert!(spec(&input(&base)).unwrap_err().to_string().contains("no volume"));
+        let sec = json!({"process": {"args": ["/x"]}, "linux": {"seccomp": {}}});
+        assert!(spec(&input(&sec)).unwrap_err().to_string().contains("seccomp"));
+        let empty = json!({"process": {"args": []}});
+        assert!(spec(&input(&empty)).unwrap_err().to_string().contains("args is empty"));
+    }
+}

@@ -1,0 +1,321 @@
+//! One container of the running revision: its mounts, its OCI bundle, and
+//! starting and stopping it with libcontainer.
+
+use std::fs;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::container::{Container as LcContainer, ContainerStatus};
+use libcontainer::syscall::syscall::SyscallType;
+use nix::fcntl::OFlag;
+use nix::sys::signal::Signal;
+use pvstate::model::{Persistence, RunManifest};
+use pvstate::{Effective, Entry, ObjectStore, State};
+use serde_json::Value;
+
+use crate::bundle::{self, BundleInput};
+use crate::error::{Error, Result};
+use crate::mounts;
+use crate::storage::Storage;
+
+/// Where a container is in its life, as the control socket reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Status {
+    Installed,
+    Mounted,
+    Starting,
+    Started,
+    Ready,
+    Stopping,
+    Stopped,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Installed => "INSTALLED",
+            Status::Mounted => "MOUNTED",
+            Status::Starting => "STARTING",
+            Status::Started => "STARTED",
+            Status::Ready => "READY",
+            Status::Stopping => "STOPPING",
+            Status::Stopped => "STOPPED",
+        }
+    }
+}
+
+/// Everything the daemon keeps about one container.
+pub struct Ctr {
+    pub name: String,
+    pub run: RunManifest,
+    pub eff: Effective,
+    pub config: Value,
+    pub status: Status,
+    pub pid: Option<i32>,
+    /// When the current run began (for reset_window).
+    pub started_at: Option<Instant>,
+    /// Restarts since the last reset.
+    pub retries: u32,
+    /// Total restarts, for reporting.
+    pub restarts: u32,
+    /// A restart (or a backoff end) is due at this time.
+    pub restart_at: Option<Instant>,
+    /// Stopped on request: no automatic restart.
+    pub stopped_by_user: bool,
+    /// Last exit status, for reporting.
+    pub last_exit: Option<i32>,
+    /// SIGKILL is due at this time (a stop that SIGTERM did not finish).
+    pub kill_at: Option<Instant>,
+    /// Start again as soon as the current run has ended (restart action).
+    pub restart_after_stop: bool,
+    /// Read end of the container's stdout/stderr pipe.
+    pub log_pipe: Option<OwnedFd>,
+    lc: Option<LcContainer>,
+    mounted: bool,
+}
+
+/// Paths the container runtime works in.
+pub struct Env<'a> {
+    pub storage: &'a Storage,
+    pub objects: &'a ObjectStore,
+    pub state: &'a State,
+    pub rev: &'a str,
+    /// Runtime directory (tmpfs-like; mounts and bundles).
+    pub run_dir: &'a Path,
+    pub ctrl_socket: &'a Path,
+    /// cgroup parent, e.g. "pantavisor".
+    pub cgroup_parent: &'a str,
+}
+
+impl Ctr {
+    pub fn new(name: &str, state: &State) -> Result<Self> {
+        let run = state
+            .containers()
+            .get(name)
+            .map(|r| (*r).clone())
+            .ok_or_else(|| Error::container(name, "not in the state"))?;
+        let eff = state.effective(name).ok_or_else(|| Error::container(name, "no group"))?;
+        let config = match run.config.as_deref().and_then(|c| state.get(&format!("{name}/{c}"))) {
+            Some(Entry::Json(v)) => v.clone(),
+            Some(_) | None if eff.status_goal == pvstate::model::StatusGoal::Mounted => Value::Null,
+            Some(_) => return Err(Error::container(name, "config is not an inline OCI config.json")),
+            None => return Err(Error::container(name, "no config")),
+        };
+        if run.kind == pvstate::model::ContainerType::Lxc {
+            return Err(Error::container(name, "type lxc: LXC configs are not translated yet; compose the container as type oci"));
+        }
+        Ok(Ctr {
+            name: name.to_string(),
+            run,
+            eff,
+            config,
+            status: Status::Installed,
+            pid: None,
+            started_at: None,
+            retries: 0,
+            restarts: 0,
+            restart_at: None,
+            stopped_by_user: false,
+            last_exit: None,
+            kill_at: None,
+            restart_after_stop: false,
+            log_pipe: None,
+            lc: None,
+            mounted: false,
+        })
+    }
+
+    fn dir(&self, env: &Env) -> PathBuf {
+        env.run_dir.join("containers").join(&self.name)
+    }
+
+    pub fn cgroup(&self, env: &Env) -> String {
+        format!("/{}/{}", env.cgroup_parent, self.name)
+    }
+
+    /// Mount the root squashfs, the config overlay and the writable layer.
+    pub fn mount(&mut self, env: &Env) -> Result<()> {
+        if self.mounted {
+            return Ok(());
+        }
+        let dir = self.dir(env);
+        let root_key = format!("{}/{}", self.name, self.run.root_volume.trim_start_matches("dm:"));
+        let id = env
+            .state
+            .get(&root_key)
+            .and_then(Entry::object_id)
+            .ok_or_else(|| Error::container(&self.name, format!("{root_key} is not an object")))?;
+        mounts::mount_squashfs(&env.objects.path(id), &dir.join("root"))?;
+        self.mounted = true;
+        // The _config overlay, written out as files.
+        let config_dir = dir.join("config");
+        let prefix = format!("_config/{}/", self.name);
+        fs::create_dir_all(&config_dir).map_err(|e| Error::io(&config_dir, e))?;
+        for (key, entry) in env.state.entries().range(prefix.clone()..) {
+            let Some(rel) = key.strip_prefix(&prefix) else { break };
+            let dest = config_dir.join(rel);
+            if let Some(parent) = dest.parent() {
+                fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+            }
+            match entry {
+                Entry::Object(id) => fs::copy(env.objects.path(id), &dest).map(|_| ()),
+                other => fs::write(&dest, pvstate::canonical::to_vec(&other.to_value())),
+            }
+            .map_err(|e| Error::io(&dest, e))?;
+        }
+        // The writable layer follows lxc-overlay's persistence.
+        let persistence = self
+            .run
+            .storage
+            .get("lxc-overlay")
+            .and_then(|s| s.persistence)
+            .unwrap_or(Persistence::Boot);
+        let layer = match env.storage.volume_dir(env.rev, &self.name, "lxc-overlay", persistence) {
+            Some(d) => d,
+            None => {
+                let t = dir.join("overlay-tmpfs");
+                mounts::mount_tmpfs(&t, "mode=755")?;
+                t
+            }
+        };
+        mounts::mount_overlay(
+            &[config_dir, dir.join("root")],
+            &layer.join("upper"),
+            &layer.join("work"),
+            &dir.join("rootfs"),
+        )?;
+        self.status = Status::Mounted;
+        Ok(())
+    }
+
+    /// Directories of the container's volumes (all storage entries but the
+    /// writable layer).
+    fn volumes(&self, env: &Env) -> Result<Vec<(String, PathBuf)>> {
+        let mut out = Vec::new();
+        for (key, entry) in &self.run.storage {
+            if key == "lxc-overlay" {
+                continue;
+            }
+            let p = entry.persistence.unwrap_or(Persistence::Boot);
+            let dir = match env.storage.volume_dir(env.rev, &self.name, key, p) {
+                Some(d) => d,
+                None => {
+                    let d = self.dir(env).join("volumes").join(key);
+                    if !d.exists() {
+                        mounts::mount_tmpfs(&d, "mode=755")?;
+                    }
+                    d
+                }
+            };
+            fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+            out.push((key.clone(), dir));
+        }
+        Ok(out)
+    }
+
+    /// Create and start the container's init; returns its pid.
+    pub fn start(&mut self, env: &Env) -> Result<i32> {
+        self.mount(env)?;
+        let dir = self.dir(env);
+        let bundle_dir = dir.join("bundle");
+        fs::create_dir_all(&bundle_dir).map_err(|e| Error::io(&bundle_dir, e))?;
+        let volumes = self.volumes(env)?;
+        let rootfs = dir.join("rootfs");
+        let cgroup = self.cgroup(env);
+        let spec = bundle::spec(&BundleInput {
+            name: &self.name,
+            config: &self.config,
+            rootfs: &rootfs,
+            volumes: &volumes,
+            ctrl_socket: env.ctrl_socket,
+            cgroup: &cgroup,
+        })?;
+        let spec_path = bundle_dir.join("config.json");
+        fs::write(&spec_path, serde_json::to_vec_pretty(&spec).unwrap_or_default())
+            .map_err(|e| Error::io(&spec_path, e))?;
+        let lc_root = env.run_dir.join("youki");
+        fs::create_dir_all(&lc_root).map_err(|e| Error::io(&lc_root, e))?;
+        // A state directory left by a failed or killed earlier run blocks create.
+        let stale = lc_root.join(&self.name);
+        if stale.exists() {
+            if let Ok(mut old) = LcContainer::load(stale.clone()) {
+                let _ = old.delete(true);
+            }
+            let _ = fs::remove_dir_all(&stale);
+        }
+        let (rd, wr) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe", e))?;
+        let wr2 = wr.try_clone().map_err(|e| Error::io("pipe", e))?;
+        let devnull = fs::File::open("/dev/null").map_err(|e| Error::io("/dev/null", e))?;
+        let mut lc = ContainerBuilder::new(self.name.clone(), SyscallType::Linux)
+            .with_root_path(lc_root)
+            .map_err(|e| Error::container(&self.name, format!("runtime root: {e}")))?
+            .with_stdin(OwnedFd::from(devnull))
+            .with_stdout(wr)
+            .with_stderr(wr2)
+            .as_init(&bundle_dir)
+            .with_systemd(false)
+            .with_detach(true)
+            .build()
+            .map_err(|e| Error::container(&self.name, format!("create: {e} ({e:?})")))?;
+        lc.start().map_err(|e| Error::container(&self.name, format!("start: {e}")))?;
+        let pid = lc
+            .pid()
+            .map(|p| p.as_raw())
+            .ok_or_else(|| Error::container(&self.name, "started but has no pid"))?;
+        self.lc = Some(lc);
+        self.pid = Some(pid);
+        self.log_pipe = Some(rd);
+        self.started_at = Some(Instant::now());
+        self.status = Status::Started;
+        Ok(pid)
+    }
+
+    /// Ask the container to stop (SIGTERM to every process, or SIGKILL).
+    pub fn signal(&mut self, sig: Signal) {
+        if let Some(lc) = self.lc.as_mut() {
+            if lc.kill(sig, true).is_err() {
+                if let Some(pid) = self.pid {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+                }
+            }
+        }
+    }
+
+    /// The init was reaped: forget it and release the runtime's state (its
+    /// cgroup and state directory).
+    pub fn exited(&mut self, status: i32) {
+        self.pid = None;
+        self.last_exit = Some(status);
+        if let Some(mut lc) = self.lc.take() {
+            // Mark it stopped first: delete() looks the pid up in /proc, and
+            // the number may already belong to another process.
+            lc.set_status(ContainerStatus::Stopped);
+            let _ = lc.save();
+            let _ = lc.delete(true);
+        }
+        self.status = Status::Stopped;
+    }
+
+    /// Unmount everything of this container.
+    pub fn unmount(&mut self, env: &Env) {
+        let dir = self.dir(env);
+        mounts::umount_all_below(&dir);
+        // Only remove the directory once nothing is mounted below it: a
+        // recursive delete through a live overlay would wipe persistent data.
+        if mounts::mounts_below(&dir).is_empty() {
+            let _ = fs::remove_dir_all(&dir);
+        } else {
+            crate::warn!("{}: mounts remain below {}", self.name, dir.display());
+        }
+        self.mounted = false;
+        if self.status == Status::Mounted {
+            self.status = Status::Installed;
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.pid.is_some()
+    }
+}

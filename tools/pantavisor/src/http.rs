@@ -1,0 +1,85 @@
+//! Minimal HTTP/1.1 over the control socket: one request per connection,
+//! answered with JSON and closed.
+
+use serde_json::Value;
+
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub body: Vec<u8>,
+}
+
+/// Largest request accepted (headers and body).
+pub const MAX_REQUEST: usize = 1 << 20;
+
+/// Try to parse a complete request from `buf`: `Ok(None)` when more bytes
+/// are needed.
+pub fn parse(buf: &[u8]) -> Result<Option<Request>, String> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut req = httparse::Request::new(&mut headers);
+    let header_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(format!("bad request: {e}")),
+    };
+    let length = req
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .map(|h| std::str::from_utf8(h.value).ok().and_then(|v| v.trim().parse::<usize>().ok()))
+        .unwrap_or(Some(0))
+        .ok_or("bad Content-Length")?;
+    if header_len + length > MAX_REQUEST {
+        return Err("request too large".into());
+    }
+    if buf.len() < header_len + length {
+        return Ok(None);
+    }
+    Ok(Some(Request {
+        method: req.method.unwrap_or("").to_string(),
+        path: req.path.unwrap_or("/").to_string(),
+        body: buf[header_len..header_len + length].to_vec(),
+    }))
+}
+
+pub fn reason(code: u16) -> &'static str {
+    match code {
+        200 => "OK",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        409 => "Conflict",
+        413 => "Payload Too Large",
+        _ => "Internal Server Error",
+    }
+}
+
+pub fn response(code: u16, body: &Value) -> Vec<u8> {
+    let body = serde_json::to_vec(body).unwrap_or_default();
+    let mut out = format!(
+        "HTTP/1.1 {code} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        reason(code),
+        body.len()
+    )
+    .into_bytes();
+    out.extend(body);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_whole_requests_only() {
+        let full = b"PUT /containers/app HTTP/1.1\r\nHost: x\r\nContent-Length: 18\r\n\r\n{\"action\":\"stop\"}\n";
+        assert!(parse(&full[..20]).unwrap().is_none());
+        assert!(parse(&full[..full.len() - 1]).unwrap().is_none());
+        let r = parse(full).unwrap().unwrap();
+        assert_eq!((r.method.as_str(), r.path.as_str()), ("PUT", "/containers/app"));
+        assert_eq!(r.body, b"{\"action\":\"stop\"}\n");
+        assert!(parse(b"GARBAGE\r\n\r\n").is_err());
+        assert!(parse(b"GET / HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n").is_err());
+    }
+}

@@ -1,0 +1,19 @@
+//! `pantavisor`: the runtime daemon of meta-pantavisor-rs.
+//!
+//! In appengine mode (a root process given `--storage DIR`) it runs the
+//! revision the storage's boot environment names: containers mounted from
+//! their squashfs objects under overlays, started with libcontainer group by
+//! group, supervised per their restart policies, and driven through the
+//! control socket. Embedded (PID 1) mode builds on the same [`supervisor`].
+
+pub mod bundle;
+pub mod container;
+pub mod error;
+pub mod http;
+#[macro_use]
+pub mod log;
+pub mod mounts;
+pub mod storage;
+pub mod supervisor;
+
+pub use error::{Error, Result};

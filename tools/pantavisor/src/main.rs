@@ -1,0 +1,93 @@
+//! `pantavisor`: the runtime daemon, in appengine mode.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+
+use pantavisor::supervisor::{Daemon, Options};
+
+#[derive(Parser)]
+#[command(
+    name = "pantavisor",
+    version,
+    about = "Run a revision's containers (appengine mode)",
+    long_about = "Run the containers of the revision a pvroot's boot environment names \
+                  (boot/pv.env pv_rev, 0 by default): mounted from their squashfs objects, \
+                  started group by group, restarted per their auto_recovery, driven through \
+                  the control socket. Stops every container in reverse group order on \
+                  SIGTERM or SIGINT. Needs root."
+)]
+struct Cli {
+    /// The data partition (a pvroot: trails/, objects/, boot/ ...).
+    #[arg(long)]
+    storage: PathBuf,
+    /// Where to create the control socket (pv-ctrl).
+    #[arg(long)]
+    ctrl_socket: PathBuf,
+    /// Runtime directory for mounts and bundles.
+    #[arg(long, default_value = "/run/pantavisor-rs")]
+    run_dir: PathBuf,
+    /// Configuration file (KEY=VALUE lines: cgroup.parent, log.maxsize,
+    /// stop.timeout); flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// cgroup under which containers get theirs.
+    #[arg(long)]
+    cgroup_parent: Option<String>,
+}
+
+fn config_value(text: &str, key: &str) -> Option<String> {
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .find_map(|l| l.split_once('=').filter(|(k, _)| k.trim() == key).map(|(_, v)| v.trim().to_string()))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let text = match &cli.config {
+        Some(p) => match std::fs::read_to_string(p) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("pantavisor: error: {}: {e}", p.display());
+                return ExitCode::from(2);
+            }
+        },
+        None => String::new(),
+    };
+    let number = |key: &str, default: u64| -> Result<u64, String> {
+        match config_value(&text, key) {
+            None => Ok(default),
+            Some(v) => v.parse().map_err(|_| format!("{key}={v}: not a number")),
+        }
+    };
+    let opts = (|| -> Result<Options, String> {
+        Ok(Options {
+            storage: cli.storage.clone(),
+            ctrl_socket: cli.ctrl_socket.clone(),
+            run_dir: cli.run_dir.clone(),
+            cgroup_parent: cli
+                .cgroup_parent
+                .clone()
+                .or_else(|| config_value(&text, "cgroup.parent"))
+                .unwrap_or_else(|| "pantavisor".into()),
+            log_max_bytes: number("log.maxsize", 1 << 20)?,
+            stop_timeout: Duration::from_secs(number("stop.timeout", 10)?),
+        })
+    })();
+    let opts = match opts {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("pantavisor: error: config: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match Daemon::new(opts).and_then(Daemon::run) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pantavisor: error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

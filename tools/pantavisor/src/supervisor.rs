@@ -1,0 +1,825 @@
+//! The daemon's event loop: one thread, one epoll over a signalfd (child
+//! exits, SIGTERM/SIGINT), the control socket, its connections and the
+//! containers' log pipes; timers are the epoll timeout.
+//!
+//! It brings the revision up group by group, restarts containers per their
+//! `auto_recovery`, answers the control socket and stops everything in
+//! reverse group order on SIGTERM.
+
+use std::collections::HashMap;
+use std::fs::{self, OpenOptions};
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use pvstate::model::{RecoveryPolicy, RestartPolicy, Role, StatusGoal};
+use pvstate::{parse_duration, ObjectStore, State};
+use serde_json::{json, Value};
+
+use crate::container::{Ctr, Env, Status};
+use crate::error::{Error, Result};
+use crate::http;
+use crate::storage::Storage;
+use crate::mounts;
+
+/// How the daemon runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub storage: PathBuf,
+    pub ctrl_socket: PathBuf,
+    pub run_dir: PathBuf,
+    pub cgroup_parent: String,
+    /// Rotate a container's log file past this size.
+    pub log_max_bytes: u64,
+    /// Time between SIGTERM and SIGKILL when stopping a container.
+    pub stop_timeout: Duration,
+}
+
+struct GroupRt {
+    name: String,
+    timeout: Duration,
+    members: Vec<usize>,
+    launched: bool,
+    deadline: Option<Instant>,
+}
+
+struct Client {
+    stream: UnixStream,
+    buf: Vec<u8>,
+    /// The container the caller runs in; None for the host side.
+    caller: Option<usize>,
+}
+
+const TOKEN_SIGNALS: u64 = 1;
+const TOKEN_LISTENER: u64 = 2;
+const TOKEN_LOG_BASE: u64 = 1_000;
+const TOKEN_CLIENT_BASE: u64 = 1_000_000;
+
+/// The containers' environment, borrowed field by field so that a container
+/// of `$d.ctrs` can be borrowed mutably beside it.
+macro_rules! ctr_env {
+    ($d:expr) => {
+        Env {
+            storage: &$d.storage,
+            objects: &$d.objects,
+            state: &$d.state,
+            rev: &$d.rev,
+            run_dir: &$d.opts.run_dir,
+            ctrl_socket: &$d.opts.ctrl_socket,
+            cgroup_parent: &$d.opts.cgroup_parent,
+        }
+    };
+}
+
+pub struct Daemon {
+    opts: Options,
+    storage: Storage,
+    objects: ObjectStore,
+    state: State,
+    rev: String,
+    ctrs: Vec<Ctr>,
+    groups: Vec<GroupRt>,
+    next_group: usize,
+    epoll: Epoll,
+    signals: SignalFd,
+    listener: UnixListener,
+    clients: HashMap<u64, Client>,
+    next_client: u64,
+    /// Why the system should reboot; appengine mode reports it instead.
+    reboot_requested: Option<String>,
+    /// Index of the group being stopped during shutdown.
+    shutdown_group: Option<usize>,
+    log_sizes: HashMap<usize, u64>,
+}
+
+fn goal_reached(c: &Ctr) -> bool {
+    match c.eff.status_goal {
+        StatusGoal::Mounted => c.status >= Status::Mounted && c.status != Status::Stopped,
+        StatusGoal::Started => matches!(c.status, Status::Started | Status::Ready),
+        StatusGoal::Ready => c.status == Status::Ready,
+    }
+}
+
+impl Daemon {
+    pub fn new(opts: Options) -> Result<Self> {
+        let storage = Storage::open(&opts.storage)?;
+        let objects = storage.objects()?;
+        let rev = storage.current_revision();
+        crate::log::to_file(&storage.log_dir(&rev, "pantavisor").join("pantavisor.log"));
+        let state = storage.state(&rev)?;
+        info!("revision {rev}: {} containers", state.containers().len());
+        let (groups_def, _) = state.groups();
+        let assignment = state.group_assignment();
+        let mut ctrs = Vec::new();
+        let mut groups: Vec<GroupRt> = groups_def
+            .iter()
+            .map(|g| GroupRt {
+                name: g.name.clone(),
+                timeout: Duration::from_secs(g.timeout.unwrap_or(30)),
+                members: Vec::new(),
+                launched: false,
+                deadline: None,
+            })
+            .collect();
+        for name in state.containers().keys() {
+            let ctr = Ctr::new(name, &state)?;
+            let gi = groups
+                .iter()
+                .position(|g| Some(&g.name) == assignment.get(*name))
+                .ok_or_else(|| Error::container(name, "its group does not exist"))?;
+            groups[gi].members.push(ctrs.len());
+            ctrs.push(ctr);
+        }
+        // SIGCHLD, SIGTERM and SIGINT arrive through the signalfd only.
+        let mut mask = SigSet::empty();
+        for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT] {
+            mask.add(s);
+        }
+        mask.thread_block().map_err(|e| Error::sys("block signals", e))?;
+        let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+            .map_err(|e| Error::sys("signalfd", e))?;
+        // Orphaned container inits (their parent, the runtime's intermediate
+        // process, exits) come back to us to be reaped.
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+        fs::create_dir_all(&opts.run_dir).map_err(|e| Error::io(&opts.run_dir, e))?;
+        if let Some(parent) = opts.ctrl_socket.parent() {
+            fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        }
+        let _ = fs::remove_file(&opts.ctrl_socket);
+        let listener = UnixListener::bind(&opts.ctrl_socket).map_err(|e| Error::io(&opts.ctrl_socket, e))?;
+        listener.set_nonblocking(true).map_err(|e| Error::io(&opts.ctrl_socket, e))?;
+        // Containers of any user may talk to the socket.
+        use std::os::unix::fs::PermissionsExt;
+        let _ = fs::set_permissions(&opts.ctrl_socket, fs::Permissions::from_mode(0o666));
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(|e| Error::sys("epoll", e))?;
+        epoll
+            .add(signals.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_SIGNALS))
+            .map_err(|e| Error::sys("epoll add", e))?;
+        epoll
+            .add(listener.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_LISTENER))
+            .map_err(|e| Error::sys("epoll add", e))?;
+        Ok(Daemon {
+            opts,
+            storage,
+            objects,
+            state,
+            rev,
+            ctrs,
+            groups,
+            next_group: 0,
+            epoll,
+            signals,
+            listener,
+            clients: HashMap::new(),
+            next_client: 0,
+            reboot_requested: None,
+            shutdown_group: None,
+            log_sizes: HashMap::new(),
+        })
+    }
+
+
+    /// Run until stopped by SIGTERM/SIGINT.
+    pub fn run(mut self) -> Result<()> {
+        self.advance_groups();
+        let mut events = vec![EpollEvent::empty(); 64];
+        loop {
+            let timeout = self.next_timeout();
+            let n = match self.epoll.wait(&mut events, timeout) {
+                Ok(n) => n,
+                Err(nix::Error::EINTR) => 0,
+                Err(e) => return Err(Error::sys("epoll wait", e)),
+            };
+            for ev in events.iter().take(n) {
+                match ev.data() {
+                    TOKEN_SIGNALS => self.on_signals(),
+                    TOKEN_LISTENER => self.on_accept(),
+                    t if (TOKEN_LOG_BASE..TOKEN_CLIENT_BASE).contains(&t) => {
+                        self.on_log((t - TOKEN_LOG_BASE) as usize)
+                    }
+                    t => self.on_client(t),
+                }
+            }
+            self.on_timers();
+            if self.shutdown_group.is_some() && self.advance_shutdown() {
+                self.finish_shutdown();
+                return Ok(());
+            }
+        }
+    }
+
+    fn next_timeout(&self) -> u16 {
+        let now = Instant::now();
+        let mut next: Option<Instant> = None;
+        let mut consider = |t: Option<Instant>| {
+            if let Some(t) = t {
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
+        };
+        for c in &self.ctrs {
+            consider(c.restart_at);
+            consider(c.kill_at);
+        }
+        if let Some(g) = self.groups.get(self.next_group) {
+            consider(g.deadline);
+        }
+        match next {
+            None => 1000,
+            Some(t) => t.saturating_duration_since(now).as_millis().min(1000) as u16,
+        }
+    }
+
+    // ---- group bring-up ----
+
+    fn advance_groups(&mut self) {
+        if self.shutdown_group.is_some() {
+            return;
+        }
+        while self.next_group < self.groups.len() {
+            let gi = self.next_group;
+            if !self.groups[gi].launched {
+                let g = &mut self.groups[gi];
+                g.launched = true;
+                g.deadline = Some(Instant::now() + g.timeout);
+                info!("group {}: starting {} container(s)", g.name, g.members.len());
+                for i in self.groups[gi].members.clone() {
+                    self.bring_up(i);
+                }
+            }
+            let g = &self.groups[gi];
+            let all = g.members.iter().all(|&i| goal_reached(&self.ctrs[i]));
+            let timed_out = g.deadline.is_some_and(|d| Instant::now() >= d);
+            if !(all || timed_out) {
+                return;
+            }
+            if !all {
+                let late: Vec<&str> = g
+                    .members
+                    .iter()
+                    .filter(|&&i| !goal_reached(&self.ctrs[i]))
+                    .map(|&i| self.ctrs[i].name.as_str())
+                    .collect();
+                warn!("group {}: timeout after {:?}; not at their goal: {}", g.name, g.timeout, late.join(", "));
+            } else {
+                info!("group {}: every container reached its goal", g.name);
+            }
+            self.next_group += 1;
+        }
+    }
+
+    fn bring_up(&mut self, i: usize) {
+        let env_result = {
+            let env = ctr_env!(self);
+            let c = &mut self.ctrs[i];
+            if c.eff.status_goal == StatusGoal::Mounted {
+                c.mount(&env).map(|_| None)
+            } else {
+                c.start(&env).map(Some)
+            }
+        };
+        match env_result {
+            Ok(Some(pid)) => {
+                info!("{}: started, pid {pid}", self.ctrs[i].name);
+                self.watch_log(i);
+            }
+            Ok(None) => info!("{}: mounted", self.ctrs[i].name),
+            Err(e) => {
+                error!("{e}");
+                self.ctrs[i].status = Status::Stopped;
+                self.on_failure(i, "failed to start");
+            }
+        }
+    }
+
+    // ---- exits and recovery ----
+
+    fn on_signals(&mut self) {
+        while let Ok(Some(info)) = self.signals.read_signal() {
+            match Signal::try_from(info.ssi_signo as i32) {
+                Ok(Signal::SIGCHLD) => self.reap(),
+                Ok(Signal::SIGTERM) | Ok(Signal::SIGINT) => self.begin_shutdown(),
+                _ => {}
+            }
+        }
+    }
+
+    fn reap(&mut self) {
+        loop {
+            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => self.on_exit(pid.as_raw(), code),
+                Ok(WaitStatus::Signaled(pid, sig, _)) => self.on_exit(pid.as_raw(), 128 + sig as i32),
+                Ok(WaitStatus::StillAlive) | Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+    }
+
+    fn on_exit(&mut self, pid: i32, code: i32) {
+        let Some(i) = self.ctrs.iter().position(|c| c.pid == Some(pid)) else {
+            return; // an intermediate process of the runtime, or an orphan
+        };
+        self.drain_log(i);
+        let ran_for = self.ctrs[i].started_at.map(|t| t.elapsed()).unwrap_or_default();
+        let c = &mut self.ctrs[i];
+        c.exited(code);
+        c.kill_at = None;
+        info!("{}: exited with status {code} after {:.1} s", c.name, ran_for.as_secs_f64());
+        if self.shutdown_group.is_some() {
+            return;
+        }
+        if c.restart_after_stop {
+            c.restart_after_stop = false;
+            c.stopped_by_user = false;
+            self.restart_now(i);
+            return;
+        }
+        if c.stopped_by_user {
+            return;
+        }
+        if let Some(window) = c.eff.auto_recovery.as_ref().and_then(|a| a.reset_window) {
+            if window > 0 && ran_for >= Duration::from_secs(window) {
+                c.retries = 0;
+            }
+        }
+        let clean = code == 0;
+        let policy = c.eff.auto_recovery.as_ref().and_then(|a| a.policy).unwrap_or(RecoveryPolicy::No);
+        if policy == RecoveryPolicy::OnFailure && clean {
+            info!("{}: exited cleanly; on-failure does not restart it", c.name);
+            return;
+        }
+        self.on_failure(i, &format!("exited with status {code}"));
+    }
+
+    /// Apply the container's recovery policy after it stopped or failed.
+    fn on_failure(&mut self, i: usize, what: &str) {
+        let c = &mut self.ctrs[i];
+        let ar = c.eff.auto_recovery.clone();
+        let policy = ar.as_ref().and_then(|a| a.policy).unwrap_or(RecoveryPolicy::No);
+        if policy == RecoveryPolicy::No {
+            if c.eff.restart_policy == RestartPolicy::System {
+                let why = format!("container {} (restart_policy system) {what}", c.name);
+                self.request_reboot(why);
+            } else {
+                info!("{}: {what}; no auto_recovery, left stopped", c.name);
+            }
+            return;
+        }
+        let ar = ar.unwrap_or_else(|| unreachable_ar());
+        let max = ar.max_retries.unwrap_or(0);
+        if max == 0 || u64::from(c.retries) < max {
+            let delay = ar.retry_delay.unwrap_or(0) as f64 * ar.backoff_factor.unwrap_or(1.0).powi(c.retries as i32);
+            c.retries += 1;
+            c.restart_at = Some(Instant::now() + Duration::from_secs_f64(delay));
+            info!("{}: {what}; restart {} in {delay:.1} s", c.name, c.retries);
+            return;
+        }
+        match ar.backoff_policy.as_deref().unwrap_or("reboot") {
+            "never" => info!("{}: {what}; {max} retries used, left stopped (backoff_policy never)", c.name),
+            "reboot" => {
+                let why = format!("container {} {what} after {max} retries", c.name);
+                self.request_reboot(why);
+            }
+            d => {
+                let secs = parse_duration(d).unwrap_or(60);
+                c.retries = 0;
+                c.restart_at = Some(Instant::now() + Duration::from_secs(secs));
+                info!("{}: {what}; {max} retries used, trying again in {secs} s", c.name);
+            }
+        }
+    }
+
+    fn request_reboot(&mut self, why: String) {
+        warn!("reboot requested: {why} (appengine mode: the host is not rebooted)");
+        self.reboot_requested = Some(why);
+    }
+
+    fn restart_now(&mut self, i: usize) {
+        self.ctrs[i].restart_at = None;
+        self.ctrs[i].restarts += 1;
+        self.bring_up(i);
+        self.advance_groups();
+    }
+
+    fn on_timers(&mut self) {
+        let now = Instant::now();
+        for i in 0..self.ctrs.len() {
+            if self.ctrs[i].kill_at.is_some_and(|t| now >= t) {
+                self.ctrs[i].kill_at = None;
+                warn!("{}: did not stop in time, killing it", self.ctrs[i].name);
+                self.ctrs[i].signal(Signal::SIGKILL);
+            }
+            if self.ctrs[i].restart_at.is_some_and(|t| now >= t) && !self.ctrs[i].is_running() {
+                self.restart_now(i);
+            }
+        }
+        self.advance_groups();
+    }
+
+    fn stop(&mut self, i: usize) {
+        let c = &mut self.ctrs[i];
+        c.restart_at = None;
+        if c.is_running() {
+            c.status = Status::Stopping;
+            c.signal(Signal::SIGTERM);
+            c.kill_at = Some(Instant::now() + self.opts.stop_timeout);
+        }
+    }
+
+    // ---- shutdown ----
+
+    fn begin_shutdown(&mut self) {
+        if self.shutdown_group.is_none() {
+            info!("stopping: containers in reverse group order");
+            self.shutdown_group = Some(self.groups.len());
+        }
+    }
+
+    /// Stop the groups from the last; true when every container is down.
+    fn advance_shutdown(&mut self) -> bool {
+        loop {
+            let Some(g) = self.shutdown_group else { return true };
+            if g < self.groups.len() {
+                let members = self.groups[g].members.clone();
+                if members.iter().any(|&i| self.ctrs[i].is_running()) {
+                    return false;
+                }
+            }
+            if g == 0 {
+                return true;
+            }
+            let next = g - 1;
+            self.shutdown_group = Some(next);
+            for i in self.groups[next].members.clone() {
+                if self.ctrs[i].is_running() && self.ctrs[i].status != Status::Stopping {
+                    self.stop(i);
+                }
+            }
+        }
+    }
+
+    fn finish_shutdown(&mut self) {
+        let env = ctr_env!(self);
+        for c in self.ctrs.iter_mut() {
+            c.unmount(&env);
+        }
+        mounts::umount_all_below(&self.opts.run_dir);
+        remove_cgroup_parent(&self.opts.cgroup_parent);
+        let _ = fs::remove_file(&self.opts.ctrl_socket);
+        info!("stopped");
+    }
+
+    // ---- logs ----
+
+    fn watch_log(&mut self, i: usize) {
+        if let Some(fd) = self.ctrs[i].log_pipe.as_ref() {
+            let _ = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK));
+            let _ = self
+                .epoll
+                .add(fd.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_LOG_BASE + i as u64));
+        }
+    }
+
+    fn log_path(&self, i: usize) -> PathBuf {
+        self.storage.log_dir(&self.rev, &self.ctrs[i].name).join("stdout.log")
+    }
+
+    fn on_log(&mut self, i: usize) {
+        let mut buf = [0u8; 16384];
+        loop {
+            let Some(fd) = self.ctrs[i].log_pipe.as_ref() else { return };
+            match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
+                Ok(0) => {
+                    // Every writer is gone.
+                    if let Some(fd) = self.ctrs[i].log_pipe.take() {
+                        let _ = self.epoll.delete(fd.as_fd());
+                    }
+                    return;
+                }
+                Ok(n) => self.append_log(i, &buf[..n]),
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn drain_log(&mut self, i: usize) {
+        self.on_log(i);
+    }
+
+    fn append_log(&mut self, i: usize, data: &[u8]) {
+        let path = self.log_path(i);
+        let size = self.log_sizes.entry(i).or_insert_with(|| fs::metadata(&path).map(|m| m.len()).unwrap_or(0));
+        if *size + data.len() as u64 > self.opts.log_max_bytes {
+            let _ = fs::rename(&path, path.with_extension("log.1"));
+            *size = 0;
+        }
+        if let Some(dir) = path.parent() {
+            let _ = fs::create_dir_all(dir);
+        }
+        if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(&path) {
+            if f.write_all(data).is_ok() {
+                *size += data.len() as u64;
+            }
+        }
+    }
+
+    // ---- control socket ----
+
+    fn on_accept(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nonblocking(true);
+                    let caller = getsockopt(&stream, PeerCredentials)
+                        .ok()
+                        .and_then(|cred| self.container_of(cred.pid()));
+                    let token = TOKEN_CLIENT_BASE + self.next_client;
+                    self.next_client += 1;
+                    if self.epoll.add(stream.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, token)).is_ok() {
+                        self.clients.insert(token, Client { stream, buf: Vec::new(), caller });
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    warn!("control socket: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The container whose cgroup holds `pid`.
+    fn container_of(&self, pid: i32) -> Option<usize> {
+        let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+        let prefix = format!("/{}/", self.opts.cgroup_parent);
+        let name = text.lines().find_map(|l| {
+            let path = l.splitn(3, ':').nth(2)?;
+            let rest = path.split(&prefix).nth(1)?;
+            Some(rest.split('/').next()?.to_string())
+        })?;
+        self.ctrs.iter().position(|c| c.name == name)
+    }
+
+    fn on_client(&mut self, token: u64) {
+        let Some(client) = self.clients.get_mut(&token) else { return };
+        let mut chunk = [0u8; 8192];
+        let mut closed = false;
+        loop {
+            match client.stream.read(&mut chunk) {
+                Ok(0) => {
+                    closed = true;
+                    break;
+                }
+                Ok(n) => {
+                    client.buf.extend_from_slice(&chunk[..n]);
+                    if client.buf.len() > http::MAX_REQUEST {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        let parsed = http::parse(&client.buf);
+        let reply = match parsed {
+            Ok(Some(req)) => {
+                let caller = client.caller;
+                Some(self.handle(caller, &req))
+            }
+            Ok(None) if !closed && client.buf.len() <= http::MAX_REQUEST => None,
+            Ok(None) => Some((400, json!({"Error": "incomplete request"}))),
+            Err(e) => Some((400, json!({"Error": e}))),
+        };
+        if reply.is_some() || closed {
+            if let Some(mut client) = self.clients.remove(&token) {
+                let _ = self.epoll.delete(client.stream.as_fd());
+                if let Some((code, body)) = reply {
+                    let _ = client.stream.set_nonblocking(false);
+                    let _ = client.stream.set_write_timeout(Some(Duration::from_secs(2)));
+                    let _ = client.stream.write_all(&http::response(code, &body));
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, caller: Option<usize>, req: &http::Request) -> (u16, Value) {
+        let path = req.path.split('?').next().unwrap_or("/").trim_end_matches('/');
+        let method = req.method.as_str();
+        if path == "/signal" {
+            return self.signal_endpoint(caller, &req.body);
+        }
+        if let Some(i) = caller {
+            let mgmt = self.ctrs[i].run.roles.as_ref().is_some_and(|r| r.contains(&Role::Mgmt));
+            if !mgmt {
+                return (403, json!({"Error": format!("container {} has no mgmt role: only /signal is allowed", self.ctrs[i].name)}));
+            }
+        }
+        match (method, path) {
+            ("GET", "/containers") => (200, Value::Array(self.ctrs.iter().map(|c| self.describe(c)).collect())),
+            ("PUT", p) if p.starts_with("/containers/") => self.container_action(&p["/containers/".len()..], &req.body),
+            ("GET", "/groups") => (200, self.describe_groups()),
+            ("GET", "/buildinfo") => (200, json!({"name": "pantavisor-rs", "version": env!("CARGO_PKG_VERSION"), "mode": "appengine"})),
+            ("GET", "/device-meta") => (200, self.device_meta()),
+            ("GET", "/user-meta") => (200, self.user_meta_all()),
+            (m, p) if p.starts_with("/user-meta/") => self.user_meta_key(m, &p["/user-meta/".len()..], &req.body),
+            (_, "/containers" | "/groups" | "/buildinfo" | "/device-meta" | "/user-meta") => {
+                (405, json!({"Error": format!("{method} not allowed on {path}")}))
+            }
+            _ => (404, json!({"Error": format!("no endpoint {path}")})),
+        }
+    }
+
+    fn describe(&self, c: &Ctr) -> Value {
+        json!({
+            "name": c.name,
+            "group": c.eff.group,
+            "status": c.status.as_str(),
+            "status_goal": c.eff.status_goal.to_string(),
+            "restart_policy": c.eff.restart_policy.to_string(),
+            "roles": c.run.roles.clone().unwrap_or_default(),
+            "pid": c.pid,
+            "restarts": c.restarts,
+            "last_exit": c.last_exit,
+        })
+    }
+
+    fn describe_groups(&self) -> Value {
+        Value::Array(
+            self.groups
+                .iter()
+                .enumerate()
+                .map(|(gi, g)| {
+                    let status = if gi < self.next_group {
+                        "READY"
+                    } else if g.launched {
+                        "STARTING"
+                    } else {
+                        "WAITING"
+                    };
+                    json!({
+                        "name": g.name,
+                        "timeout": g.timeout.as_secs(),
+                        "status": status,
+                        "containers": g.members.iter().map(|&i| self.ctrs[i].name.clone()).collect::<Vec<_>>(),
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    fn signal_endpoint(&mut self, caller: Option<usize>, body: &[u8]) -> (u16, Value) {
+        let v: Value = match serde_json::from_slice(body) {
+            Ok(v) => v,
+            Err(e) => return (400, json!({"Error": format!("body is not JSON: {e}")})),
+        };
+        let Some(i) = caller else {
+            return (400, json!({"Error": "signals come from containers; this caller is not in one"}));
+        };
+        match v.get("type").and_then(Value::as_str) {
+            Some("ready") => {
+                let c = &mut self.ctrs[i];
+                if c.is_running() {
+                    c.status = Status::Ready;
+                    info!("{}: READY", c.name);
+                }
+                self.advance_groups();
+                (200, json!({}))
+            }
+            Some(other) => (400, json!({"Error": format!("unknown signal type \"{other}\"")})),
+            None => (400, json!({"Error": "missing \"type\""})),
+        }
+    }
+
+    fn container_action(&mut self, name: &str, body: &[u8]) -> (u16, Value) {
+        let Some(i) = self.ctrs.iter().position(|c| c.name == name) else {
+            return (404, json!({"Error": format!("no container {name}")}));
+        };
+        if self.ctrs[i].eff.restart_policy == RestartPolicy::System {
+            return (403, json!({"Error": format!("{name} has restart_policy system: it cannot be stopped or restarted alone")}));
+        }
+        let action = serde_json::from_slice::<Value>(body)
+            .ok()
+            .and_then(|v| v.get("action").and_then(Value::as_str).map(str::to_string));
+        match action.as_deref() {
+            Some("stop") => {
+                self.ctrs[i].stopped_by_user = true;
+                self.stop(i);
+            }
+            Some("start") => {
+                self.ctrs[i].stopped_by_user = false;
+                if !self.ctrs[i].is_running() {
+                    self.ctrs[i].retries = 0;
+                    self.restart_now(i);
+                }
+            }
+            Some("restart") => {
+                if self.ctrs[i].is_running() {
+                    self.ctrs[i].restart_after_stop = true;
+                    self.stop(i);
+                } else {
+                    self.ctrs[i].stopped_by_user = false;
+                    self.restart_now(i);
+                }
+            }
+            _ => return (400, json!({"Error": "body must be {\"action\": \"stop\" | \"start\" | \"restart\"}"})),
+        }
+        (200, self.describe(&self.ctrs[i]))
+    }
+
+    fn device_meta(&self) -> Value {
+        json!({
+            "pantavisor.version": env!("CARGO_PKG_VERSION"),
+            "pantavisor.mode": "appengine",
+            "pantavisor.revision": self.rev,
+            "pantavisor.reboot-requested": self.reboot_requested,
+        })
+    }
+
+    fn user_meta_all(&self) -> Value {
+        let mut map = serde_json::Map::new();
+        if let Ok(entries) = fs::read_dir(self.storage.user_meta_dir()) {
+            for e in entries.flatten() {
+                if let (Some(k), Ok(v)) = (e.file_name().to_str().map(str::to_string), fs::read_to_string(e.path())) {
+                    if !k.starts_with('.') {
+                        map.insert(k, json!(v));
+                    }
+                }
+            }
+        }
+        Value::Object(map)
+    }
+
+    fn user_meta_key(&mut self, method: &str, key: &str, body: &[u8]) -> (u16, Value) {
+        if key.is_empty() || key.contains('/') || key.starts_with('.') || key.len() > 255 {
+            return (400, json!({"Error": format!("\"{key}\" is not a metadata key")}));
+        }
+        let dir = self.storage.user_meta_dir();
+        let path = dir.join(key);
+        match method {
+            "GET" => match fs::read_to_string(&path) {
+                Ok(v) => (200, json!(v)),
+                Err(_) => (404, json!({"Error": format!("no user-meta {key}")})),
+            },
+            "PUT" => {
+                let Ok(value) = std::str::from_utf8(body) else {
+                    return (400, json!({"Error": "value is not UTF-8"}));
+                };
+                let _ = fs::create_dir_all(&dir);
+                match pvstate::store::write_atomic(&path, value.as_bytes()) {
+                    Ok(()) => (200, json!({})),
+                    Err(e) => (500, json!({"Error": e.to_string()})),
+                }
+            }
+            "DELETE" => match fs::remove_file(&path) {
+                Ok(()) => (200, json!({})),
+                Err(_) => (404, json!({"Error": format!("no user-meta {key}")})),
+            },
+            _ => (405, json!({"Error": format!("{method} not allowed on /user-meta/{key}")})),
+        }
+    }
+}
+
+/// Remove our cgroup parent directory in every hierarchy.
+fn remove_cgroup_parent(parent: &str) {
+    let Ok(entries) = fs::read_dir("/sys/fs/cgroup") else { return };
+    let mut dirs: Vec<PathBuf> = vec![Path::new("/sys/fs/cgroup").join(parent)];
+    for e in entries.flatten() {
+        dirs.push(e.path().join(parent));
+    }
+    for d in dirs {
+        if d.is_dir() {
+            // Children first (libcontainer removes the containers' own).
+            if let Ok(children) = fs::read_dir(&d) {
+                for c in children.flatten() {
+                    if c.path().is_dir() {
+                        let _ = fs::remove_dir(c.path());
+                    }
+                }
+            }
+            let _ = fs::remove_dir(&d);
+        }
+    }
+}
+
+fn unreachable_ar() -> pvstate::model::AutoRecovery {
+    pvstate::model::AutoRecovery {
+        policy: None,
+        max_retries: None,
+        retry_delay: None,
+        backoff_factor: None,
+        reset_window: None,
+        stable_timeout: None,
+        backoff_policy: None,
+        extra: Default::default(),
+    }
+}
