@@ -70,7 +70,10 @@ fn default_devices() -> Vec<Value> {
 pub fn spec(input: &BundleInput) -> Result<Value> {
     let cfg = input.config;
     if !cfg.is_object() {
-        return Err(Error::container(input.name, "config.json is not a JSON object"));
+        return Err(Error::container(
+            input.name,
+            "config.json is not a JSON object",
+        ));
     }
     let mut spec = cfg.clone();
     spec["ociVersion"] = json!("1.0.2");
@@ -82,8 +85,15 @@ pub fn spec(input: &BundleInput) -> Result<Value> {
         .get_mut("process")
         .filter(|p| p.is_object())
         .ok_or_else(|| Error::container(input.name, "config.json has no process"))?;
-    if process.get("args").and_then(Value::as_array).map_or(true, |a| a.is_empty()) {
-        return Err(Error::container(input.name, "config.json: process.args is empty"));
+    if process
+        .get("args")
+        .and_then(Value::as_array)
+        .map_or(true, |a| a.is_empty())
+    {
+        return Err(Error::container(
+            input.name,
+            "config.json: process.args is empty",
+        ));
     }
     if process.get("capabilities").is_none() {
         let caps = json!(DEFAULT_CAPS);
@@ -95,9 +105,15 @@ pub fn spec(input: &BundleInput) -> Result<Value> {
     if process.get("user").is_none() {
         process["user"] = json!({"uid": 0, "gid": 0});
     }
-    let namespaces = spec["linux"]["namespaces"].as_array().cloned().unwrap_or_else(|| {
-        ["pid", "ipc", "uts", "mount", "network"].iter().map(|t| json!({"type": t})).collect()
-    });
+    let namespaces = spec["linux"]["namespaces"]
+        .as_array()
+        .cloned()
+        .unwrap_or_else(|| {
+            ["pid", "ipc", "uts", "mount", "network"]
+                .iter()
+                .map(|t| json!({"type": t}))
+                .collect()
+        });
     let netns = namespaces.iter().any(|n| n["type"] == "network");
     let mut mounts = default_mounts(netns);
     // Volumes: their names resolve to directories on storage (or tmpfs).
@@ -111,7 +127,12 @@ pub fn spec(input: &BundleInput) -> Result<Value> {
                         .iter()
                         .find(|(k, _)| k == src)
                         .map(|(_, d)| d.clone())
-                        .ok_or_else(|| Error::container(input.name, format!("mount source \"{src}\" is no volume of this container")))?;
+                        .ok_or_else(|| {
+                            Error::container(
+                                input.name,
+                                format!("mount source \"{src}\" is no volume of this container"),
+                            )
+                        })?;
                     m["source"] = json!(dir);
                 }
             }
@@ -128,11 +149,19 @@ pub fn spec(input: &BundleInput) -> Result<Value> {
         linux["devices"] = json!(default_devices());
     }
     if linux.get("maskedPaths").is_none() {
-        linux["maskedPaths"] = json!(["/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"]);
+        linux["maskedPaths"] = json!([
+            "/proc/kcore",
+            "/proc/keys",
+            "/proc/timer_list",
+            "/sys/firmware"
+        ]);
     }
     if linux.get("seccomp").is_some() {
         // Built without libseccomp: a profile would be silently ignored.
-        return Err(Error::container(input.name, "config.json asks for a seccomp profile, which this build cannot enforce"));
+        return Err(Error::container(
+            input.name,
+            "config.json asks for a seccomp profile, which this build cannot enforce",
+        ));
     }
     spec["linux"] = linux;
     Ok(spec)
@@ -151,7 +180,10 @@ mod tests {
             "mounts": [{"destination": "/var/lib/app", "type": "bind", "source": "docker--var-lib-app", "options": ["rbind", "rw"]}],
             "linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}]}
         });
-        let vols = vec![("docker--var-lib-app".to_string(), PathBuf::from("/storage/disks/perm/app/docker--var-lib-app"))];
+        let vols = vec![(
+            "docker--var-lib-app".to_string(),
+            PathBuf::from("/storage/disks/perm/app/docker--var-lib-app"),
+        )];
         let s = spec(&BundleInput {
             name: "app",
             config: &config,
@@ -164,21 +196,49 @@ mod tests {
         assert_eq!(s["root"]["path"], "/run/pv/app/rootfs");
         assert_eq!(s["linux"]["cgroupsPath"], "/pantavisor/app");
         let mounts = s["mounts"].as_array().unwrap();
-        assert!(mounts.iter().any(|m| m["source"] == "/storage/disks/perm/app/docker--var-lib-app"));
-        assert!(mounts.iter().any(|m| m["destination"] == "/pantavisor/pv-ctrl"));
+        assert!(mounts
+            .iter()
+            .any(|m| m["source"] == "/storage/disks/perm/app/docker--var-lib-app"));
+        assert!(mounts
+            .iter()
+            .any(|m| m["destination"] == "/pantavisor/pv-ctrl"));
         // No network namespace asked: /sys is bound from the host.
-        assert!(mounts.iter().any(|m| m["destination"] == "/sys" && m["type"] == "bind"));
-        assert!(s["process"]["capabilities"]["bounding"].as_array().unwrap().len() > 5);
+        assert!(mounts
+            .iter()
+            .any(|m| m["destination"] == "/sys" && m["type"] == "bind"));
+        assert!(
+            s["process"]["capabilities"]["bounding"]
+                .as_array()
+                .unwrap()
+                .len()
+                > 5
+        );
     }
 
     #[test]
     fn refuses_unknown_volumes_and_seccomp() {
         let base = json!({"process": {"args": ["/x"]}, "mounts": [{"destination": "/d", "type": "bind", "source": "nope"}]});
-        let input = |c| BundleInput { name: "a", config: c, rootfs: Path::new("/r"), volumes: &[], ctrl_socket: Path::new("/c"), cgroup: "/p/a" };
-        assert!(spec(&input(&base)).unwrap_err().to_string().contains("no volume"));
+        let input = |c| BundleInput {
+            name: "a",
+            config: c,
+            rootfs: Path::new("/r"),
+            volumes: &[],
+            ctrl_socket: Path::new("/c"),
+            cgroup: "/p/a",
+        };
+        assert!(spec(&input(&base))
+            .unwrap_err()
+            .to_string()
+            .contains("no volume"));
         let sec = json!({"process": {"args": ["/x"]}, "linux": {"seccomp": {}}});
-        assert!(spec(&input(&sec)).unwrap_err().to_string().contains("seccomp"));
+        assert!(spec(&input(&sec))
+            .unwrap_err()
+            .to_string()
+            .contains("seccomp"));
         let empty = json!({"process": {"args": []}});
-        assert!(spec(&input(&empty)).unwrap_err().to_string().contains("args is empty"));
+        assert!(spec(&input(&empty))
+            .unwrap_err()
+            .to_string()
+            .contains("args is empty"));
     }
 }

@@ -96,15 +96,29 @@ impl Ctr {
             .get(name)
             .map(|r| (*r).clone())
             .ok_or_else(|| Error::container(name, "not in the state"))?;
-        let eff = state.effective(name).ok_or_else(|| Error::container(name, "no group"))?;
-        let config = match run.config.as_deref().and_then(|c| state.get(&format!("{name}/{c}"))) {
+        let eff = state
+            .effective(name)
+            .ok_or_else(|| Error::container(name, "no group"))?;
+        let config = match run
+            .config
+            .as_deref()
+            .and_then(|c| state.get(&format!("{name}/{c}")))
+        {
             Some(Entry::Json(v)) => v.clone(),
             Some(_) | None if eff.status_goal == pvstate::model::StatusGoal::Mounted => Value::Null,
-            Some(_) => return Err(Error::container(name, "config is not an inline OCI config.json")),
+            Some(_) => {
+                return Err(Error::container(
+                    name,
+                    "config is not an inline OCI config.json",
+                ))
+            }
             None => return Err(Error::container(name, "no config")),
         };
         if run.kind == pvstate::model::ContainerType::Lxc {
-            return Err(Error::container(name, "type lxc: LXC configs are not translated yet; compose the container as type oci"));
+            return Err(Error::container(
+                name,
+                "type lxc: LXC configs are not translated yet; compose the container as type oci",
+            ));
         }
         Ok(Ctr {
             name: name.to_string(),
@@ -141,7 +155,11 @@ impl Ctr {
             return Ok(());
         }
         let dir = self.dir(env);
-        let root_key = format!("{}/{}", self.name, self.run.root_volume.trim_start_matches("dm:"));
+        let root_key = format!(
+            "{}/{}",
+            self.name,
+            self.run.root_volume.trim_start_matches("dm:")
+        );
         let id = env
             .state
             .get(&root_key)
@@ -154,7 +172,9 @@ impl Ctr {
         let prefix = format!("_config/{}/", self.name);
         fs::create_dir_all(&config_dir).map_err(|e| Error::io(&config_dir, e))?;
         for (key, entry) in env.state.entries().range(prefix.clone()..) {
-            let Some(rel) = key.strip_prefix(&prefix) else { break };
+            let Some(rel) = key.strip_prefix(&prefix) else {
+                break;
+            };
             let dest = config_dir.join(rel);
             if let Some(parent) = dest.parent() {
                 fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
@@ -172,7 +192,10 @@ impl Ctr {
             .get("lxc-overlay")
             .and_then(|s| s.persistence)
             .unwrap_or(Persistence::Boot);
-        let layer = match env.storage.volume_dir(env.rev, &self.name, "lxc-overlay", persistence) {
+        let layer = match env
+            .storage
+            .volume_dir(env.rev, &self.name, "lxc-overlay", persistence)
+        {
             Some(d) => d,
             None => {
                 let t = dir.join("overlay-tmpfs");
@@ -233,8 +256,11 @@ impl Ctr {
             cgroup: &cgroup,
         })?;
         let spec_path = bundle_dir.join("config.json");
-        fs::write(&spec_path, serde_json::to_vec_pretty(&spec).unwrap_or_default())
-            .map_err(|e| Error::io(&spec_path, e))?;
+        fs::write(
+            &spec_path,
+            serde_json::to_vec_pretty(&spec).unwrap_or_default(),
+        )
+        .map_err(|e| Error::io(&spec_path, e))?;
         let lc_root = env.run_dir.join("youki");
         fs::create_dir_all(&lc_root).map_err(|e| Error::io(&lc_root, e))?;
         // A state directory left by a failed or killed earlier run blocks create.
@@ -259,7 +285,8 @@ impl Ctr {
             .with_detach(true)
             .build()
             .map_err(|e| Error::container(&self.name, format!("create: {e} ({e:?})")))?;
-        lc.start().map_err(|e| Error::container(&self.name, format!("start: {e}")))?;
+        lc.start()
+            .map_err(|e| Error::container(&self.name, format!("start: {e}")))?;
         let pid = lc
             .pid()
             .map(|p| p.as_raw())

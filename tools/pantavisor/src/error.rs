@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{what}: {source}")]
     Sys { what: String, source: nix::Error },
     #[error("container {name}: {message}")]
@@ -18,13 +21,22 @@ pub enum Error {
 
 impl Error {
     pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
-        Error::Io { path: path.as_ref().to_path_buf(), source }
+        Error::Io {
+            path: path.as_ref().to_path_buf(),
+            source,
+        }
     }
     pub fn sys(what: impl Into<String>, source: nix::Error) -> Self {
-        Error::Sys { what: what.into(), source }
+        Error::Sys {
+            what: what.into(),
+            source,
+        }
     }
     pub fn container(name: &str, message: impl Into<String>) -> Self {
-        Error::Container { name: name.to_string(), message: message.into() }
+        Error::Container {
+            name: name.to_string(),
+            message: message.into(),
+        }
     }
 }
 

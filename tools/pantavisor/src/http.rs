@@ -26,7 +26,11 @@ pub fn parse(buf: &[u8]) -> Result<Option<Request>, String> {
         .headers
         .iter()
         .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-        .map(|h| std::str::from_utf8(h.value).ok().and_then(|v| v.trim().parse::<usize>().ok()))
+        .map(|h| {
+            std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok())
+        })
         .unwrap_or(Some(0))
         .ok_or("bad Content-Length")?;
     if header_len + length > MAX_REQUEST {
@@ -77,7 +81,10 @@ mod tests {
         assert!(parse(&full[..20]).unwrap().is_none());
         assert!(parse(&full[..full.len() - 1]).unwrap().is_none());
         let r = parse(full).unwrap().unwrap();
-        assert_eq!((r.method.as_str(), r.path.as_str()), ("PUT", "/containers/app"));
+        assert_eq!(
+            (r.method.as_str(), r.path.as_str()),
+            ("PUT", "/containers/app")
+        );
         assert_eq!(r.body, b"{\"action\":\"stop\"}\n");
         assert!(parse(b"GARBAGE\r\n\r\n").is_err());
         assert!(parse(b"GET / HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n").is_err());

@@ -21,8 +21,14 @@ pub fn to_file(path: &Path) {
 }
 
 pub fn line(level: &str, message: &str) {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    let text = format!("[{}.{:03}] {level} {message}\n", now.as_secs(), now.subsec_millis());
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let text = format!(
+        "[{}.{:03}] {level} {message}\n",
+        now.as_secs(),
+        now.subsec_millis()
+    );
     let _ = std::io::stderr().write_all(text.as_bytes());
     if let Ok(mut sink) = SINK.lock() {
         if let Some(f) = sink.as_mut() {

@@ -41,7 +41,11 @@ struct Cli {
 fn config_value(text: &str, key: &str) -> Option<String> {
     text.lines()
         .filter(|l| !l.trim_start().starts_with('#'))
-        .find_map(|l| l.split_once('=').filter(|(k, _)| k.trim() == key).map(|(_, v)| v.trim().to_string()))
+        .find_map(|l| {
+            l.split_once('=')
+                .filter(|(k, _)| k.trim() == key)
+                .map(|(_, v)| v.trim().to_string())
+        })
 }
 
 fn main() -> ExitCode {

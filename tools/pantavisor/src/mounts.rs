@@ -47,7 +47,10 @@ pub fn loop_attach(file: &Path) -> Result<(PathBuf, File)> {
     for _ in 0..16 {
         let n = unsafe { libc::ioctl(ctl.as_raw_fd(), LOOP_CTL_GET_FREE) };
         if n < 0 {
-            return Err(Error::io("/dev/loop-control", std::io::Error::last_os_error()));
+            return Err(Error::io(
+                "/dev/loop-control",
+                std::io::Error::last_os_error(),
+            ));
         }
         let dev = PathBuf::from(format!("/dev/loop{n}"));
         let loopf = match OpenOptions::new().read(true).open(&dev) {
@@ -73,7 +76,10 @@ pub fn loop_attach(file: &Path) -> Result<(PathBuf, File)> {
         }
         return Ok((dev, loopf));
     }
-    Err(Error::Other(format!("{}: no free loop device", file.display())))
+    Err(Error::Other(format!(
+        "{}: no free loop device",
+        file.display()
+    )))
 }
 
 fn ensure_dir(path: &Path) -> Result<()> {
@@ -85,8 +91,12 @@ pub fn mount_squashfs(image: &Path, target: &Path) -> Result<()> {
     ensure_dir(target)?;
     let (dev, handle) = loop_attach(image)?;
     let flags = MsFlags::MS_RDONLY | MsFlags::MS_NODEV | MsFlags::MS_NOSUID;
-    let mounted = mount(Some(&dev), target, Some("squashfs"), flags, None::<&str>)
-        .map_err(|e| Error::sys(format!("mount {} on {}", image.display(), target.display()), e));
+    let mounted = mount(Some(&dev), target, Some("squashfs"), flags, None::<&str>).map_err(|e| {
+        Error::sys(
+            format!("mount {} on {}", image.display(), target.display()),
+            e,
+        )
+    });
     // Closing the last handle clears the device unless the mount holds it.
     drop(handle);
     mounted
@@ -104,14 +114,26 @@ pub fn mount_overlay(lower: &[PathBuf], upper: &Path, work: &Path, target: &Path
         upper.display(),
         work.display()
     );
-    mount(Some("overlay"), target, Some("overlay"), MsFlags::empty(), Some(data.as_str()))
-        .map_err(|e| Error::sys(format!("overlay on {}", target.display()), e))
+    mount(
+        Some("overlay"),
+        target,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(data.as_str()),
+    )
+    .map_err(|e| Error::sys(format!("overlay on {}", target.display()), e))
 }
 
 pub fn mount_tmpfs(target: &Path, options: &str) -> Result<()> {
     ensure_dir(target)?;
-    mount(Some("tmpfs"), target, Some("tmpfs"), MsFlags::MS_NODEV | MsFlags::MS_NOSUID, Some(options))
-        .map_err(|e| Error::sys(format!("tmpfs on {}", target.display()), e))
+    mount(
+        Some("tmpfs"),
+        target,
+        Some("tmpfs"),
+        MsFlags::MS_NODEV | MsFlags::MS_NOSUID,
+        Some(options),
+    )
+    .map_err(|e| Error::sys(format!("tmpfs on {}", target.display()), e))
 }
 
 /// Unmount `target` (lazily, so a busy mount cannot block shutdown).

@@ -30,7 +30,9 @@ impl Storage {
                 root.display()
             )));
         }
-        Ok(Storage { root: root.to_path_buf() })
+        Ok(Storage {
+            root: root.to_path_buf(),
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -64,10 +66,24 @@ impl Storage {
 
     /// Where a volume of a container lives on storage; `None` for `boot`
     /// (and `built-in`), which live in tmpfs.
-    pub fn volume_dir(&self, rev: &str, container: &str, volume: &str, p: Persistence) -> Option<PathBuf> {
+    pub fn volume_dir(
+        &self,
+        rev: &str,
+        container: &str,
+        volume: &str,
+        p: Persistence,
+    ) -> Option<PathBuf> {
         match p {
-            Persistence::Permanent => Some(self.root.join("disks/perm").join(container).join(volume)),
-            Persistence::Revision => Some(self.root.join("disks/rev").join(rev).join(container).join(volume)),
+            Persistence::Permanent => {
+                Some(self.root.join("disks/perm").join(container).join(volume))
+            }
+            Persistence::Revision => Some(
+                self.root
+                    .join("disks/rev")
+                    .join(rev)
+                    .join(container)
+                    .join(volume),
+            ),
             Persistence::Boot | Persistence::BuiltIn => None,
         }
     }

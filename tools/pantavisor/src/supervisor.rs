@@ -27,8 +27,8 @@ use serde_json::{json, Value};
 use crate::container::{Ctr, Env, Status};
 use crate::error::{Error, Result};
 use crate::http;
-use crate::storage::Storage;
 use crate::mounts;
+use crate::storage::Storage;
 
 /// How the daemon runs.
 #[derive(Debug, Clone)]
@@ -98,6 +98,8 @@ pub struct Daemon {
     /// Index of the group being stopped during shutdown.
     shutdown_group: Option<usize>,
     log_sizes: HashMap<usize, u64>,
+    /// The socket file we made, to remove only that one at the end.
+    socket_inode: u64,
 }
 
 fn goal_reached(c: &Ctr) -> bool {
@@ -143,7 +145,8 @@ impl Daemon {
         for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT] {
             mask.add(s);
         }
-        mask.thread_block().map_err(|e| Error::sys("block signals", e))?;
+        mask.thread_block()
+            .map_err(|e| Error::sys("block signals", e))?;
         let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
             .map_err(|e| Error::sys("signalfd", e))?;
         // Orphaned container inits (their parent, the runtime's intermediate
@@ -154,17 +157,31 @@ impl Daemon {
             fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
         }
         let _ = fs::remove_file(&opts.ctrl_socket);
-        let listener = UnixListener::bind(&opts.ctrl_socket).map_err(|e| Error::io(&opts.ctrl_socket, e))?;
-        listener.set_nonblocking(true).map_err(|e| Error::io(&opts.ctrl_socket, e))?;
+        let listener =
+            UnixListener::bind(&opts.ctrl_socket).map_err(|e| Error::io(&opts.ctrl_socket, e))?;
+        use std::os::unix::fs::MetadataExt;
+        let socket_inode = fs::metadata(&opts.ctrl_socket)
+            .map(|m| m.ino())
+            .unwrap_or(0);
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| Error::io(&opts.ctrl_socket, e))?;
         // Containers of any user may talk to the socket.
         use std::os::unix::fs::PermissionsExt;
         let _ = fs::set_permissions(&opts.ctrl_socket, fs::Permissions::from_mode(0o666));
-        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(|e| Error::sys("epoll", e))?;
+        let epoll =
+            Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(|e| Error::sys("epoll", e))?;
         epoll
-            .add(signals.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_SIGNALS))
+            .add(
+                signals.as_fd(),
+                EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_SIGNALS),
+            )
             .map_err(|e| Error::sys("epoll add", e))?;
         epoll
-            .add(listener.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_LISTENER))
+            .add(
+                listener.as_fd(),
+                EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_LISTENER),
+            )
             .map_err(|e| Error::sys("epoll add", e))?;
         Ok(Daemon {
             opts,
@@ -183,9 +200,9 @@ impl Daemon {
             reboot_requested: None,
             shutdown_group: None,
             log_sizes: HashMap::new(),
+            socket_inode,
         })
     }
-
 
     /// Run until stopped by SIGTERM/SIGINT.
     pub fn run(mut self) -> Result<()> {
@@ -249,7 +266,11 @@ impl Daemon {
                 let g = &mut self.groups[gi];
                 g.launched = true;
                 g.deadline = Some(Instant::now() + g.timeout);
-                info!("group {}: starting {} container(s)", g.name, g.members.len());
+                info!(
+                    "group {}: starting {} container(s)",
+                    g.name,
+                    g.members.len()
+                );
                 for i in self.groups[gi].members.clone() {
                     self.bring_up(i);
                 }
@@ -267,7 +288,12 @@ impl Daemon {
                     .filter(|&&i| !goal_reached(&self.ctrs[i]))
                     .map(|&i| self.ctrs[i].name.as_str())
                     .collect();
-                warn!("group {}: timeout after {:?}; not at their goal: {}", g.name, g.timeout, late.join(", "));
+                warn!(
+                    "group {}: timeout after {:?}; not at their goal: {}",
+                    g.name,
+                    g.timeout,
+                    late.join(", ")
+                );
             } else {
                 info!("group {}: every container reached its goal", g.name);
             }
@@ -315,7 +341,9 @@ impl Daemon {
         loop {
             match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::Exited(pid, code)) => self.on_exit(pid.as_raw(), code),
-                Ok(WaitStatus::Signaled(pid, sig, _)) => self.on_exit(pid.as_raw(), 128 + sig as i32),
+                Ok(WaitStatus::Signaled(pid, sig, _)) => {
+                    self.on_exit(pid.as_raw(), 128 + sig as i32)
+                }
                 Ok(WaitStatus::StillAlive) | Err(_) => return,
                 Ok(_) => continue,
             }
@@ -327,11 +355,18 @@ impl Daemon {
             return; // an intermediate process of the runtime, or an orphan
         };
         self.drain_log(i);
-        let ran_for = self.ctrs[i].started_at.map(|t| t.elapsed()).unwrap_or_default();
+        let ran_for = self.ctrs[i]
+            .started_at
+            .map(|t| t.elapsed())
+            .unwrap_or_default();
         let c = &mut self.ctrs[i];
         c.exited(code);
         c.kill_at = None;
-        info!("{}: exited with status {code} after {:.1} s", c.name, ran_for.as_secs_f64());
+        info!(
+            "{}: exited with status {code} after {:.1} s",
+            c.name,
+            ran_for.as_secs_f64()
+        );
         if self.shutdown_group.is_some() {
             return;
         }
@@ -350,7 +385,12 @@ impl Daemon {
             }
         }
         let clean = code == 0;
-        let policy = c.eff.auto_recovery.as_ref().and_then(|a| a.policy).unwrap_or(RecoveryPolicy::No);
+        let policy = c
+            .eff
+            .auto_recovery
+            .as_ref()
+            .and_then(|a| a.policy)
+            .unwrap_or(RecoveryPolicy::No);
         if policy == RecoveryPolicy::OnFailure && clean {
             info!("{}: exited cleanly; on-failure does not restart it", c.name);
             return;
@@ -362,7 +402,10 @@ impl Daemon {
     fn on_failure(&mut self, i: usize, what: &str) {
         let c = &mut self.ctrs[i];
         let ar = c.eff.auto_recovery.clone();
-        let policy = ar.as_ref().and_then(|a| a.policy).unwrap_or(RecoveryPolicy::No);
+        let policy = ar
+            .as_ref()
+            .and_then(|a| a.policy)
+            .unwrap_or(RecoveryPolicy::No);
         if policy == RecoveryPolicy::No {
             if c.eff.restart_policy == RestartPolicy::System {
                 let why = format!("container {} (restart_policy system) {what}", c.name);
@@ -372,17 +415,21 @@ impl Daemon {
             }
             return;
         }
-        let ar = ar.unwrap_or_else(|| unreachable_ar());
+        let ar = ar.unwrap_or_default();
         let max = ar.max_retries.unwrap_or(0);
         if max == 0 || u64::from(c.retries) < max {
-            let delay = ar.retry_delay.unwrap_or(0) as f64 * ar.backoff_factor.unwrap_or(1.0).powi(c.retries as i32);
+            let delay = ar.retry_delay.unwrap_or(0) as f64
+                * ar.backoff_factor.unwrap_or(1.0).powi(c.retries as i32);
             c.retries += 1;
             c.restart_at = Some(Instant::now() + Duration::from_secs_f64(delay));
             info!("{}: {what}; restart {} in {delay:.1} s", c.name, c.retries);
             return;
         }
         match ar.backoff_policy.as_deref().unwrap_or("reboot") {
-            "never" => info!("{}: {what}; {max} retries used, left stopped (backoff_policy never)", c.name),
+            "never" => info!(
+                "{}: {what}; {max} retries used, left stopped (backoff_policy never)",
+                c.name
+            ),
             "reboot" => {
                 let why = format!("container {} {what} after {max} retries", c.name);
                 self.request_reboot(why);
@@ -391,7 +438,10 @@ impl Daemon {
                 let secs = parse_duration(d).unwrap_or(60);
                 c.retries = 0;
                 c.restart_at = Some(Instant::now() + Duration::from_secs(secs));
-                info!("{}: {what}; {max} retries used, trying again in {secs} s", c.name);
+                info!(
+                    "{}: {what}; {max} retries used, trying again in {secs} s",
+                    c.name
+                );
             }
         }
     }
@@ -445,7 +495,9 @@ impl Daemon {
     /// Stop the groups from the last; true when every container is down.
     fn advance_shutdown(&mut self) -> bool {
         loop {
-            let Some(g) = self.shutdown_group else { return true };
+            let Some(g) = self.shutdown_group else {
+                return true;
+            };
             if g < self.groups.len() {
                 let members = self.groups[g].members.clone();
                 if members.iter().any(|&i| self.ctrs[i].is_running()) {
@@ -472,7 +524,10 @@ impl Daemon {
         }
         mounts::umount_all_below(&self.opts.run_dir);
         remove_cgroup_parent(&self.opts.cgroup_parent);
-        let _ = fs::remove_file(&self.opts.ctrl_socket);
+        use std::os::unix::fs::MetadataExt;
+        if fs::metadata(&self.opts.ctrl_socket).map(|m| m.ino()).ok() == Some(self.socket_inode) {
+            let _ = fs::remove_file(&self.opts.ctrl_socket);
+        }
         info!("stopped");
     }
 
@@ -480,21 +535,29 @@ impl Daemon {
 
     fn watch_log(&mut self, i: usize) {
         if let Some(fd) = self.ctrs[i].log_pipe.as_ref() {
-            let _ = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK));
-            let _ = self
-                .epoll
-                .add(fd.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_LOG_BASE + i as u64));
+            let _ = nix::fcntl::fcntl(
+                fd.as_raw_fd(),
+                nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+            );
+            let _ = self.epoll.add(
+                fd.as_fd(),
+                EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_LOG_BASE + i as u64),
+            );
         }
     }
 
     fn log_path(&self, i: usize) -> PathBuf {
-        self.storage.log_dir(&self.rev, &self.ctrs[i].name).join("stdout.log")
+        self.storage
+            .log_dir(&self.rev, &self.ctrs[i].name)
+            .join("stdout.log")
     }
 
     fn on_log(&mut self, i: usize) {
         let mut buf = [0u8; 16384];
         loop {
-            let Some(fd) = self.ctrs[i].log_pipe.as_ref() else { return };
+            let Some(fd) = self.ctrs[i].log_pipe.as_ref() else {
+                return;
+            };
             match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
                 Ok(0) => {
                     // Every writer is gone.
@@ -515,7 +578,10 @@ impl Daemon {
 
     fn append_log(&mut self, i: usize, data: &[u8]) {
         let path = self.log_path(i);
-        let size = self.log_sizes.entry(i).or_insert_with(|| fs::metadata(&path).map(|m| m.len()).unwrap_or(0));
+        let size = self
+            .log_sizes
+            .entry(i)
+            .or_insert_with(|| fs::metadata(&path).map(|m| m.len()).unwrap_or(0));
         if *size + data.len() as u64 > self.opts.log_max_bytes {
             let _ = fs::rename(&path, path.with_extension("log.1"));
             *size = 0;
@@ -542,8 +608,19 @@ impl Daemon {
                         .and_then(|cred| self.container_of(cred.pid()));
                     let token = TOKEN_CLIENT_BASE + self.next_client;
                     self.next_client += 1;
-                    if self.epoll.add(stream.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, token)).is_ok() {
-                        self.clients.insert(token, Client { stream, buf: Vec::new(), caller });
+                    if self
+                        .epoll
+                        .add(stream.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, token))
+                        .is_ok()
+                    {
+                        self.clients.insert(
+                            token,
+                            Client {
+                                stream,
+                                buf: Vec::new(),
+                                caller,
+                            },
+                        );
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
@@ -568,7 +645,9 @@ impl Daemon {
     }
 
     fn on_client(&mut self, token: u64) {
-        let Some(client) = self.clients.get_mut(&token) else { return };
+        let Some(client) = self.clients.get_mut(&token) else {
+            return;
+        };
         let mut chunk = [0u8; 8192];
         let mut closed = false;
         loop {
@@ -605,7 +684,9 @@ impl Daemon {
                 let _ = self.epoll.delete(client.stream.as_fd());
                 if let Some((code, body)) = reply {
                     let _ = client.stream.set_nonblocking(false);
-                    let _ = client.stream.set_write_timeout(Some(Duration::from_secs(2)));
+                    let _ = client
+                        .stream
+                        .set_write_timeout(Some(Duration::from_secs(2)));
                     let _ = client.stream.write_all(&http::response(code, &body));
                 }
             }
@@ -613,28 +694,51 @@ impl Daemon {
     }
 
     fn handle(&mut self, caller: Option<usize>, req: &http::Request) -> (u16, Value) {
-        let path = req.path.split('?').next().unwrap_or("/").trim_end_matches('/');
+        let path = req
+            .path
+            .split('?')
+            .next()
+            .unwrap_or("/")
+            .trim_end_matches('/');
         let method = req.method.as_str();
         if path == "/signal" {
             return self.signal_endpoint(caller, &req.body);
         }
         if let Some(i) = caller {
-            let mgmt = self.ctrs[i].run.roles.as_ref().is_some_and(|r| r.contains(&Role::Mgmt));
+            let mgmt = self.ctrs[i]
+                .run
+                .roles
+                .as_ref()
+                .is_some_and(|r| r.contains(&Role::Mgmt));
             if !mgmt {
-                return (403, json!({"Error": format!("container {} has no mgmt role: only /signal is allowed", self.ctrs[i].name)}));
+                return (
+                    403,
+                    json!({"Error": format!("container {} has no mgmt role: only /signal is allowed", self.ctrs[i].name)}),
+                );
             }
         }
         match (method, path) {
-            ("GET", "/containers") => (200, Value::Array(self.ctrs.iter().map(|c| self.describe(c)).collect())),
-            ("PUT", p) if p.starts_with("/containers/") => self.container_action(&p["/containers/".len()..], &req.body),
+            ("GET", "/containers") => (
+                200,
+                Value::Array(self.ctrs.iter().map(|c| self.describe(c)).collect()),
+            ),
+            ("PUT", p) if p.starts_with("/containers/") => {
+                self.container_action(&p["/containers/".len()..], &req.body)
+            }
             ("GET", "/groups") => (200, self.describe_groups()),
-            ("GET", "/buildinfo") => (200, json!({"name": "pantavisor-rs", "version": env!("CARGO_PKG_VERSION"), "mode": "appengine"})),
+            ("GET", "/buildinfo") => (
+                200,
+                json!({"name": "pantavisor-rs", "version": env!("CARGO_PKG_VERSION"), "mode": "appengine"}),
+            ),
             ("GET", "/device-meta") => (200, self.device_meta()),
             ("GET", "/user-meta") => (200, self.user_meta_all()),
-            (m, p) if p.starts_with("/user-meta/") => self.user_meta_key(m, &p["/user-meta/".len()..], &req.body),
-            (_, "/containers" | "/groups" | "/buildinfo" | "/device-meta" | "/user-meta") => {
-                (405, json!({"Error": format!("{method} not allowed on {path}")}))
+            (m, p) if p.starts_with("/user-meta/") => {
+                self.user_meta_key(m, &p["/user-meta/".len()..], &req.body)
             }
+            (_, "/containers" | "/groups" | "/buildinfo" | "/device-meta" | "/user-meta") => (
+                405,
+                json!({"Error": format!("{method} not allowed on {path}")}),
+            ),
             _ => (404, json!({"Error": format!("no endpoint {path}")})),
         }
     }
@@ -683,7 +787,10 @@ impl Daemon {
             Err(e) => return (400, json!({"Error": format!("body is not JSON: {e}")})),
         };
         let Some(i) = caller else {
-            return (400, json!({"Error": "signals come from containers; this caller is not in one"}));
+            return (
+                400,
+                json!({"Error": "signals come from containers; this caller is not in one"}),
+            );
         };
         match v.get("type").and_then(Value::as_str) {
             Some("ready") => {
@@ -695,7 +802,10 @@ impl Daemon {
                 self.advance_groups();
                 (200, json!({}))
             }
-            Some(other) => (400, json!({"Error": format!("unknown signal type \"{other}\"")})),
+            Some(other) => (
+                400,
+                json!({"Error": format!("unknown signal type \"{other}\"")}),
+            ),
             None => (400, json!({"Error": "missing \"type\""})),
         }
     }
@@ -705,7 +815,10 @@ impl Daemon {
             return (404, json!({"Error": format!("no container {name}")}));
         };
         if self.ctrs[i].eff.restart_policy == RestartPolicy::System {
-            return (403, json!({"Error": format!("{name} has restart_policy system: it cannot be stopped or restarted alone")}));
+            return (
+                403,
+                json!({"Error": format!("{name} has restart_policy system: it cannot be stopped or restarted alone")}),
+            );
         }
         let action = serde_json::from_slice::<Value>(body)
             .ok()
@@ -731,7 +844,12 @@ impl Daemon {
                     self.restart_now(i);
                 }
             }
-            _ => return (400, json!({"Error": "body must be {\"action\": \"stop\" | \"start\" | \"restart\"}"})),
+            _ => {
+                return (
+                    400,
+                    json!({"Error": "body must be {\"action\": \"stop\" | \"start\" | \"restart\"}"}),
+                )
+            }
         }
         (200, self.describe(&self.ctrs[i]))
     }
@@ -749,7 +867,10 @@ impl Daemon {
         let mut map = serde_json::Map::new();
         if let Ok(entries) = fs::read_dir(self.storage.user_meta_dir()) {
             for e in entries.flatten() {
-                if let (Some(k), Ok(v)) = (e.file_name().to_str().map(str::to_string), fs::read_to_string(e.path())) {
+                if let (Some(k), Ok(v)) = (
+                    e.file_name().to_str().map(str::to_string),
+                    fs::read_to_string(e.path()),
+                ) {
                     if !k.starts_with('.') {
                         map.insert(k, json!(v));
                     }
@@ -761,7 +882,10 @@ impl Daemon {
 
     fn user_meta_key(&mut self, method: &str, key: &str, body: &[u8]) -> (u16, Value) {
         if key.is_empty() || key.contains('/') || key.starts_with('.') || key.len() > 255 {
-            return (400, json!({"Error": format!("\"{key}\" is not a metadata key")}));
+            return (
+                400,
+                json!({"Error": format!("\"{key}\" is not a metadata key")}),
+            );
         }
         let dir = self.storage.user_meta_dir();
         let path = dir.join(key);
@@ -784,14 +908,19 @@ impl Daemon {
                 Ok(()) => (200, json!({})),
                 Err(_) => (404, json!({"Error": format!("no user-meta {key}")})),
             },
-            _ => (405, json!({"Error": format!("{method} not allowed on /user-meta/{key}")})),
+            _ => (
+                405,
+                json!({"Error": format!("{method} not allowed on /user-meta/{key}")}),
+            ),
         }
     }
 }
 
 /// Remove our cgroup parent directory in every hierarchy.
 fn remove_cgroup_parent(parent: &str) {
-    let Ok(entries) = fs::read_dir("/sys/fs/cgroup") else { return };
+    let Ok(entries) = fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
     let mut dirs: Vec<PathBuf> = vec![Path::new("/sys/fs/cgroup").join(parent)];
     for e in entries.flatten() {
         dirs.push(e.path().join(parent));
@@ -808,18 +937,5 @@ fn remove_cgroup_parent(parent: &str) {
             }
             let _ = fs::remove_dir(&d);
         }
-    }
-}
-
-fn unreachable_ar() -> pvstate::model::AutoRecovery {
-    pvstate::model::AutoRecovery {
-        policy: None,
-        max_retries: None,
-        retry_delay: None,
-        backoff_factor: None,
-        reset_window: None,
-        stable_timeout: None,
-        backoff_policy: None,
-        extra: Default::default(),
     }
 }

@@ -293,7 +293,15 @@ fn a_missing_or_old_mksquashfs_is_named() {
     let (tmp, rootfs, out) = setup();
     let run = |mksquashfs: &Path| {
         Command::new(env!("CARGO_BIN_EXE_pvcompose"))
-            .args(["container", "--name", "app", "--rootfs", &rootfs, "--out", &out])
+            .args([
+                "container",
+                "--name",
+                "app",
+                "--rootfs",
+                &rootfs,
+                "--out",
+                &out,
+            ])
             .env("MKSQUASHFS", mksquashfs)
             .output()
             .unwrap()
@@ -301,14 +309,25 @@ fn a_missing_or_old_mksquashfs_is_named() {
     let missing = run(Path::new("/nonexistent/mksquashfs"));
     let err = String::from_utf8_lossy(&missing.stderr);
     assert_eq!(missing.status.code(), Some(1));
-    assert!(err.contains("cannot run /nonexistent/mksquashfs") && err.contains("install squashfs-tools 4.5 or later"), "{err}");
+    assert!(
+        err.contains("cannot run /nonexistent/mksquashfs")
+            && err.contains("install squashfs-tools 4.5 or later"),
+        "{err}"
+    );
     // A stand-in that reports an old version, as squashfs-tools 4.4 does.
     let old = tmp.path().join("old-mksquashfs");
-    fs::write(&old, "#!/bin/sh\necho 'mksquashfs version 4.4 (2019/08/29)'\n").unwrap();
+    fs::write(
+        &old,
+        "#!/bin/sh\necho 'mksquashfs version 4.4 (2019/08/29)'\n",
+    )
+    .unwrap();
     fs::set_permissions(&old, fs::Permissions::from_mode(0o755)).unwrap();
     let too_old = run(&old);
     let err = String::from_utf8_lossy(&too_old.stderr);
     assert_eq!(too_old.status.code(), Some(1));
-    assert!(err.contains("is version 4.4.0; 4.5 or later is needed"), "{err}");
+    assert!(
+        err.contains("is version 4.4.0; 4.5 or later is needed"),
+        "{err}"
+    );
     assert!(!Path::new(&out).exists());
 }

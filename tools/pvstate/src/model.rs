@@ -100,7 +100,7 @@ pub enum RecoveryPolicy {
 }
 
 /// `auto_recovery` of a container or group.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AutoRecovery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<RecoveryPolicy>,

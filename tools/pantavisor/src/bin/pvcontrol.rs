@@ -9,7 +9,11 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "pvcontrol", version, about = "Talk to pantavisor's control socket; prints the JSON answers")]
+#[command(
+    name = "pvcontrol",
+    version,
+    about = "Talk to pantavisor's control socket; prints the JSON answers"
+)]
 struct Cli {
     /// The control socket (inside a container: /pantavisor/pv-ctrl).
     #[arg(long, default_value = "/pantavisor/pv-ctrl")]
@@ -42,7 +46,12 @@ enum Command {
     Buildinfo,
 }
 
-fn request(socket: &PathBuf, method: &str, path: &str, body: &str) -> Result<(u16, String), String> {
+fn request(
+    socket: &PathBuf,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> Result<(u16, String), String> {
     let mut s = UnixStream::connect(socket).map_err(|e| format!("{}: {e}", socket.display()))?;
     let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
     let req = format!(
@@ -68,15 +77,23 @@ fn main() -> ExitCode {
     let call: Result<(&str, String, String), String> = match &cli.command {
         Command::Containers { action, name } => match (action.as_str(), name) {
             ("ls", None) => Ok(("GET", "/containers".into(), String::new())),
-            ("stop" | "start" | "restart", Some(n)) => {
-                Ok(("PUT", format!("/containers/{n}"), format!("{{\"action\":\"{action}\"}}")))
-            }
+            ("stop" | "start" | "restart", Some(n)) => Ok((
+                "PUT",
+                format!("/containers/{n}"),
+                format!("{{\"action\":\"{action}\"}}"),
+            )),
             _ => usage("pvcontrol containers ls | stop NAME | start NAME | restart NAME"),
         },
-        Command::Groups { action } if action == "ls" => Ok(("GET", "/groups".into(), String::new())),
+        Command::Groups { action } if action == "ls" => {
+            Ok(("GET", "/groups".into(), String::new()))
+        }
         Command::Groups { .. } => usage("pvcontrol groups ls"),
-        Command::Signal { kind } => Ok(("POST", "/signal".into(), format!("{{\"type\":\"{kind}\"}}"))),
-        Command::Devmeta { action } if action == "ls" => Ok(("GET", "/device-meta".into(), String::new())),
+        Command::Signal { kind } => {
+            Ok(("POST", "/signal".into(), format!("{{\"type\":\"{kind}\"}}")))
+        }
+        Command::Devmeta { action } if action == "ls" => {
+            Ok(("GET", "/device-meta".into(), String::new()))
+        }
         Command::Devmeta { .. } => usage("pvcontrol devmeta ls"),
         Command::Usrmeta { action, key, value } => match (action.as_str(), key, value) {
             ("ls", None, None) => Ok(("GET", "/user-meta".into(), String::new())),

@@ -1,0 +1,277 @@
+#![allow(dead_code)]
+//! A gateway for the daemon's integration tests: busybox containers composed
+//! with the composer into a pvroot, the daemon run on it as a root process,
+//! and a client of its control socket.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pvcompose::report::{Mode, Reporter};
+use pvcompose::squash::{Compressor, Mksquashfs, SquashOptions};
+use serde_json::Value;
+
+pub fn require_root() {
+    assert_eq!(
+        unsafe { libc_geteuid() },
+        0,
+        "the daemon's tests need root (mounts, namespaces, cgroups); CI runs them as root"
+    );
+}
+
+extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+const APPLETS: &[&str] = &[
+    "sh", "sleep", "cat", "ls", "mkdir", "touch", "date", "echo", "test", "rm", "wc",
+];
+
+/// A root filesystem with Debian's static busybox and our pvcontrol (with the
+/// shared libraries it links).
+pub fn busybox_rootfs(dir: &Path) {
+    let busybox = Path::new("/bin/busybox");
+    assert!(
+        busybox.exists(),
+        "/bin/busybox missing: install Debian's busybox-static (ci/test does)"
+    );
+    for d in [
+        "bin",
+        "usr/bin",
+        "proc",
+        "sys",
+        "dev",
+        "tmp",
+        "run",
+        "etc",
+        "pantavisor",
+        "data",
+        "scratch",
+    ] {
+        fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    fs::copy(busybox, dir.join("bin/busybox")).unwrap();
+    for a in APPLETS {
+        std::os::unix::fs::symlink("busybox", dir.join("bin").join(a)).unwrap();
+    }
+    let pvcontrol = Path::new(env!("CARGO_BIN_EXE_pvcontrol"));
+    fs::copy(pvcontrol, dir.join("usr/bin/pvcontrol")).unwrap();
+    // The libraries pvcontrol needs, at the same paths.
+    let out = Command::new("ldd").arg(pvcontrol).output().unwrap();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let path = line
+            .split("=>")
+            .nth(1)
+            .unwrap_or(line)
+            .split_whitespace()
+            .next()
+            .unwrap_or("");
+        if path.starts_with('/') {
+            let dest = dir.join(path.trim_start_matches('/'));
+            fs::create_dir_all(dest.parent().unwrap()).unwrap();
+            fs::copy(path, &dest).unwrap();
+        }
+    }
+    fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n").unwrap();
+}
+
+/// A daemon running on a composed pvroot.
+pub struct Gateway {
+    pub tmp: tempfile::TempDir,
+    pub storage: PathBuf,
+    pub socket: PathBuf,
+    pub run_dir: PathBuf,
+    pub cgroup: String,
+    pub daemon: Option<Child>,
+}
+
+/// Compose a pvroot from a manifest whose containers are `rootfs: rootfs/<name>`.
+pub fn gateway(manifest: &str, names: &[&str]) -> Gateway {
+    gateway_in(manifest, names, |_| {})
+}
+
+/// Like [`gateway`], with `prepare` run on the directory before composing
+/// (to write files the manifest names).
+pub fn gateway_in(manifest: &str, names: &[&str], prepare: impl FnOnce(&Path)) -> Gateway {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    for n in names {
+        busybox_rootfs(&tmp.path().join("rootfs").join(n));
+    }
+    fs::write(tmp.path().join("kernel"), "k").unwrap();
+    prepare(tmp.path());
+    let manifest_path = tmp.path().join("gateway.yaml");
+    fs::write(
+        &manifest_path,
+        format!("bsp: {{kernel: kernel, initrd: kernel}}\n{manifest}"),
+    )
+    .unwrap();
+    let storage = tmp.path().join("pvroot");
+    let opts = SquashOptions {
+        comp: Compressor::Lz4,
+        mtime: Some(1_700_000_000),
+        ..Default::default()
+    };
+    pvcompose::pvroot::assemble(
+        &manifest_path,
+        &storage,
+        &opts,
+        &Mksquashfs::find().unwrap(),
+        2,
+        &Reporter::new(Mode::Quiet),
+    )
+    .unwrap_or_else(|e| panic!("compose: {e}"));
+    let cgroup = format!(
+        "pvtest-{}",
+        tmp.path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .trim_start_matches('.')
+    );
+    Gateway {
+        socket: tmp.path().join("pv-ctrl"),
+        run_dir: tmp.path().join("run"),
+        storage,
+        cgroup,
+        tmp,
+        daemon: None,
+    }
+}
+
+impl Gateway {
+    pub fn start(&mut self) {
+        let log = fs::File::create(self.tmp.path().join("daemon.out")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_pantavisor"))
+            .arg("--storage")
+            .arg(&self.storage)
+            .arg("--ctrl-socket")
+            .arg(&self.socket)
+            .arg("--run-dir")
+            .arg(&self.run_dir)
+            .arg("--cgroup-parent")
+            .arg(&self.cgroup)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.daemon = Some(child);
+        wait_for(Duration::from_secs(10), || {
+            self.socket.exists().then_some(())
+        })
+        .expect("control socket");
+    }
+
+    /// SIGTERM the daemon and wait for it; returns its exit code.
+    pub fn stop(&mut self) -> i32 {
+        let mut child = self.daemon.take().expect("running");
+        unsafe { kill(child.id() as i32, 15) };
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not stop:\n{}",
+                self.daemon_log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn daemon_log(&self) -> String {
+        fs::read_to_string(self.tmp.path().join("daemon.out")).unwrap_or_default()
+    }
+
+    pub fn container_log(&self, name: &str) -> String {
+        fs::read_to_string(self.storage.join("logs/0").join(name).join("stdout.log"))
+            .unwrap_or_default()
+    }
+
+    pub fn request(&self, method: &str, path: &str, body: &str) -> (u16, Value) {
+        let mut s = UnixStream::connect(&self.socket).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        let (head, body) = out.split_once("\r\n\r\n").unwrap();
+        let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+        (code, serde_json::from_str(body).unwrap_or(Value::Null))
+    }
+
+    /// The container `name` as /containers reports it.
+    pub fn container(&self, name: &str) -> Value {
+        let (code, list) = self.request("GET", "/containers", "");
+        assert_eq!(code, 200);
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+
+    pub fn status(&self, name: &str) -> String {
+        self.container(name)["status"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    }
+
+    pub fn wait_status(&self, name: &str, want: &str, within: Duration) {
+        if wait_for(within, || (self.status(name) == want).then_some(())).is_none() {
+            panic!(
+                "{name} never became {want} (is {}):\n{}",
+                self.status(name),
+                self.daemon_log()
+            );
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if self.daemon.is_some() {
+            let _ = self.stop();
+        }
+    }
+}
+
+extern "C" {
+    fn kill(pid: i32, sig: i32) -> i32;
+}
+
+/// Poll `f` every 50 ms until it gives a value or `within` passes.
+pub fn wait_for<T>(within: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let end = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= end {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Seconds (with milliseconds) of the daemon log lines that contain `needle`.
+pub fn log_times(log: &str, needle: &str) -> Vec<f64> {
+    log.lines()
+        .filter(|l| l.contains(needle))
+        .filter_map(|l| l.strip_prefix('[')?.split(']').next()?.parse().ok())
+        .collect()
+}

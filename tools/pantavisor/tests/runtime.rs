@@ -1,0 +1,350 @@
+//! The daemon in appengine mode, on real busybox containers composed by the
+//! composer: groups, status goals, recovery, the control socket, persistence
+//! and a clean stop. Needs root.
+
+mod common;
+
+use std::fs;
+use std::time::Duration;
+
+use common::*;
+
+const DEVICE: &str = r#"{"groups": [
+  {"name": "data", "status_goal": "MOUNTED", "restart_policy": "system", "timeout": 10},
+  {"name": "root", "status_goal": "STARTED", "restart_policy": "system", "timeout": 10},
+  {"name": "platform", "status_goal": "STARTED", "restart_policy": "system", "timeout": TIMEOUT},
+  {"name": "app", "status_goal": "STARTED", "restart_policy": "container", "timeout": 10}]}"#;
+
+fn gateway_with_groups(manifest: &str, names: &[&str], platform_timeout: u64) -> Gateway {
+    gateway_in(&format!("device: device.json\n{manifest}"), names, |dir| {
+        fs::write(
+            dir.join("device.json"),
+            DEVICE.replace("TIMEOUT", &platform_timeout.to_string()),
+        )
+        .unwrap();
+    })
+}
+
+#[test]
+fn four_groups_come_up_in_order_and_ready_blocks_the_next() {
+    let manifest = r#"
+containers:
+  vol: {rootfs: rootfs/vol, group: data, status_goal: MOUNTED}
+  net: {rootfs: rootfs/net, group: root, args: [/bin/sh, -c, "echo net up; exec sleep 1000"]}
+  broker: {rootfs: rootfs/broker, group: platform, status_goal: READY, args: [/bin/sh, -c, "sleep 2; /usr/bin/pvcontrol signal ready; exec sleep 1000"]}
+  edge: {rootfs: rootfs/edge, group: app, args: [/bin/sh, -c, "exec sleep 1000"]}
+core: [vol, net, broker, edge]
+"#;
+    let mut g = gateway_with_groups(manifest, &["vol", "net", "broker", "edge"], 30);
+    g.start();
+    g.wait_status("broker", "STARTED", Duration::from_secs(10));
+    // The app group waits for the READY goal of the platform group.
+    assert_eq!(g.status("edge"), "INSTALLED");
+    assert_eq!(g.status("vol"), "MOUNTED");
+    assert_eq!(g.status("net"), "STARTED");
+    g.wait_status("broker", "READY", Duration::from_secs(10));
+    g.wait_status("edge", "STARTED", Duration::from_secs(10));
+    let log = g.daemon_log();
+    let ready = log_times(&log, "broker: READY")[0];
+    let edge = log_times(&log, "edge: started")[0];
+    let net = log_times(&log, "net: started")[0];
+    let broker = log_times(&log, "broker: started")[0];
+    assert!(
+        net <= broker && broker < ready && ready <= edge,
+        "order: net {net} broker {broker} ready {ready} edge {edge}"
+    );
+    assert!(
+        ready - broker >= 1.5,
+        "READY came {}s after start",
+        ready - broker
+    );
+    let (code, groups) = g.request("GET", "/groups", "");
+    assert_eq!(code, 200);
+    let names: Vec<&str> = groups
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["data", "root", "platform", "app"]);
+    assert_eq!(g.stop(), 0);
+}
+
+#[test]
+fn a_container_that_never_signals_times_out_and_the_next_group_starts() {
+    let manifest = r#"
+containers:
+  net: {rootfs: rootfs/net, group: root, args: [/bin/sh, -c, "exec sleep 1000"]}
+  mute: {rootfs: rootfs/mute, group: platform, status_goal: READY, args: [/bin/sh, -c, "exec sleep 1000"]}
+  edge: {rootfs: rootfs/edge, group: app, args: [/bin/sh, -c, "exec sleep 1000"]}
+core: [net, mute, edge]
+"#;
+    let mut g = gateway_with_groups(manifest, &["net", "mute", "edge"], 3);
+    g.start();
+    g.wait_status("edge", "STARTED", Duration::from_secs(15));
+    assert_eq!(g.status("mute"), "STARTED");
+    let log = g.daemon_log();
+    let mute = log_times(&log, "mute: started")[0];
+    let edge = log_times(&log, "edge: started")[0];
+    assert!(
+        edge - mute >= 2.8,
+        "edge started {}s after mute; the group timeout is 3s",
+        edge - mute
+    );
+    assert!(log.contains("group platform: timeout"), "{log}");
+    assert_eq!(g.stop(), 0);
+}
+
+#[test]
+fn a_crashing_container_restarts_with_backoff_and_others_keep_running() {
+    let manifest = r#"
+containers:
+  steady: {rootfs: rootfs/steady, group: app, args: [/bin/sh, -c, "exec sleep 1000"]}
+  crasher:
+    rootfs: rootfs/crasher
+    group: app
+    args: [/bin/sh, -c, "sleep 1; exit 1"]
+    auto_recovery: {policy: always, retry_delay: 1, backoff_factor: 2, max_retries: 4, backoff_policy: never}
+core: [steady, crasher]
+"#;
+    let mut g = gateway_with_groups(manifest, &["steady", "crasher"], 10);
+    g.start();
+    g.wait_status("steady", "STARTED", Duration::from_secs(10));
+    let steady_pid = g.container("steady")["pid"].as_i64().unwrap();
+    // 5 runs of 1 s and delays of 1, 2, 4, 8 s: about 20 s.
+    let done = wait_for(Duration::from_secs(40), || {
+        let c = g.container("crasher");
+        (c["restarts"] == 4 && c["status"] == "STOPPED").then_some(c)
+    });
+    let log = g.daemon_log();
+    assert!(
+        done.is_some(),
+        "crasher did not end stopped after 4 restarts:\n{log}"
+    );
+    let exits = log_times(&log, "crasher: exited with status 1 after");
+    let starts = log_times(&log, "crasher: started");
+    assert_eq!((exits.len(), starts.len()), (5, 5), "{log}");
+    for (n, want) in [1.0, 2.0, 4.0, 8.0].iter().enumerate() {
+        let delay = starts[n + 1] - exits[n];
+        assert!(
+            (delay - want).abs() < 0.5,
+            "restart {} after {delay:.2}s, expected {want}s",
+            n + 1
+        );
+    }
+    assert!(log.contains("left stopped (backoff_policy never)"), "{log}");
+    // The other container was never touched.
+    assert_eq!(g.container("steady")["pid"].as_i64().unwrap(), steady_pid);
+    assert_eq!(g.container("steady")["restarts"], 0);
+    assert_eq!(g.stop(), 0);
+}
+
+#[test]
+fn stop_start_restart_through_the_socket_and_403_for_system() {
+    let manifest = r#"
+containers:
+  sys: {rootfs: rootfs/sys, group: platform, args: [/bin/sh, -c, "exec sleep 1000"]}
+  app: {rootfs: rootfs/app, group: app, args: [/bin/sh, -c, "trap 'exit 0' TERM; while true; do sleep 1; done"]}
+core: [sys, app]
+"#;
+    let mut g = gateway_with_groups(manifest, &["sys", "app"], 10);
+    g.start();
+    g.wait_status("app", "STARTED", Duration::from_secs(10));
+    let pid1 = g.container("app")["pid"].as_i64().unwrap();
+    let (code, body) = g.request("PUT", "/containers/app", r#"{"action":"stop"}"#);
+    assert_eq!(code, 200, "{body}");
+    g.wait_status("app", "STOPPED", Duration::from_secs(15));
+    let (code, _) = g.request("PUT", "/containers/app", r#"{"action":"start"}"#);
+    assert_eq!(code, 200);
+    g.wait_status("app", "STARTED", Duration::from_secs(10));
+    let pid2 = g.container("app")["pid"].as_i64().unwrap();
+    assert_ne!(pid1, pid2);
+    let (code, _) = g.request("PUT", "/containers/app", r#"{"action":"restart"}"#);
+    assert_eq!(code, 200);
+    let pid3 = wait_for(Duration::from_secs(15), || {
+        let c = g.container("app");
+        (c["status"] == "STARTED" && c["pid"].as_i64() != Some(pid2))
+            .then(|| c["pid"].as_i64().unwrap())
+    });
+    assert!(
+        pid3.is_some(),
+        "restart gave no new process:\n{}",
+        g.daemon_log()
+    );
+    // A system container cannot be stopped or restarted on its own.
+    let sys_pid = g.container("sys")["pid"].clone();
+    for action in ["stop", "restart", "start"] {
+        let (code, body) = g.request(
+            "PUT",
+            "/containers/sys",
+            &format!(r#"{{"action":"{action}"}}"#),
+        );
+        assert_eq!(code, 403, "{action}: {body}");
+    }
+    assert_eq!(g.container("sys")["pid"], sys_pid);
+    let (code, _) = g.request("PUT", "/containers/ghost", r#"{"action":"stop"}"#);
+    assert_eq!(code, 404);
+    let (code, _) = g.request("PUT", "/containers/app", r#"{"action":"explode"}"#);
+    assert_eq!(code, 400);
+    // The same through pvcontrol.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pvcontrol"))
+        .arg("--socket")
+        .arg(&g.socket)
+        .args(["containers", "ls"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    assert_eq!(g.stop(), 0);
+}
+
+#[test]
+fn only_mgmt_containers_may_use_more_than_signal() {
+    let manifest = r#"
+containers:
+  plain:
+    rootfs: rootfs/plain
+    group: app
+    status_goal: READY
+    args: [/bin/sh, -c, "/usr/bin/pvcontrol containers ls; echo rc=$?; /usr/bin/pvcontrol signal ready; echo rc=$?; exec sleep 1000"]
+  boss:
+    rootfs: rootfs/boss
+    group: app
+    roles: [mgmt]
+    args: [/bin/sh, -c, "/usr/bin/pvcontrol containers ls; echo rc=$?; exec sleep 1000"]
+core: [plain, boss]
+"#;
+    let mut g = gateway_with_groups(manifest, &["plain", "boss"], 10);
+    g.start();
+    g.wait_status("plain", "READY", Duration::from_secs(10));
+    let plain = wait_for(Duration::from_secs(5), || {
+        let l = g.container_log("plain");
+        (l.matches("rc=").count() >= 2).then_some(l)
+    })
+    .unwrap_or_else(|| g.container_log("plain"));
+    assert!(
+        plain.contains("pvcontrol: 403") && plain.contains("no mgmt role"),
+        "{plain}"
+    );
+    assert!(
+        plain.contains("rc=1\n") && plain.contains("rc=0\n"),
+        "{plain}"
+    );
+    let boss = wait_for(Duration::from_secs(5), || {
+        let l = g.container_log("boss");
+        l.contains("rc=").then_some(l)
+    })
+    .unwrap_or_default();
+    assert!(
+        boss.contains("\"name\":\"plain\"") && boss.contains("rc=0"),
+        "{boss}"
+    );
+    // The host side (not in a container) may call anything; a signal from it
+    // is refused since it names no container.
+    let (code, _) = g.request("POST", "/signal", r#"{"type":"ready"}"#);
+    assert_eq!(code, 400);
+    assert_eq!(g.stop(), 0);
+}
+
+#[test]
+fn permanent_volumes_survive_a_restart_and_boot_ones_do_not() {
+    let script =
+        "cat /data/f 2>/dev/null || echo no-data; cat /scratch/f 2>/dev/null || echo no-scratch; \
+                  date > /data/f; date > /scratch/f; echo written; exec sleep 1000";
+    let manifest = format!(
+        r#"
+containers:
+  keeper: {{rootfs: rootfs/keeper, group: app, volumes: ["/data:permanent", "/scratch:boot"], args: [/bin/sh, -c, "{script}"]}}
+core: [keeper]
+"#
+    );
+    let mut g = gateway_with_groups(&manifest, &["keeper"], 10);
+    g.start();
+    wait_for(Duration::from_secs(10), || {
+        g.container_log("keeper").contains("written").then_some(())
+    })
+    .expect("first run wrote its files");
+    assert_eq!(g.stop(), 0);
+    let first = g.container_log("keeper");
+    assert!(
+        first.contains("no-data") && first.contains("no-scratch"),
+        "{first}"
+    );
+    let stored = g.storage.join("disks/perm/keeper/docker--data/f");
+    assert!(stored.is_file(), "permanent volume lives on storage");
+    let written = fs::read_to_string(&stored).unwrap();
+    g.start();
+    wait_for(Duration::from_secs(10), || {
+        (g.container_log("keeper").matches("written").count() == 2).then_some(())
+    })
+    .expect("second run");
+    assert_eq!(g.stop(), 0);
+    let second = g.container_log("keeper");
+    let second_run = &second[first.len()..];
+    assert!(
+        second_run.starts_with(&written),
+        "permanent data lost: {second_run:?} vs {written:?}"
+    );
+    assert!(
+        second_run.contains("no-scratch"),
+        "boot volume survived: {second_run}"
+    );
+}
+
+#[test]
+fn sigterm_leaves_no_mount_process_or_cgroup() {
+    let manifest = r#"
+containers:
+  a: {rootfs: rootfs/a, group: root, args: [/bin/sh, -c, "exec sleep 1000"]}
+  b: {rootfs: rootfs/b, group: app, volumes: ["/data:revision"], args: [/bin/sh, -c, "exec sleep 1000"]}
+  c: {rootfs: rootfs/c, group: data, status_goal: MOUNTED}
+core: [a, b, c]
+"#;
+    let mut g = gateway_with_groups(manifest, &["a", "b", "c"], 10);
+    g.start();
+    g.wait_status("b", "STARTED", Duration::from_secs(10));
+    let pids: Vec<i64> = ["a", "b"]
+        .iter()
+        .map(|n| g.container(n)["pid"].as_i64().unwrap())
+        .collect();
+    let cgroup_dirs: Vec<std::path::PathBuf> = fs::read_dir("/sys/fs/cgroup")
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join(&g.cgroup))
+        .filter(|p| p.exists())
+        .collect();
+    assert!(
+        !cgroup_dirs.is_empty(),
+        "containers got cgroups under {}",
+        g.cgroup
+    );
+    assert_eq!(g.stop(), 0);
+    let log = g.daemon_log();
+    // Reverse group order: app's b before root's a.
+    assert!(
+        log_times(&log, "b: exited")[0] <= log_times(&log, "a: exited")[0],
+        "{log}"
+    );
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let tmp = g.tmp.path().to_string_lossy().to_string();
+    assert!(
+        !mountinfo.contains(&tmp),
+        "mounts remain:\n{}",
+        mountinfo
+            .lines()
+            .filter(|l| l.contains(&tmp))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    for pid in pids {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "process {pid} still there"
+        );
+    }
+    for d in cgroup_dirs {
+        assert!(!d.exists(), "cgroup {} left", d.display());
+    }
+    assert!(!g.socket.exists());
+}
