@@ -11,14 +11,14 @@ use libcontainer::container::{Container as LcContainer, ContainerStatus};
 use libcontainer::syscall::syscall::SyscallType;
 use nix::fcntl::OFlag;
 use nix::sys::signal::Signal;
-use pvstate::model::{Persistence, RunManifest};
+use pvstate::model::{ContainerType, Persistence, RunManifest};
 use pvstate::{Effective, Entry, ObjectStore, State};
 use serde_json::Value;
 
 use crate::bundle::{self, BundleInput};
 use crate::error::{Error, Result};
-use crate::mounts;
 use crate::storage::Storage;
+use crate::{lxc, mounts};
 
 /// Where a container is in its life, as the control socket reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -51,7 +51,8 @@ pub struct Ctr {
     pub name: String,
     pub run: RunManifest,
     pub eff: Effective,
-    pub config: Value,
+    /// The OCI config to run, or why there is none.
+    pub config: std::result::Result<Value, String>,
     pub status: Status,
     pub pid: Option<i32>,
     /// When the current run began (for reset_window).
@@ -90,7 +91,7 @@ pub struct Env<'a> {
 }
 
 impl Ctr {
-    pub fn new(name: &str, state: &State) -> Result<Self> {
+    pub fn new(name: &str, state: &State, objects: &ObjectStore) -> Result<Self> {
         let run = state
             .containers()
             .get(name)
@@ -99,27 +100,31 @@ impl Ctr {
         let eff = state
             .effective(name)
             .ok_or_else(|| Error::container(name, "no group"))?;
-        let config = match run
+        let entry = run
             .config
             .as_deref()
-            .and_then(|c| state.get(&format!("{name}/{c}")))
-        {
-            Some(Entry::Json(v)) => v.clone(),
-            Some(_) | None if eff.status_goal == pvstate::model::StatusGoal::Mounted => Value::Null,
-            Some(_) => {
-                return Err(Error::container(
-                    name,
-                    "config is not an inline OCI config.json",
-                ))
+            .and_then(|c| state.get(&format!("{name}/{c}")));
+        // A config that cannot be used fails this container when it starts,
+        // not the revision.
+        let config = match (run.kind, entry) {
+            (_, None) if eff.status_goal == pvstate::model::StatusGoal::Mounted => Ok(Value::Null),
+            (_, None) => Err("run.json names no config the state holds".to_string()),
+            (ContainerType::Oci, Some(Entry::Json(v))) => Ok(v.clone()),
+            (ContainerType::Oci, Some(_)) => {
+                Err("an oci container's config must be an inline config.json".to_string())
             }
-            None => return Err(Error::container(name, "no config")),
+            (ContainerType::Lxc, Some(Entry::Object(id))) => {
+                let path = objects.path(id);
+                fs::read_to_string(&path)
+                    .map_err(|e| format!("{}: {e}", path.display()))
+                    .and_then(|text| {
+                        lxc::translate(name, &text).map_err(|e| format!("LXC config: {e}"))
+                    })
+            }
+            (ContainerType::Lxc, Some(_)) => {
+                Err("an lxc container's config must be an object (lxc.container.conf)".to_string())
+            }
         };
-        if run.kind == pvstate::model::ContainerType::Lxc {
-            return Err(Error::container(
-                name,
-                "type lxc: LXC configs are not translated yet; compose the container as type oci",
-            ));
-        }
         Ok(Ctr {
             name: name.to_string(),
             run,
@@ -240,6 +245,10 @@ impl Ctr {
 
     /// Create and start the container's init; returns its pid.
     pub fn start(&mut self, env: &Env) -> Result<i32> {
+        let config = self
+            .config
+            .clone()
+            .map_err(|e| Error::container(&self.name, e))?;
         self.mount(env)?;
         let dir = self.dir(env);
         let bundle_dir = dir.join("bundle");
@@ -249,7 +258,7 @@ impl Ctr {
         let cgroup = self.cgroup(env);
         let spec = bundle::spec(&BundleInput {
             name: &self.name,
-            config: &self.config,
+            config: &config,
             rootfs: &rootfs,
             volumes: &volumes,
             ctrl_socket: env.ctrl_socket,

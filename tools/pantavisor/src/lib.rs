@@ -10,6 +10,7 @@ pub mod bundle;
 pub mod container;
 pub mod error;
 pub mod http;
+pub mod lxc;
 #[macro_use]
 pub mod log;
 pub mod mounts;

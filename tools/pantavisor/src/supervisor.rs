@@ -132,7 +132,7 @@ impl Daemon {
             })
             .collect();
         for name in state.containers().keys() {
-            let ctr = Ctr::new(name, &state)?;
+            let ctr = Ctr::new(name, &state, &objects)?;
             let gi = groups
                 .iter()
                 .position(|g| Some(&g.name) == assignment.get(*name))

@@ -348,3 +348,66 @@ core: [a, b, c]
     }
     assert!(!g.socket.exists());
 }
+
+/// Turn container `name` into a Pantavisor LXC container with `conf`.
+fn make_lxc(
+    m: &mut serde_json::Map<String, serde_json::Value>,
+    objects: &std::path::Path,
+    name: &str,
+    conf: &str,
+) {
+    let id = pvstate::ObjectId::of_bytes(conf.as_bytes());
+    fs::write(objects.join(id.as_str()), conf).unwrap();
+    m.remove(&format!("{name}/config.json"));
+    m.insert(
+        format!("{name}/lxc.container.conf"),
+        serde_json::json!(id.to_string()),
+    );
+    let run = m.get_mut(&format!("{name}/run.json")).unwrap();
+    run["type"] = serde_json::json!("lxc");
+    run["config"] = serde_json::json!("lxc.container.conf");
+}
+
+#[test]
+fn lxc_containers_run_translated_and_a_bad_key_fails_only_its_container() {
+    let manifest = r#"
+containers:
+  legacy: {rootfs: rootfs/legacy, group: app, volumes: ["/etc/conf:permanent"]}
+  broken: {rootfs: rootfs/broken, group: app}
+  fine: {rootfs: rootfs/fine, group: app, args: [/bin/sh, -c, "exec sleep 1000"]}
+core: [legacy, broken, fine]
+"#;
+    let mut g = gateway_with_groups(manifest, &["legacy", "broken", "fine"], 10);
+    g.edit_state(|m, objects| {
+        make_lxc(m, objects, "legacy", "\
+lxc.tty.max = 8
+lxc.rootfs.path = overlayfs:/volumes/legacy/root.squashfs:/volumes/legacy/lxc-overlay/upper
+lxc.init.cmd = /bin/sh -c \"echo hello from $GREETING in $(hostname); ls -d /etc/conf; exec sleep 1000\"
+lxc.environment = GREETING=lxc
+lxc.uts.name = legacy-host
+lxc.mount.auto = proc sys
+lxc.mount.entry = /volumes/legacy/docker--etc-conf etc/conf none bind,rw,create=dir 0 0
+lxc.cgroup.memory.limit_in_bytes = 64M
+lxc.cap.drop = sys_module
+");
+        make_lxc(m, objects, "broken", "lxc.init.cmd = /bin/sh\nlxc.hook.pre-start = /bin/evil\n");
+    });
+    g.start();
+    g.wait_status("legacy", "STARTED", Duration::from_secs(10));
+    g.wait_status("fine", "STARTED", Duration::from_secs(10));
+    assert_eq!(g.status("broken"), "STOPPED");
+    let out = wait_for(Duration::from_secs(5), || {
+        let l = g.container_log("legacy");
+        l.contains("/etc/conf").then_some(l)
+    })
+    .unwrap_or_else(|| g.container_log("legacy"));
+    assert!(out.contains("hello from lxc in legacy-host"), "{out}");
+    let log = g.daemon_log();
+    assert!(
+        log.contains(
+            "container broken: LXC config: line 2: unsupported LXC key lxc.hook.pre-start"
+        ),
+        "{log}"
+    );
+    assert_eq!(g.stop(), 0);
+}

@@ -147,6 +147,12 @@ pub fn gateway_in(manifest: &str, names: &[&str], prepare: impl FnOnce(&Path)) -
 
 impl Gateway {
     pub fn start(&mut self) {
+        let config = self.tmp.path().join("pantavisor.config");
+        if !config.exists() {
+            // Short stop timeouts keep the tests quick; busybox sh as a
+            // container's init ignores SIGTERM and is killed after it.
+            fs::write(&config, "stop.timeout=3\nlog.maxsize=65536\n").unwrap();
+        }
         let log = fs::File::create(self.tmp.path().join("daemon.out")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_pantavisor"))
             .arg("--storage")
@@ -157,6 +163,8 @@ impl Gateway {
             .arg(&self.run_dir)
             .arg("--cgroup-parent")
             .arg(&self.cgroup)
+            .arg("--config")
+            .arg(self.tmp.path().join("pantavisor.config"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -189,6 +197,16 @@ impl Gateway {
 
     pub fn daemon_log(&self) -> String {
         fs::read_to_string(self.tmp.path().join("daemon.out")).unwrap_or_default()
+    }
+
+    /// Replace the state of revision 0 (for states the composer does not make).
+    pub fn edit_state(&self, edit: impl FnOnce(&mut serde_json::Map<String, Value>, &Path)) {
+        let path = self.storage.join("trails/0/.pvr/json");
+        let mut v: Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        edit(v.as_object_mut().unwrap(), &self.storage.join("objects"));
+        let state = pvstate::State::parse(&serde_json::to_vec(&v).unwrap())
+            .unwrap_or_else(|e| panic!("{e}"));
+        fs::write(&path, state.to_canonical()).unwrap();
     }
 
     pub fn container_log(&self, name: &str) -> String {
