@@ -411,3 +411,36 @@ lxc.cap.drop = sys_module
     );
     assert_eq!(g.stop(), 0);
 }
+
+#[test]
+fn logs_rotate_and_metadata_endpoints_answer() {
+    // 64 KiB logs (the test config); the container writes about 200 KiB.
+    let manifest = r#"
+containers:
+  chatty: {rootfs: rootfs/chatty, group: app, args: [/bin/sh, -c, "i=0; while [ $i -lt 3000 ]; do echo line $i of a rather talkative container padding padding; i=$((i+1)); done; echo done; exec sleep 1000"]}
+core: [chatty]
+"#;
+    let mut g = gateway_with_groups(manifest, &["chatty"], 10);
+    g.start();
+    wait_for(Duration::from_secs(15), || g.container_log("chatty").contains("done").then_some(()))
+        .unwrap_or_else(|| panic!("no end of output:\n{}", g.daemon_log()));
+    let dir = g.storage.join("logs/0/chatty");
+    let current = fs::metadata(dir.join("stdout.log")).unwrap().len();
+    let previous = fs::metadata(dir.join("stdout.log.1")).unwrap().len();
+    assert!(current <= 65536 && previous <= 65536 && previous > 30_000, "{current} {previous}");
+    assert!(g.storage.join("logs/0/pantavisor/pantavisor.log").is_file());
+    // Metadata and build information.
+    let (code, info) = g.request("GET", "/buildinfo", "");
+    assert_eq!((code, info["mode"].as_str()), (200, Some("appengine")));
+    let (code, meta) = g.request("GET", "/device-meta", "");
+    assert_eq!((code, meta["pantavisor.revision"].as_str()), (200, Some("0")));
+    assert_eq!(g.request("PUT", "/user-meta/site", "plant-7").0, 200);
+    assert_eq!(g.request("GET", "/user-meta/site", "").1, "plant-7");
+    assert_eq!(g.request("GET", "/user-meta", "").1["site"], "plant-7");
+    assert_eq!(g.request("DELETE", "/user-meta/site", "").0, 200);
+    assert_eq!(g.request("GET", "/user-meta/site", "").0, 404);
+    assert_eq!(g.request("PUT", "/user-meta/.hidden", "x").0, 400);
+    assert_eq!(g.request("GET", "/nothing-here", "").0, 404);
+    assert_eq!(g.request("DELETE", "/containers", "").0, 405);
+    assert_eq!(g.stop(), 0);
+}
