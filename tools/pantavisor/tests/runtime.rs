@@ -402,6 +402,16 @@ lxc.cap.drop = sys_module
     })
     .unwrap_or_else(|| g.container_log("legacy"));
     assert!(out.contains("hello from lxc in legacy-host"), "{out}");
+    // The memory limit reached the container's cgroup (v1 or v2).
+    let v1 = format!(
+        "/sys/fs/cgroup/memory/{}/legacy/memory.limit_in_bytes",
+        g.cgroup
+    );
+    let v2 = format!("/sys/fs/cgroup/{}/legacy/memory.max", g.cgroup);
+    let limit = fs::read_to_string(&v1)
+        .or_else(|_| fs::read_to_string(&v2))
+        .expect("memory cgroup of legacy");
+    assert_eq!(limit.trim(), (64 * 1024 * 1024).to_string());
     let log = g.daemon_log();
     assert!(
         log.contains(
@@ -422,18 +432,26 @@ core: [chatty]
 "#;
     let mut g = gateway_with_groups(manifest, &["chatty"], 10);
     g.start();
-    wait_for(Duration::from_secs(15), || g.container_log("chatty").contains("done").then_some(()))
-        .unwrap_or_else(|| panic!("no end of output:\n{}", g.daemon_log()));
+    wait_for(Duration::from_secs(15), || {
+        g.container_log("chatty").contains("done").then_some(())
+    })
+    .unwrap_or_else(|| panic!("no end of output:\n{}", g.daemon_log()));
     let dir = g.storage.join("logs/0/chatty");
     let current = fs::metadata(dir.join("stdout.log")).unwrap().len();
     let previous = fs::metadata(dir.join("stdout.log.1")).unwrap().len();
-    assert!(current <= 65536 && previous <= 65536 && previous > 30_000, "{current} {previous}");
+    assert!(
+        current <= 65536 && previous <= 65536 && previous > 30_000,
+        "{current} {previous}"
+    );
     assert!(g.storage.join("logs/0/pantavisor/pantavisor.log").is_file());
     // Metadata and build information.
     let (code, info) = g.request("GET", "/buildinfo", "");
     assert_eq!((code, info["mode"].as_str()), (200, Some("appengine")));
     let (code, meta) = g.request("GET", "/device-meta", "");
-    assert_eq!((code, meta["pantavisor.revision"].as_str()), (200, Some("0")));
+    assert_eq!(
+        (code, meta["pantavisor.revision"].as_str()),
+        (200, Some("0"))
+    );
     assert_eq!(g.request("PUT", "/user-meta/site", "plant-7").0, 200);
     assert_eq!(g.request("GET", "/user-meta/site", "").1, "plant-7");
     assert_eq!(g.request("GET", "/user-meta", "").1["site"], "plant-7");
