@@ -14,6 +14,7 @@ pub mod lxc;
 #[macro_use]
 pub mod log;
 pub mod mounts;
+pub mod recovery;
 pub mod storage;
 pub mod supervisor;
 

@@ -20,14 +20,15 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
-use pvstate::model::{RecoveryPolicy, RestartPolicy, Role, StatusGoal};
-use pvstate::{parse_duration, ObjectStore, State};
+use pvstate::model::{RestartPolicy, Role, StatusGoal};
+use pvstate::{ObjectStore, State};
 use serde_json::{json, Value};
 
 use crate::container::{Ctr, Env, Status};
 use crate::error::{Error, Result};
 use crate::http;
 use crate::mounts;
+use crate::recovery::{self, Decision};
 use crate::storage::Storage;
 
 /// How the daemon runs.
@@ -320,7 +321,7 @@ impl Daemon {
             Err(e) => {
                 error!("{e}");
                 self.ctrs[i].status = Status::Stopped;
-                self.on_failure(i, "failed to start");
+                self.recover(i, Duration::ZERO, None);
             }
         }
     }
@@ -379,69 +380,35 @@ impl Daemon {
         if c.stopped_by_user {
             return;
         }
-        if let Some(window) = c.eff.auto_recovery.as_ref().and_then(|a| a.reset_window) {
-            if window > 0 && ran_for >= Duration::from_secs(window) {
-                c.retries = 0;
-            }
-        }
-        let clean = code == 0;
-        let policy = c
-            .eff
-            .auto_recovery
-            .as_ref()
-            .and_then(|a| a.policy)
-            .unwrap_or(RecoveryPolicy::No);
-        if policy == RecoveryPolicy::OnFailure && clean {
-            info!("{}: exited cleanly; on-failure does not restart it", c.name);
-            return;
-        }
-        self.on_failure(i, &format!("exited with status {code}"));
+        self.recover(i, ran_for, Some(code));
     }
 
-    /// Apply the container's recovery policy after it stopped or failed.
-    fn on_failure(&mut self, i: usize, what: &str) {
+    /// Apply the container's recovery policy after it stopped (`exit`) or
+    /// failed to start (None).
+    fn recover(&mut self, i: usize, ran_for: Duration, exit: Option<i32>) {
         let c = &mut self.ctrs[i];
-        let ar = c.eff.auto_recovery.clone();
-        let policy = ar
-            .as_ref()
-            .and_then(|a| a.policy)
-            .unwrap_or(RecoveryPolicy::No);
-        if policy == RecoveryPolicy::No {
-            if c.eff.restart_policy == RestartPolicy::System {
-                let why = format!("container {} (restart_policy system) {what}", c.name);
-                self.request_reboot(why);
-            } else {
-                info!("{}: {what}; no auto_recovery, left stopped", c.name);
-            }
-            return;
-        }
-        let ar = ar.unwrap_or_default();
-        let max = ar.max_retries.unwrap_or(0);
-        if max == 0 || u64::from(c.retries) < max {
-            let delay = ar.retry_delay.unwrap_or(0) as f64
-                * ar.backoff_factor.unwrap_or(1.0).powi(c.retries as i32);
-            c.retries += 1;
-            c.restart_at = Some(Instant::now() + Duration::from_secs_f64(delay));
-            info!("{}: {what}; restart {} in {delay:.1} s", c.name, c.retries);
-            return;
-        }
-        match ar.backoff_policy.as_deref().unwrap_or("reboot") {
-            "never" => info!(
-                "{}: {what}; {max} retries used, left stopped (backoff_policy never)",
-                c.name
-            ),
-            "reboot" => {
-                let why = format!("container {} {what} after {max} retries", c.name);
-                self.request_reboot(why);
-            }
-            d => {
-                let secs = parse_duration(d).unwrap_or(60);
-                c.retries = 0;
-                c.restart_at = Some(Instant::now() + Duration::from_secs(secs));
+        let (decision, retries) = recovery::decide(
+            c.eff.auto_recovery.as_ref(),
+            c.eff.restart_policy,
+            c.retries,
+            ran_for,
+            exit,
+        );
+        c.retries = retries;
+        match decision {
+            Decision::Restart { after } => {
+                c.restart_at = Some(Instant::now() + after);
                 info!(
-                    "{}: {what}; {max} retries used, trying again in {secs} s",
-                    c.name
+                    "{}: restart {} in {:.1} s",
+                    c.name,
+                    c.retries,
+                    after.as_secs_f64()
                 );
+            }
+            Decision::LeaveStopped(why) => info!("{}: {why}, left stopped", c.name),
+            Decision::Reboot(why) => {
+                let why = format!("container {}: {why}", c.name);
+                self.request_reboot(why);
             }
         }
     }

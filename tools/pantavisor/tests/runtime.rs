@@ -132,7 +132,10 @@ core: [steady, crasher]
             n + 1
         );
     }
-    assert!(log.contains("left stopped (backoff_policy never)"), "{log}");
+    assert!(
+        log.contains("4 retries used (backoff_policy never), left stopped"),
+        "{log}"
+    );
     // The other container was never touched.
     assert_eq!(g.container("steady")["pid"].as_i64().unwrap(), steady_pid);
     assert_eq!(g.container("steady")["restarts"], 0);
