@@ -49,6 +49,8 @@ impl Status {
 /// Everything the daemon keeps about one container.
 pub struct Ctr {
     pub name: String,
+    /// Stable id while the daemon runs (tokens of its log pipe).
+    pub uid: u64,
     pub run: RunManifest,
     pub eff: Effective,
     /// The OCI config to run, or why there is none.
@@ -127,6 +129,7 @@ impl Ctr {
         };
         Ok(Ctr {
             name: name.to_string(),
+            uid: 0,
             run,
             eff,
             config,

@@ -12,9 +12,17 @@ pub struct Request {
 /// Largest request accepted (headers and body).
 pub const MAX_REQUEST: usize = 1 << 20;
 
-/// Try to parse a complete request from `buf`: `Ok(None)` when more bytes
-/// are needed.
-pub fn parse(buf: &[u8]) -> Result<Option<Request>, String> {
+/// The request line and the headers that matter.
+pub struct Head {
+    pub method: String,
+    pub path: String,
+    pub length: u64,
+    /// Bytes of the request line and headers.
+    pub header_len: usize,
+}
+
+/// Parse the head of a request: `Ok(None)` when more bytes are needed.
+pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, String> {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut req = httparse::Request::new(&mut headers);
     let header_len = match req.parse(buf) {
@@ -29,20 +37,35 @@ pub fn parse(buf: &[u8]) -> Result<Option<Request>, String> {
         .map(|h| {
             std::str::from_utf8(h.value)
                 .ok()
-                .and_then(|v| v.trim().parse::<usize>().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
         })
         .unwrap_or(Some(0))
         .ok_or("bad Content-Length")?;
-    if header_len + length > MAX_REQUEST {
+    Ok(Some(Head {
+        method: req.method.unwrap_or("").to_string(),
+        path: req.path.unwrap_or("/").to_string(),
+        length,
+        header_len,
+    }))
+}
+
+/// Try to parse a complete request from `buf`: `Ok(None)` when more bytes
+/// are needed.
+pub fn parse(buf: &[u8]) -> Result<Option<Request>, String> {
+    let Some(head) = parse_head(buf)? else {
+        return Ok(None);
+    };
+    let end = head.header_len as u64 + head.length;
+    if end > MAX_REQUEST as u64 {
         return Err("request too large".into());
     }
-    if buf.len() < header_len + length {
+    if (buf.len() as u64) < end {
         return Ok(None);
     }
     Ok(Some(Request {
-        method: req.method.unwrap_or("").to_string(),
-        path: req.path.unwrap_or("/").to_string(),
-        body: buf[header_len..header_len + length].to_vec(),
+        method: head.method,
+        path: head.path,
+        body: buf[head.header_len..end as usize].to_vec(),
     }))
 }
 
@@ -55,14 +78,23 @@ pub fn reason(code: u16) -> &'static str {
         405 => "Method Not Allowed",
         409 => "Conflict",
         413 => "Payload Too Large",
+        422 => "Unprocessable Entity",
+        507 => "Insufficient Storage",
         _ => "Internal Server Error",
     }
 }
 
 pub fn response(code: u16, body: &Value) -> Vec<u8> {
-    let body = serde_json::to_vec(body).unwrap_or_default();
+    raw_response(
+        code,
+        "application/json",
+        serde_json::to_vec(body).unwrap_or_default(),
+    )
+}
+
+pub fn raw_response(code: u16, content_type: &str, body: Vec<u8>) -> Vec<u8> {
     let mut out = format!(
-        "HTTP/1.1 {code} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {code} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         reason(code),
         body.len()
     )

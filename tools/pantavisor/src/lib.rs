@@ -6,6 +6,7 @@
 //! group, supervised per their restart policies, and driven through the
 //! control socket. Embedded (PID 1) mode builds on the same [`supervisor`].
 
+pub mod bootenv;
 pub mod bundle;
 pub mod container;
 pub mod error;
@@ -17,5 +18,6 @@ pub mod mounts;
 pub mod recovery;
 pub mod storage;
 pub mod supervisor;
+pub mod update;
 
 pub use error::{Error, Result};

@@ -30,7 +30,8 @@ struct Cli {
     #[arg(long, default_value = "/run/pantavisor-rs")]
     run_dir: PathBuf,
     /// Configuration file (KEY=VALUE lines: cgroup.parent, log.maxsize,
-    /// stop.timeout); flags override it.
+    /// stop.timeout, update.goals_timeout, update.commit_delay,
+    /// update.verify_objects); flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
     /// cgroup under which containers get theirs.
@@ -78,6 +79,9 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|| "pantavisor".into()),
             log_max_bytes: number("log.maxsize", 1 << 20)?,
             stop_timeout: Duration::from_secs(number("stop.timeout", 10)?),
+            goals_timeout: Duration::from_secs(number("update.goals_timeout", 120)?),
+            commit_delay: Duration::from_secs(number("update.commit_delay", 5)?),
+            verify_objects: number("update.verify_objects", 1)? != 0,
         })
     })();
     let opts = match opts {

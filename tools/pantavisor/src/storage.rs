@@ -13,15 +13,6 @@ pub struct Storage {
     root: PathBuf,
 }
 
-/// Read `key` from a `key=value` file.
-fn env_value(path: &Path, key: &str) -> Option<String> {
-    let text = fs::read_to_string(path).ok()?;
-    text.lines().find_map(|l| {
-        let (k, v) = l.split_once('=')?;
-        (k.trim() == key).then(|| v.trim().to_string())
-    })
-}
-
 impl Storage {
     pub fn open(root: &Path) -> Result<Self> {
         if !root.join("trails").is_dir() {
@@ -37,21 +28,6 @@ impl Storage {
 
     pub fn root(&self) -> &Path {
         &self.root
-    }
-
-    /// The revision the bootloader environment names (`pv_try` while one is
-    /// being tried, else `pv_rev`), 0 when it names none.
-    pub fn current_revision(&self) -> String {
-        for file in ["boot/pv.env", "boot/uboot.txt"] {
-            let path = self.root.join(file);
-            if let Some(rev) = env_value(&path, "pv_try").filter(|v| !v.is_empty()) {
-                return rev;
-            }
-            if let Some(rev) = env_value(&path, "pv_rev").filter(|v| !v.is_empty()) {
-                return rev;
-            }
-        }
-        "0".to_string()
     }
 
     pub fn state(&self, rev: &str) -> Result<State> {
@@ -90,6 +66,50 @@ impl Storage {
 
     pub fn log_dir(&self, rev: &str, name: &str) -> PathBuf {
         self.root.join("logs").join(rev).join(name)
+    }
+
+    pub fn trail(&self, rev: &str) -> PathBuf {
+        self.root.join("trails").join(rev)
+    }
+
+    /// The revisions installed, by name.
+    pub fn revisions(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut stack = vec![(self.root.join("trails"), String::new())];
+        while let Some((dir, prefix)) = stack.pop() {
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let rev = if prefix.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{prefix}/{name}")
+                };
+                if e.path().join(".pvr/json").is_file() {
+                    out.push(rev);
+                } else if prefix.is_empty() && e.path().is_dir() {
+                    stack.push((e.path(), rev)); // locals/<name>
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// The update progress of a revision (`trails/<rev>/.pv/progress`).
+    pub fn progress(&self, rev: &str) -> Option<serde_json::Value> {
+        let path = self.trail(rev).join(".pv/progress");
+        serde_json::from_slice(&fs::read(path).ok()?).ok()
+    }
+
+    pub fn set_progress(&self, rev: &str, status: &str, msg: &str, progress: u32) -> Result<()> {
+        let dir = self.trail(rev).join(".pv");
+        fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let v = serde_json::json!({"status": status, "status-msg": msg, "progress": progress});
+        pvstate::store::write_atomic(&dir.join("progress"), v.to_string().as_bytes())?;
+        Ok(())
     }
 
     pub fn user_meta_dir(&self) -> PathBuf {

@@ -24,7 +24,8 @@ use pvstate::model::{RestartPolicy, Role, StatusGoal};
 use pvstate::{ObjectStore, State};
 use serde_json::{json, Value};
 
-use crate::container::{Ctr, Env, Status};
+use crate::bootenv::BootEnv;
+use crate::container::{Ctr, Status};
 use crate::error::{Error, Result};
 use crate::http;
 use crate::mounts;
@@ -42,21 +43,29 @@ pub struct Options {
     pub log_max_bytes: u64,
     /// Time between SIGTERM and SIGKILL when stopping a container.
     pub stop_timeout: Duration,
+    /// How long a new revision has to reach every status goal.
+    pub goals_timeout: Duration,
+    /// How long a new revision must then run without a container exiting.
+    pub commit_delay: Duration,
+    /// Re-hash every object of a revision before running it.
+    pub verify_objects: bool,
 }
 
-struct GroupRt {
-    name: String,
-    timeout: Duration,
-    members: Vec<usize>,
-    launched: bool,
-    deadline: Option<Instant>,
+pub(crate) struct GroupRt {
+    pub(crate) name: String,
+    pub(crate) timeout: Duration,
+    pub(crate) members: Vec<usize>,
+    pub(crate) launched: bool,
+    pub(crate) deadline: Option<Instant>,
 }
 
-struct Client {
-    stream: UnixStream,
-    buf: Vec<u8>,
+pub(crate) struct Client {
+    pub(crate) stream: UnixStream,
+    pub(crate) buf: Vec<u8>,
     /// The container the caller runs in; None for the host side.
-    caller: Option<usize>,
+    pub(crate) caller: Option<usize>,
+    /// An object upload being streamed to storage.
+    pub(crate) upload: Option<crate::update::Upload>,
 }
 
 const TOKEN_SIGNALS: u64 = 1;
@@ -68,7 +77,7 @@ const TOKEN_CLIENT_BASE: u64 = 1_000_000;
 /// of `$d.ctrs` can be borrowed mutably beside it.
 macro_rules! ctr_env {
     ($d:expr) => {
-        Env {
+        $crate::container::Env {
             storage: &$d.storage,
             objects: &$d.objects,
             state: &$d.state,
@@ -79,31 +88,36 @@ macro_rules! ctr_env {
         }
     };
 }
+pub(crate) use ctr_env;
 
 pub struct Daemon {
-    opts: Options,
-    storage: Storage,
-    objects: ObjectStore,
-    state: State,
-    rev: String,
-    ctrs: Vec<Ctr>,
-    groups: Vec<GroupRt>,
-    next_group: usize,
-    epoll: Epoll,
-    signals: SignalFd,
-    listener: UnixListener,
-    clients: HashMap<u64, Client>,
-    next_client: u64,
+    pub(crate) opts: Options,
+    pub(crate) storage: Storage,
+    pub(crate) objects: ObjectStore,
+    pub(crate) state: State,
+    pub(crate) rev: String,
+    pub(crate) ctrs: Vec<Ctr>,
+    pub(crate) groups: Vec<GroupRt>,
+    pub(crate) next_group: usize,
+    pub(crate) epoll: Epoll,
+    pub(crate) signals: SignalFd,
+    pub(crate) listener: UnixListener,
+    pub(crate) clients: HashMap<u64, Client>,
+    pub(crate) next_client: u64,
     /// Why the system should reboot; appengine mode reports it instead.
-    reboot_requested: Option<String>,
+    pub(crate) reboot_requested: Option<String>,
     /// Index of the group being stopped during shutdown.
-    shutdown_group: Option<usize>,
-    log_sizes: HashMap<usize, u64>,
+    pub(crate) shutdown_group: Option<usize>,
+    pub(crate) log_sizes: HashMap<PathBuf, u64>,
+    pub(crate) bootenv: BootEnv,
+    /// The update under way, if any.
+    pub(crate) update: Option<crate::update::Update>,
+    pub(crate) next_uid: u64,
     /// The socket file we made, to remove only that one at the end.
-    socket_inode: u64,
+    pub(crate) socket_inode: u64,
 }
 
-fn goal_reached(c: &Ctr) -> bool {
+pub(crate) fn goal_reached(c: &Ctr) -> bool {
     match c.eff.status_goal {
         StatusGoal::Mounted => c.status >= Status::Mounted && c.status != Status::Stopped,
         StatusGoal::Started => matches!(c.status, Status::Started | Status::Ready),
@@ -111,36 +125,98 @@ fn goal_reached(c: &Ctr) -> bool {
     }
 }
 
+/// The containers and groups of `state`, in start order. Containers of
+/// `keep` with a name in the state are reused as they are (still running);
+/// the others get a new entry.
+pub(crate) fn layout(
+    state: &State,
+    objects: &ObjectStore,
+    mut keep: Vec<Ctr>,
+    next_uid: &mut u64,
+) -> Result<(Vec<Ctr>, Vec<GroupRt>)> {
+    let (groups_def, _) = state.groups();
+    let assignment = state.group_assignment();
+    let mut ctrs = Vec::new();
+    let mut groups: Vec<GroupRt> = groups_def
+        .iter()
+        .map(|g| GroupRt {
+            name: g.name.clone(),
+            timeout: Duration::from_secs(g.timeout.unwrap_or(30)),
+            members: Vec::new(),
+            launched: false,
+            deadline: None,
+        })
+        .collect();
+    for name in state.containers().keys() {
+        let ctr = match keep.iter().position(|c| c.name == *name) {
+            Some(k) => keep.swap_remove(k),
+            None => {
+                let mut c = Ctr::new(name, state, objects)?;
+                c.uid = *next_uid;
+                *next_uid += 1;
+                c
+            }
+        };
+        let gi = groups
+            .iter()
+            .position(|g| Some(&g.name) == assignment.get(*name))
+            .ok_or_else(|| Error::container(name, "its group does not exist"))?;
+        groups[gi].members.push(ctrs.len());
+        ctrs.push(ctr);
+    }
+    Ok((ctrs, groups))
+}
+
 impl Daemon {
     pub fn new(opts: Options) -> Result<Self> {
         let storage = Storage::open(&opts.storage)?;
         let objects = storage.objects()?;
-        let rev = storage.current_revision();
+        let mut bootenv = BootEnv::load(storage.root())?;
+        let mut trying = None;
+        let rev = match bootenv.try_rev.clone() {
+            Some(t) if bootenv.trying.as_deref() == Some(t.as_str()) => {
+                // Its try began before and never committed: never twice.
+                let _ = storage.set_progress(
+                    &t,
+                    "ERROR",
+                    "Revision was tried and not committed; rolled back",
+                    0,
+                );
+                bootenv.try_rev = None;
+                bootenv.trying = None;
+                bootenv.save()?;
+                bootenv.rev.clone()
+            }
+            Some(t) => {
+                bootenv.trying = Some(t.clone());
+                bootenv.save()?;
+                trying = Some(t.clone());
+                t
+            }
+            None => bootenv.rev.clone(),
+        };
+        let state = match storage.state(&rev) {
+            Ok(s) => s,
+            Err(e) if trying.is_some() => {
+                error!("revision {rev}: {e}; back to {}", bootenv.rev);
+                let _ = storage.set_progress(&rev, "ERROR", &e.to_string(), 0);
+                bootenv.try_rev = None;
+                bootenv.trying = None;
+                bootenv.save()?;
+                trying = None;
+                storage.state(&bootenv.rev)?
+            }
+            Err(e) => return Err(e),
+        };
+        let rev = if trying.is_some() {
+            rev
+        } else {
+            bootenv.rev.clone()
+        };
         crate::log::to_file(&storage.log_dir(&rev, "pantavisor").join("pantavisor.log"));
-        let state = storage.state(&rev)?;
         info!("revision {rev}: {} containers", state.containers().len());
-        let (groups_def, _) = state.groups();
-        let assignment = state.group_assignment();
-        let mut ctrs = Vec::new();
-        let mut groups: Vec<GroupRt> = groups_def
-            .iter()
-            .map(|g| GroupRt {
-                name: g.name.clone(),
-                timeout: Duration::from_secs(g.timeout.unwrap_or(30)),
-                members: Vec::new(),
-                launched: false,
-                deadline: None,
-            })
-            .collect();
-        for name in state.containers().keys() {
-            let ctr = Ctr::new(name, &state, &objects)?;
-            let gi = groups
-                .iter()
-                .position(|g| Some(&g.name) == assignment.get(*name))
-                .ok_or_else(|| Error::container(name, "its group does not exist"))?;
-            groups[gi].members.push(ctrs.len());
-            ctrs.push(ctr);
-        }
+        let mut next_uid = 0;
+        let (ctrs, groups) = layout(&state, &objects, Vec::new(), &mut next_uid)?;
         // SIGCHLD, SIGTERM and SIGINT arrive through the signalfd only.
         let mut mask = SigSet::empty();
         for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT] {
@@ -184,6 +260,8 @@ impl Daemon {
                 EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_LISTENER),
             )
             .map_err(|e| Error::sys("epoll add", e))?;
+        let update = trying
+            .map(|t| crate::update::Update::after_boot(t, bootenv.rev.clone(), opts.goals_timeout));
         Ok(Daemon {
             opts,
             storage,
@@ -192,6 +270,9 @@ impl Daemon {
             rev,
             ctrs,
             groups,
+            bootenv,
+            update,
+            next_uid,
             next_group: 0,
             epoll,
             signals,
@@ -221,12 +302,18 @@ impl Daemon {
                     TOKEN_SIGNALS => self.on_signals(),
                     TOKEN_LISTENER => self.on_accept(),
                     t if (TOKEN_LOG_BASE..TOKEN_CLIENT_BASE).contains(&t) => {
-                        self.on_log((t - TOKEN_LOG_BASE) as usize)
+                        let uid = t - TOKEN_LOG_BASE;
+                        if let Some(i) = self.ctrs.iter().position(|c| c.uid == uid) {
+                            self.on_log(i)
+                        }
                     }
                     t => self.on_client(t),
                 }
             }
             self.on_timers();
+            if self.shutdown_group.is_none() {
+                self.advance_update();
+            }
             if self.shutdown_group.is_some() && self.advance_shutdown() {
                 self.finish_shutdown();
                 return Ok(());
@@ -249,6 +336,20 @@ impl Daemon {
         if let Some(g) = self.groups.get(self.next_group) {
             consider(g.deadline);
         }
+        if let Some(u) = &self.update {
+            match &u.phase {
+                crate::update::Phase::Testing {
+                    deadline,
+                    commit_at,
+                } => {
+                    consider(Some(*deadline));
+                    consider(*commit_at);
+                }
+                crate::update::Phase::Stopping { .. } => {
+                    consider(Some(now + Duration::from_millis(50)))
+                }
+            }
+        }
         match next {
             None => 1000,
             Some(t) => t.saturating_duration_since(now).as_millis().min(1000) as u16,
@@ -257,7 +358,7 @@ impl Daemon {
 
     // ---- group bring-up ----
 
-    fn advance_groups(&mut self) {
+    pub(crate) fn advance_groups(&mut self) {
         if self.shutdown_group.is_some() {
             return;
         }
@@ -303,6 +404,13 @@ impl Daemon {
     }
 
     fn bring_up(&mut self, i: usize) {
+        // Kept across a non-reboot transition: already where it should be.
+        let c = &self.ctrs[i];
+        if c.is_running()
+            || (c.eff.status_goal == StatusGoal::Mounted && c.status == Status::Mounted)
+        {
+            return;
+        }
         let env_result = {
             let env = ctr_env!(self);
             let c = &mut self.ctrs[i];
@@ -380,6 +488,10 @@ impl Daemon {
         if c.stopped_by_user {
             return;
         }
+        let name = c.name.clone();
+        if self.exit_during_update(&name) {
+            return;
+        }
         self.recover(i, ran_for, Some(code));
     }
 
@@ -440,7 +552,7 @@ impl Daemon {
         self.advance_groups();
     }
 
-    fn stop(&mut self, i: usize) {
+    pub(crate) fn stop_container(&mut self, i: usize) {
         let c = &mut self.ctrs[i];
         c.restart_at = None;
         if c.is_running() {
@@ -478,7 +590,7 @@ impl Daemon {
             self.shutdown_group = Some(next);
             for i in self.groups[next].members.clone() {
                 if self.ctrs[i].is_running() && self.ctrs[i].status != Status::Stopping {
-                    self.stop(i);
+                    self.stop_container(i);
                 }
             }
         }
@@ -508,7 +620,7 @@ impl Daemon {
             );
             let _ = self.epoll.add(
                 fd.as_fd(),
-                EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_LOG_BASE + i as u64),
+                EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_LOG_BASE + self.ctrs[i].uid),
             );
         }
     }
@@ -547,7 +659,7 @@ impl Daemon {
         let path = self.log_path(i);
         let size = self
             .log_sizes
-            .entry(i)
+            .entry(path.clone())
             .or_insert_with(|| fs::metadata(&path).map(|m| m.len()).unwrap_or(0));
         if *size + data.len() as u64 > self.opts.log_max_bytes {
             let _ = fs::rename(&path, path.with_extension("log.1"));
@@ -586,6 +698,7 @@ impl Daemon {
                                 stream,
                                 buf: Vec::new(),
                                 caller,
+                                upload: None,
                             },
                         );
                     }
@@ -612,52 +725,126 @@ impl Daemon {
     }
 
     fn on_client(&mut self, token: u64) {
-        let Some(client) = self.clients.get_mut(&token) else {
+        let Some(mut client) = self.clients.remove(&token) else {
             return;
         };
-        let mut chunk = [0u8; 8192];
+        let mut chunk = vec![0u8; 65536];
         let mut closed = false;
+        let mut reply: Option<Vec<u8>> = None;
         loop {
-            match client.stream.read(&mut chunk) {
+            let n = match client.stream.read(&mut chunk) {
                 Ok(0) => {
                     closed = true;
                     break;
                 }
-                Ok(n) => {
-                    client.buf.extend_from_slice(&chunk[..n]);
-                    if client.buf.len() > http::MAX_REQUEST {
-                        break;
-                    }
-                }
+                Ok(n) => n,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(_) => {
                     closed = true;
                     break;
                 }
+            };
+            if let Some(mut up) = client.upload.take() {
+                if let Some((code, body)) = self.feed_upload(&mut up, &chunk[..n]) {
+                    reply = Some(http::response(code, &body));
+                    break;
+                }
+                client.upload = Some(up);
+                continue;
+            }
+            client.buf.extend_from_slice(&chunk[..n]);
+            // An object upload is streamed to storage, not held in memory.
+            match http::parse_head(&client.buf) {
+                Ok(Some(head)) if head.method == "PUT" && head.path.starts_with("/objects/") => {
+                    if let Some((code, body)) = self.denied(client.caller) {
+                        reply = Some(http::response(code, &body));
+                        break;
+                    }
+                    match self.begin_upload(&head.path["/objects/".len()..], head.length) {
+                        Ok(mut up) => {
+                            let body = client.buf.split_off(head.header_len);
+                            client.buf.clear();
+                            if let Some((code, b)) = self.feed_upload(&mut up, &body) {
+                                reply = Some(http::response(code, &b));
+                                break;
+                            }
+                            client.upload = Some(up);
+                        }
+                        Err((code, body)) => {
+                            reply = Some(http::response(code, &body));
+                            break;
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    reply = Some(http::response(400, &json!({ "Error": e })));
+                    break;
+                }
+            }
+            if client.upload.is_none() && client.buf.len() > http::MAX_REQUEST {
+                reply = Some(http::response(413, &json!({"Error": "request too large"})));
+                break;
             }
         }
-        let parsed = http::parse(&client.buf);
-        let reply = match parsed {
-            Ok(Some(req)) => {
-                let caller = client.caller;
-                Some(self.handle(caller, &req))
+        if reply.is_none() && client.upload.is_none() {
+            match http::parse(&client.buf) {
+                Ok(Some(req)) => reply = Some(self.respond(client.caller, &req)),
+                Ok(None) => {}
+                Err(e) => reply = Some(http::response(400, &json!({ "Error": e }))),
             }
-            Ok(None) if !closed && client.buf.len() <= http::MAX_REQUEST => None,
-            Ok(None) => Some((400, json!({"Error": "incomplete request"}))),
-            Err(e) => Some((400, json!({"Error": e}))),
-        };
-        if reply.is_some() || closed {
-            if let Some(mut client) = self.clients.remove(&token) {
-                let _ = self.epoll.delete(client.stream.as_fd());
-                if let Some((code, body)) = reply {
-                    let _ = client.stream.set_nonblocking(false);
-                    let _ = client
-                        .stream
-                        .set_write_timeout(Some(Duration::from_secs(2)));
-                    let _ = client.stream.write_all(&http::response(code, &body));
+        }
+        if reply.is_none() && !closed {
+            self.clients.insert(token, client);
+            return;
+        }
+        let _ = self.epoll.delete(client.stream.as_fd());
+        if let Some(up) = client.upload.take() {
+            // The peer went away mid-upload: nothing half-written remains.
+            let _ = fs::remove_file(&up.tmp);
+        }
+        if let Some(bytes) = reply {
+            let _ = client.stream.set_nonblocking(false);
+            let _ = client
+                .stream
+                .set_write_timeout(Some(Duration::from_secs(30)));
+            let _ = client.stream.write_all(&bytes);
+        }
+    }
+
+    /// Non-mgmt containers may only send signals.
+    fn denied(&self, caller: Option<usize>) -> Option<(u16, Value)> {
+        let i = caller?;
+        let mgmt = self
+            .ctrs
+            .get(i)?
+            .run
+            .roles
+            .as_ref()
+            .is_some_and(|r| r.contains(&Role::Mgmt));
+        (!mgmt).then(|| {
+            (403, json!({"Error": format!("container {} has no mgmt role: only /signal is allowed", self.ctrs[i].name)}))
+        })
+    }
+
+    /// The full HTTP answer to a request.
+    fn respond(&mut self, caller: Option<usize>, req: &http::Request) -> Vec<u8> {
+        if req.method == "GET" {
+            if let Some(sha) = req.path.strip_prefix("/objects/") {
+                if self.denied(caller).is_none() {
+                    if let Ok(id) = sha.parse::<pvstate::ObjectId>() {
+                        return match fs::read(self.objects.path(&id)) {
+                            Ok(bytes) => http::raw_response(200, "application/octet-stream", bytes),
+                            Err(_) => {
+                                http::response(404, &json!({"Error": format!("no object {id}")}))
+                            }
+                        };
+                    }
                 }
             }
         }
+        let (code, body) = self.handle(caller, req);
+        http::response(code, &body)
     }
 
     fn handle(&mut self, caller: Option<usize>, req: &http::Request) -> (u16, Value) {
@@ -671,18 +858,8 @@ impl Daemon {
         if path == "/signal" {
             return self.signal_endpoint(caller, &req.body);
         }
-        if let Some(i) = caller {
-            let mgmt = self.ctrs[i]
-                .run
-                .roles
-                .as_ref()
-                .is_some_and(|r| r.contains(&Role::Mgmt));
-            if !mgmt {
-                return (
-                    403,
-                    json!({"Error": format!("container {} has no mgmt role: only /signal is allowed", self.ctrs[i].name)}),
-                );
-            }
+        if let Some(denied) = self.denied(caller) {
+            return denied;
         }
         match (method, path) {
             ("GET", "/containers") => (
@@ -699,6 +876,19 @@ impl Daemon {
             ),
             ("GET", "/device-meta") => (200, self.device_meta()),
             ("GET", "/user-meta") => (200, self.user_meta_all()),
+            ("GET", "/objects") => match self.objects.list() {
+                Ok(ids) => (
+                    200,
+                    json!(ids.iter().map(|i| i.to_string()).collect::<Vec<_>>()),
+                ),
+                Err(e) => (500, json!({"Error": e.to_string()})),
+            },
+            ("GET", "/steps") => (200, self.steps()),
+            (m, p) if p.starts_with("/steps/") => {
+                self.steps_endpoint(m, &p["/steps/".len()..], &req.body)
+            }
+            ("POST", "/commands") => self.command(&req.body),
+            ("POST", "/storage/gc") => self.gc(),
             (m, p) if p.starts_with("/user-meta/") => {
                 self.user_meta_key(m, &p["/user-meta/".len()..], &req.body)
             }
@@ -707,6 +897,50 @@ impl Daemon {
                 json!({"Error": format!("{method} not allowed on {path}")}),
             ),
             _ => (404, json!({"Error": format!("no endpoint {path}")})),
+        }
+    }
+
+    fn steps_endpoint(&mut self, method: &str, rest: &str, body: &[u8]) -> (u16, Value) {
+        if let Some(rev) = rest.strip_suffix("/progress") {
+            return match self.storage.progress(rev) {
+                Some(p) => (200, p),
+                None if self.storage.revisions().iter().any(|r| r == rev) => (
+                    200,
+                    json!({"status": "NEW", "status-msg": "", "progress": 0}),
+                ),
+                None => (404, json!({"Error": format!("no revision {rev}")})),
+            };
+        }
+        if let Some(rev) = rest.strip_suffix("/commitmsg") {
+            if method != "PUT" {
+                return (405, json!({"Error": "PUT a commit message"}));
+            }
+            let dir = self.storage.trail(rev).join(".pv");
+            if !self.storage.trail(rev).join(".pvr/json").is_file() {
+                return (404, json!({"Error": format!("no revision {rev}")}));
+            }
+            let _ = fs::create_dir_all(&dir);
+            return match pvstate::store::write_atomic(&dir.join("commitmsg"), body) {
+                Ok(()) => (200, json!({})),
+                Err(e) => (500, json!({"Error": e.to_string()})),
+            };
+        }
+        match method {
+            "PUT" => match rest.strip_prefix("locals/") {
+                Some(name) => self.install_step(name, body),
+                None => (
+                    400,
+                    json!({"Error": "only locals/NAME revisions can be installed here"}),
+                ),
+            },
+            "GET" => match self.storage.state(rest) {
+                Ok(state) => (200, state.to_value()),
+                Err(_) => (404, json!({"Error": format!("no revision {rest}")})),
+            },
+            _ => (
+                405,
+                json!({"Error": format!("{method} not allowed on /steps/{rest}")}),
+            ),
         }
     }
 
@@ -793,7 +1027,7 @@ impl Daemon {
         match action.as_deref() {
             Some("stop") => {
                 self.ctrs[i].stopped_by_user = true;
-                self.stop(i);
+                self.stop_container(i);
             }
             Some("start") => {
                 self.ctrs[i].stopped_by_user = false;
@@ -805,7 +1039,7 @@ impl Daemon {
             Some("restart") => {
                 if self.ctrs[i].is_running() {
                     self.ctrs[i].restart_after_stop = true;
-                    self.stop(i);
+                    self.stop_container(i);
                 } else {
                     self.ctrs[i].stopped_by_user = false;
                     self.restart_now(i);
