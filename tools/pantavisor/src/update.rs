@@ -93,7 +93,7 @@ fn local_name_ok(name: &str) -> bool {
 /// Bytes free for new objects on the storage's file system.
 pub fn free_bytes(path: &std::path::Path) -> u64 {
     nix::sys::statvfs::statvfs(path)
-        .map(|s| s.blocks_available() as u64 * s.fragment_size() as u64)
+        .map(|s| s.blocks_available() * s.fragment_size())
         .unwrap_or(0)
 }
 
@@ -360,7 +360,6 @@ impl Daemon {
                 kept.push(c);
             }
         }
-        drop(env);
         match layout(&next, &self.objects, kept, &mut self.next_uid) {
             Ok((ctrs, groups)) => {
                 self.ctrs = ctrs;
