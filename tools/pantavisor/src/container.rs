@@ -9,6 +9,8 @@ use std::time::Instant;
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::{Container as LcContainer, ContainerStatus};
 use libcontainer::syscall::syscall::SyscallType;
+use libcontainer::workload::default::DefaultExecutor;
+use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 use nix::fcntl::OFlag;
 use nix::sys::signal::Signal;
 use pvstate::model::{ContainerType, Persistence, RunManifest};
@@ -19,6 +21,37 @@ use crate::bundle::{self, BundleInput};
 use crate::error::{Error, Result};
 use crate::storage::Storage;
 use crate::{lxc, mounts};
+
+/// Runs in the container's init just before its program: the daemon blocks
+/// SIGTERM, SIGINT and SIGCHLD (they come through its signalfd) and Rust
+/// ignores SIGPIPE; both would be inherited across exec, leaving the
+/// container's program deaf to SIGTERM. Give it a clean signal state.
+#[derive(Clone)]
+struct CleanSignals;
+
+impl Executor for CleanSignals {
+    fn exec(
+        &self,
+        spec: &libcontainer::oci_spec::runtime::Spec,
+    ) -> std::result::Result<(), ExecutorError> {
+        let _ = nix::sys::signal::sigprocmask(
+            nix::sys::signal::SigmaskHow::SIG_SETMASK,
+            Some(&nix::sys::signal::SigSet::empty()),
+            None,
+        );
+        unsafe {
+            let _ = nix::sys::signal::signal(Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl);
+        }
+        DefaultExecutor {}.exec(spec)
+    }
+
+    fn validate(
+        &self,
+        spec: &libcontainer::oci_spec::runtime::Spec,
+    ) -> std::result::Result<(), ExecutorValidationError> {
+        DefaultExecutor {}.validate(spec)
+    }
+}
 
 /// Where a container is in its life, as the control socket reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -289,6 +322,7 @@ impl Ctr {
         let mut lc = ContainerBuilder::new(self.name.clone(), SyscallType::Linux)
             .with_root_path(lc_root)
             .map_err(|e| Error::container(&self.name, format!("runtime root: {e}")))?
+            .with_executor(CleanSignals)
             .with_stdin(OwnedFd::from(devnull))
             .with_stdout(wr)
             .with_stderr(wr2)
@@ -311,10 +345,11 @@ impl Ctr {
         Ok(pid)
     }
 
-    /// Ask the container to stop (SIGTERM to every process, or SIGKILL).
+    /// Send `sig` to the container's init (SIGTERM to ask it to stop; its
+    /// namespace ends with it, taking every other process along).
     pub fn signal(&mut self, sig: Signal) {
         if let Some(lc) = self.lc.as_mut() {
-            if lc.kill(sig, true).is_err() {
+            if lc.kill(sig, false).is_err() {
                 if let Some(pid) = self.pid {
                     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
                 }

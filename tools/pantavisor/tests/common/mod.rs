@@ -151,7 +151,7 @@ impl Gateway {
         if !config.exists() {
             // Short stop timeouts keep the tests quick; busybox sh as a
             // container's init ignores SIGTERM and is killed after it.
-            fs::write(&config, "stop.timeout=3\nlog.maxsize=65536\n").unwrap();
+            fs::write(&config, "stop.timeout=3\nlog.maxsize=65536\nupdate.commit_delay=1\nupdate.goals_timeout=6\n").unwrap();
         }
         let log = fs::File::create(self.tmp.path().join("daemon.out")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_pantavisor"))
@@ -215,14 +215,20 @@ impl Gateway {
     }
 
     pub fn request(&self, method: &str, path: &str, body: &str) -> (u16, Value) {
+        self.request_bytes(method, path, body.as_bytes())
+    }
+
+    pub fn request_bytes(&self, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
         let mut s = UnixStream::connect(&self.socket).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         write!(
             s,
-            "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
             body.len()
         )
         .unwrap();
+        // The daemon may answer (e.g. 507) before it has read the whole body.
+        let _ = s.write_all(body);
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();
         let (head, body) = out.split_once("\r\n\r\n").unwrap();
@@ -292,4 +298,99 @@ pub fn log_times(log: &str, needle: &str) -> Vec<f64> {
         .filter(|l| l.contains(needle))
         .filter_map(|l| l.strip_prefix('[')?.split(']').next()?.parse().ok())
         .collect()
+}
+
+/// A new version of container `name`: its rootfs (already under
+/// rootfs/<name>) changed by `change`, composed with `settings` (YAML of the
+/// manifest's container settings), objects uploaded to the daemon. Returns
+/// the part's state entries.
+pub fn new_version(
+    g: &Gateway,
+    name: &str,
+    settings: &str,
+    change: impl FnOnce(&Path),
+) -> serde_json::Map<String, Value> {
+    let rootfs = g.tmp.path().join("rootfs").join(name);
+    change(&rootfs);
+    let settings: pvcompose::spec::ContainerSettings = serde_yaml::from_str(settings).unwrap();
+    let job = pvcompose::container::ContainerJob {
+        name: name.to_string(),
+        rootfs,
+        settings,
+        config_dir: None,
+        squash: SquashOptions {
+            comp: Compressor::Lz4,
+            mtime: Some(1_700_000_000),
+            ..Default::default()
+        },
+    };
+    let work = tempfile::tempdir().unwrap();
+    let store = pvstate::ObjectStore::open(work.path().join("objects")).unwrap();
+    let (state, _) = pvcompose::container::compose(
+        &job,
+        &Mksquashfs::find().unwrap(),
+        &store,
+        work.path(),
+        &Reporter::new(Mode::Quiet),
+    )
+    .unwrap();
+    for id in state.object_ids() {
+        let bytes = fs::read(store.path(&id)).unwrap();
+        let (code, body) = g.request_bytes("PUT", &format!("/objects/{id}"), &bytes);
+        assert_eq!(code, 200, "upload {id}: {body}");
+    }
+    state.to_value().as_object().unwrap().clone()
+}
+
+impl Gateway {
+    /// The state of a revision, from the daemon.
+    pub fn step(&self, rev: &str) -> serde_json::Map<String, Value> {
+        let (code, v) = self.request("GET", &format!("/steps/{rev}"), "");
+        assert_eq!(code, 200, "{v}");
+        v.as_object().unwrap().clone()
+    }
+
+    /// Install `state` as locals/NAME.
+    pub fn install(&self, name: &str, state: &serde_json::Map<String, Value>) -> (u16, Value) {
+        self.request(
+            "PUT",
+            &format!("/steps/locals/{name}"),
+            &Value::Object(state.clone()).to_string(),
+        )
+    }
+
+    pub fn command(&self, op: &str, payload: &str) -> (u16, Value) {
+        self.request(
+            "POST",
+            "/commands",
+            &serde_json::json!({"op": op, "payload": payload}).to_string(),
+        )
+    }
+
+    pub fn progress(&self, rev: &str) -> Value {
+        self.request("GET", &format!("/steps/{rev}/progress"), "").1
+    }
+
+    /// Wait until the progress of `rev` is `status`.
+    pub fn wait_progress(&self, rev: &str, status: &str, within: Duration) -> Value {
+        wait_for(within, || {
+            let p = self.progress(rev);
+            (p["status"] == status).then_some(p)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "{rev} never {status} (is {}):\n{}",
+                self.progress(rev),
+                self.daemon_log()
+            )
+        })
+    }
+
+    pub fn pid(&self, name: &str) -> i64 {
+        self.container(name)["pid"].as_i64().unwrap_or(-1)
+    }
+
+    pub fn boot_env(&self) -> String {
+        fs::read_to_string(self.storage.join("boot/pv.env")).unwrap_or_default()
+    }
 }

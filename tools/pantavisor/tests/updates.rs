@@ -1,0 +1,328 @@
+//! Updates in appengine mode: install, transition, test, commit, roll back.
+
+mod common;
+
+use std::fs;
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Map, Value};
+
+/// Pantavisor's default groups without the app group's auto_recovery, whose
+/// 30 s stable_timeout would hold every commit for half a minute.
+const DEVICE: &str = r#"{"groups": [
+  {"name": "data", "status_goal": "MOUNTED", "restart_policy": "system"},
+  {"name": "root", "status_goal": "STARTED", "restart_policy": "system"},
+  {"name": "platform", "status_goal": "STARTED", "restart_policy": "system"},
+  {"name": "app", "status_goal": "STARTED", "restart_policy": "container"}]}"#;
+
+const MANIFEST: &str = r#"
+device: device.json
+containers:
+  sys: {rootfs: rootfs/sys, group: platform, args: [/bin/sh, -c, "exec sleep 1000"]}
+  app1: {rootfs: rootfs/app1, group: app, args: [/bin/sh, -c, "trap 'exit 0' TERM; cat /etc/version 2>/dev/null; sleep 1000 & wait"]}
+  app2: {rootfs: rootfs/app2, group: app, args: [/bin/sh, -c, "exec sleep 1000"]}
+core: [sys, app1, app2]
+"#;
+
+fn gateway_with_device() -> Gateway {
+    gateway_in(MANIFEST, &["sys", "app1", "app2"], |dir| {
+        fs::write(dir.join("device.json"), DEVICE).unwrap()
+    })
+}
+
+fn running() -> Gateway {
+    let mut g = gateway_with_device();
+    g.start();
+    for n in ["sys", "app1", "app2"] {
+        g.wait_status(n, "STARTED", Duration::from_secs(10));
+    }
+    g
+}
+
+/// The running state with the entries of `part` in place of its container's.
+fn with_part(g: &Gateway, name: &str, part: Map<String, Value>) -> Map<String, Value> {
+    let mut state = g.step("0");
+    state.retain(|k, _| {
+        !k.starts_with(&format!("{name}/")) && !k.starts_with(&format!("_config/{name}/"))
+    });
+    for (k, v) in part {
+        if k != "#spec" {
+            state.insert(k, v);
+        }
+    }
+    state
+}
+
+fn version_file(v: &str) -> impl FnOnce(&std::path::Path) + '_ {
+    move |root| fs::write(root.join("etc/version"), format!("{v}\n")).unwrap()
+}
+
+#[test]
+fn updating_one_app_container_restarts_only_it() {
+    let mut g = running();
+    let (sys, app2, app1) = (g.pid("sys"), g.pid("app2"), g.pid("app1"));
+    let part = new_version(
+        &g,
+        "app1",
+        r#"{group: app, args: [/bin/sh, -c, "trap 'exit 0' TERM; cat /etc/version; sleep 1000 & wait"]}"#,
+        version_file("v2"),
+    );
+    let (code, body) = g.install("v2", &with_part(&g, "app1", part));
+    assert_eq!(code, 200, "{body}");
+    let t0 = std::time::Instant::now();
+    let (code, body) = g.command("LOCAL_RUN", "locals/v2");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["reboot"], false, "{body}");
+    assert_eq!(body["restart"], serde_json::json!(["app1"]));
+    wait_for(Duration::from_secs(15), || {
+        (g.pid("app1") != app1 && g.status("app1") == "STARTED").then_some(())
+    })
+    .unwrap_or_else(|| panic!("app1 never came back:\n{}", g.daemon_log()));
+    let back_in = t0.elapsed();
+    let p = g.wait_progress("locals/v2", "UPDATED", Duration::from_secs(20));
+    assert_eq!(p["progress"], 100);
+    assert_eq!(
+        (g.pid("sys"), g.pid("app2")),
+        (sys, app2),
+        "untouched containers keep running"
+    );
+    assert!(
+        g.container_log("app1").contains("v2")
+            || fs::read_to_string(g.storage.join("logs/locals/v2/app1/stdout.log"))
+                .unwrap_or_default()
+                .contains("v2")
+    );
+    let (_, steps) = g.request("GET", "/steps", "");
+    let names: Vec<&str> = steps
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["0", "locals/v2"]);
+    assert_eq!(
+        g.request("GET", "/device-meta", "").1["pantavisor.revision"],
+        "locals/v2"
+    );
+    assert!(
+        g.boot_env().contains("pv_rev=locals/v2\npv_try=\n"),
+        "{}",
+        g.boot_env()
+    );
+    eprintln!(
+        "UPDATE non-reboot: LOCAL_RUN to the updated container running again: {} ms",
+        back_in.as_millis()
+    );
+    if std::env::var("PV_TEST_SHOW_LOG").is_ok() {
+        eprintln!("{}", g.daemon_log());
+    }
+    // Committed: a restarted daemon runs it.
+    assert_eq!(g.stop(), 0);
+    g.start();
+    g.wait_status("app1", "STARTED", Duration::from_secs(10));
+    assert_eq!(
+        g.request("GET", "/device-meta", "").1["pantavisor.revision"],
+        "locals/v2"
+    );
+}
+
+#[test]
+fn updating_a_system_container_goes_through_the_try_handshake() {
+    let mut g = running();
+    let app2 = g.pid("app2");
+    let part = new_version(
+        &g,
+        "sys",
+        "{group: platform, args: [/bin/sh, -c, 'exec sleep 1000']}",
+        version_file("sys-v2"),
+    );
+    assert_eq!(g.install("sys2", &with_part(&g, "sys", part)).0, 200);
+    let (code, body) = g.command("LOCAL_RUN", "locals/sys2");
+    assert_eq!(
+        (code, body["reboot"].clone()),
+        (200, Value::Bool(true)),
+        "{body}"
+    );
+    // The latch is written before the transition starts.
+    let env = g.boot_env();
+    assert!(
+        env.contains("pv_rev=0\n")
+            && env.contains("pv_try=locals/sys2\n")
+            && env.contains("pv_trying=locals/sys2\n"),
+        "{env}"
+    );
+    g.wait_progress("locals/sys2", "DONE", Duration::from_secs(30));
+    assert!(
+        g.boot_env()
+            .contains("pv_rev=locals/sys2\npv_try=\npv_trying=\n"),
+        "{}",
+        g.boot_env()
+    );
+    // A reboot transition restarts everything.
+    assert_ne!(g.pid("app2"), app2);
+    assert_eq!(g.stop(), 0);
+}
+
+#[test]
+fn a_revision_that_never_gets_ready_is_rolled_back() {
+    let mut g = running();
+    let app1 = g.pid("app1");
+    let part = new_version(
+        &g,
+        "app1",
+        "{group: app, status_goal: READY, args: [/bin/sh, -c, 'exec sleep 1000']}",
+        |_| {},
+    );
+    assert_eq!(g.install("mute", &with_part(&g, "app1", part)).0, 200);
+    assert_eq!(g.command("LOCAL_RUN", "locals/mute").0, 200);
+    let p = g.wait_progress("locals/mute", "ERROR", Duration::from_secs(30));
+    assert!(
+        p["status-msg"]
+            .as_str()
+            .unwrap()
+            .contains("Status goal not reached: app1"),
+        "{p}"
+    );
+    // Back on revision 0 with its containers.
+    wait_for(Duration::from_secs(15), || {
+        (g.request("GET", "/device-meta", "").1["pantavisor.revision"] == "0"
+            && g.status("app1") == "STARTED")
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("no rollback:\n{}", g.daemon_log()));
+    assert_ne!(g.pid("app1"), app1);
+    assert_eq!(g.container("app1")["status_goal"], "STARTED");
+    assert!(
+        g.boot_env().contains("pv_rev=0\npv_try=\n"),
+        "{}",
+        g.boot_env()
+    );
+    assert_eq!(g.stop(), 0);
+}
+
+#[test]
+fn a_crash_loop_during_testing_rolls_back_whatever_the_backoff() {
+    let mut g = running();
+    let settings = "{group: app, args: [/bin/sh, -c, 'sleep 0.2; exit 2'], auto_recovery: {policy: always, retry_delay: 0, max_retries: 100, backoff_policy: never}}";
+    let part = new_version(&g, "app2", settings, |_| {});
+    assert_eq!(g.install("crashy", &with_part(&g, "app2", part)).0, 200);
+    assert_eq!(g.command("LOCAL_RUN", "locals/crashy").0, 200);
+    let p = g.wait_progress("locals/crashy", "ERROR", Duration::from_secs(30));
+    assert!(
+        p["status-msg"]
+            .as_str()
+            .unwrap()
+            .contains("app2 exited during TESTING"),
+        "{p}"
+    );
+    wait_for(Duration::from_secs(15), || {
+        (g.request("GET", "/device-meta", "").1["pantavisor.revision"] == "0"
+            && g.status("app2") == "STARTED")
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("no rollback:\n{}", g.daemon_log()));
+    assert_eq!(g.stop(), 0);
+}
+
+#[test]
+fn tampered_objects_are_refused_and_named() {
+    let mut g = running();
+    // An upload whose content is not its name leaves nothing.
+    let before = listing(&g.storage.join("objects"));
+    let wrong = "0".repeat(64);
+    let (code, body) = g.request_bytes("PUT", &format!("/objects/{wrong}"), b"some bytes");
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(listing(&g.storage.join("objects")), before);
+    // A byte flipped after upload: the revision will not run.
+    let part = new_version(&g, "app1", "{group: app}", version_file("v3"));
+    let root = part["app1/root.squashfs"].as_str().unwrap().to_string();
+    assert_eq!(g.install("v3", &with_part(&g, "app1", part)).0, 200);
+    let path = g.storage.join("objects").join(&root);
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[100] ^= 1;
+    fs::write(&path, bytes).unwrap();
+    let app1 = g.pid("app1");
+    let (code, body) = g.command("LOCAL_RUN", "locals/v3");
+    assert_eq!(code, 422, "{body}");
+    let msg = body["Error"].as_str().unwrap();
+    assert!(
+        msg.starts_with("WONTGO") && msg.contains("app1/root.squashfs") && msg.contains(&root),
+        "{msg}"
+    );
+    assert_eq!(g.progress("locals/v3")["status"], "WONTGO");
+    assert_eq!(g.pid("app1"), app1, "the running revision is untouched");
+    // A state naming an object the device lacks is not installed.
+    let mut state = g.step("0");
+    state.insert("app2/extra.bin".into(), Value::String("1".repeat(64)));
+    let (code, body) = g.install("lacking", &state);
+    assert_eq!(code, 422);
+    assert!(
+        body["Error"]
+            .as_str()
+            .unwrap()
+            .contains("objects missing: app2/extra.bin"),
+        "{body}"
+    );
+    assert_eq!(g.stop(), 0);
+}
+
+fn listing(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn an_upload_that_does_not_fit_gets_507_and_leaves_nothing() {
+    let mut g = gateway_with_device();
+    // Move the storage onto a small file system of its own.
+    let small = g.tmp.path().join("small");
+    fs::create_dir(&small).unwrap();
+    let used = std::process::Command::new("du")
+        .args(["-sb"])
+        .arg(&g.storage)
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .next()
+                .unwrap_or("0")
+                .parse::<u64>()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0);
+    let size = used + 4 * 1024 * 1024;
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(&small)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let ok = std::process::Command::new("cp")
+        .args(["-a"])
+        .arg(format!("{}/.", g.storage.display()))
+        .arg(&small)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    g.storage = small.clone();
+    g.start();
+    g.wait_status("app2", "STARTED", Duration::from_secs(10));
+    let before = listing(&small.join("objects"));
+    let big = vec![7u8; 8 * 1024 * 1024];
+    let id = pvstate::ObjectId::of_bytes(&big);
+    let (code, body) = g.request_bytes("PUT", &format!("/objects/{id}"), &big);
+    assert_eq!(code, 507, "{body}");
+    assert!(
+        body["Error"].as_str().unwrap().contains("free on storage"),
+        "{body}"
+    );
+    assert_eq!(listing(&small.join("objects")), before, "no partial file");
+    assert_eq!(g.status("app2"), "STARTED");
+    assert_eq!(g.stop(), 0);
+    let _ = std::process::Command::new("umount").arg(&small).status();
+}
