@@ -289,6 +289,7 @@ impl Daemon {
     /// Run until stopped by SIGTERM/SIGINT.
     pub fn run(mut self) -> Result<()> {
         self.advance_groups();
+        self.install_factory_packages();
         let mut events = vec![EpollEvent::empty(); 64];
         loop {
             let timeout = self.next_timeout();

@@ -635,4 +635,66 @@ impl Daemon {
             None => (400, json!({"Error": "missing \"op\""})),
         }
     }
+
+    // ---- factory packages ----
+
+    /// On first boot, install the factory packages (`factory-pkgs.d/NAME.pvrexport.tgz`,
+    /// optional containers staged by the composer) that the configuration
+    /// (`PV_FACTORY_PKGS` in config/pantavisor.config) or the user metadata
+    /// (`factory-pkgs`) selects, as revision `locals/factory`, and run it.
+    pub(crate) fn install_factory_packages(&mut self) {
+        let marker = self.storage.root().join("config/.factory-done");
+        if self.rev != "0" || self.update.is_some() || marker.exists() {
+            return;
+        }
+        let config = fs::read_to_string(self.storage.root().join("config/pantavisor.config"))
+            .unwrap_or_default();
+        let from_config = config
+            .lines()
+            .find_map(|l| l.strip_prefix("PV_FACTORY_PKGS=").map(str::to_string));
+        let from_meta = fs::read_to_string(self.storage.user_meta_dir().join("factory-pkgs")).ok();
+        let Some(selection) = from_config.or(from_meta) else {
+            return;
+        };
+        let names: Vec<&str> = selection
+            .split(|c: char| c.is_whitespace() || c == ',')
+            .filter(|n| !n.is_empty())
+            .collect();
+        if names.is_empty() {
+            return;
+        }
+        let mut merged = self.state.to_value();
+        for name in &names {
+            let file = self
+                .storage
+                .root()
+                .join("factory-pkgs.d")
+                .join(format!("{name}.pvrexport.tgz"));
+            match pvstate::pvrexport::import_file(&file, Some(&self.objects)) {
+                Ok(imported) => {
+                    for (k, v) in imported.state.to_value().as_object().into_iter().flatten() {
+                        if k != "#spec" {
+                            merged[k] = v.clone();
+                        }
+                    }
+                }
+                Err(e) => {
+                    error!("factory package {name}: {e}");
+                    return;
+                }
+            }
+        }
+        let bytes = pvstate::canonical::to_vec(&merged);
+        let (code, body) = self.install_step("factory", &bytes);
+        if code != 200 {
+            error!("factory packages {names:?}: {body}");
+            return;
+        }
+        let _ = pvstate::store::write_atomic(&marker, selection.as_bytes());
+        info!("factory packages {names:?} installed as locals/factory");
+        let (code, body) = self.run_revision("locals/factory", true);
+        if code != 200 {
+            error!("running the factory packages: {body}");
+        }
+    }
 }

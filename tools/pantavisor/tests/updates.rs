@@ -326,3 +326,51 @@ fn an_upload_that_does_not_fit_gets_507_and_leaves_nothing() {
     assert_eq!(g.stop(), 0);
     let _ = std::process::Command::new("umount").arg(&small).status();
 }
+
+#[test]
+fn selected_factory_packages_are_installed_on_first_boot() {
+    let manifest = r#"
+device: device.json
+containers:
+  sys: {rootfs: rootfs/sys, group: platform, args: [/bin/sh, -c, "exec sleep 1000"]}
+  modbus: {rootfs: rootfs/modbus, group: app, args: [/bin/sh, -c, "trap 'exit 0' TERM; echo polling; sleep 1000 & wait"]}
+  opcua: {rootfs: rootfs/opcua, group: app, args: [/bin/sh, -c, "exec sleep 1000"]}
+core: [sys]
+optional: [modbus, opcua]
+config:
+  PV_FACTORY_PKGS: modbus
+"#;
+    let mut g = gateway_in(manifest, &["sys", "modbus", "opcua"], |dir| {
+        fs::write(dir.join("device.json"), DEVICE).unwrap()
+    });
+    g.start();
+    g.wait_progress("locals/factory", "UPDATED", Duration::from_secs(30));
+    assert_eq!(
+        g.request("GET", "/device-meta", "").1["pantavisor.revision"],
+        "locals/factory"
+    );
+    let (_, list) = g.request("GET", "/containers", "");
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["modbus", "sys"], "only the selected package joins");
+    g.wait_status("modbus", "STARTED", Duration::from_secs(10));
+    // Installed once: a restart runs the committed revision and installs nothing again.
+    assert_eq!(g.stop(), 0);
+    g.start();
+    g.wait_status("modbus", "STARTED", Duration::from_secs(10));
+    assert_eq!(
+        g.request("GET", "/device-meta", "").1["pantavisor.revision"],
+        "locals/factory"
+    );
+    assert_eq!(
+        g.daemon_log()
+            .matches("installed as locals/factory")
+            .count(),
+        1
+    );
+    assert_eq!(g.stop(), 0);
+}

@@ -153,7 +153,11 @@ impl Gateway {
             // container's init ignores SIGTERM and is killed after it.
             fs::write(&config, "stop.timeout=3\nlog.maxsize=65536\nupdate.commit_delay=1\nupdate.goals_timeout=6\n").unwrap();
         }
-        let log = fs::File::create(self.tmp.path().join("daemon.out")).unwrap();
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.tmp.path().join("daemon.out"))
+            .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_pantavisor"))
             .arg("--storage")
             .arg(&self.storage)
