@@ -31,7 +31,8 @@ struct Cli {
     run_dir: PathBuf,
     /// Configuration file (KEY=VALUE lines: cgroup.parent, log.maxsize,
     /// stop.timeout, update.goals_timeout, update.commit_delay,
-    /// update.verify_objects); flags override it.
+    /// update.verify_objects, update.signatures = disabled|audit|lenient|strict);
+    /// flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
     /// cgroup under which containers get theirs.
@@ -82,6 +83,9 @@ fn main() -> ExitCode {
             goals_timeout: Duration::from_secs(number("update.goals_timeout", 120)?),
             commit_delay: Duration::from_secs(number("update.commit_delay", 5)?),
             verify_objects: number("update.verify_objects", 1)? != 0,
+            signatures: config_value(&text, "update.signatures")
+                .unwrap_or_else(|| "lenient".into())
+                .parse()?,
         })
     })();
     let opts = match opts {

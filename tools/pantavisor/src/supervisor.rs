@@ -49,6 +49,9 @@ pub struct Options {
     pub commit_delay: Duration,
     /// Re-hash every object of a revision before running it.
     pub verify_objects: bool,
+    /// How strictly pvs@2 signatures are checked (trust store:
+    /// `config/trust/*.pem` on storage).
+    pub signatures: pvstate::sig::Mode,
 }
 
 pub(crate) struct GroupRt {
@@ -430,6 +433,10 @@ impl Daemon {
             Err(e) => {
                 error!("{e}");
                 self.ctrs[i].status = Status::Stopped;
+                let name = self.ctrs[i].name.clone();
+                if self.exit_during_update(&name) {
+                    return;
+                }
                 self.recover(i, Duration::ZERO, None);
             }
         }

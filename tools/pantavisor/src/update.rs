@@ -112,6 +112,9 @@ impl Daemon {
             Ok(s) => s,
             Err(e) => return (422, json!({"Error": format!("WONTGO: {e}")})),
         };
+        if let Some(why) = self.signature_problem(&state) {
+            return (422, json!({"Error": format!("WONTGO: {why}")}));
+        }
         let missing: Vec<String> = state
             .objects()
             .filter(|(_, id)| !self.objects.contains(id))
@@ -150,11 +153,41 @@ impl Daemon {
         )
     }
 
+    /// Check the signatures of `state` per the configured mode; the reason to
+    /// refuse it, if any.
+    pub(crate) fn signature_problem(&self, state: &State) -> Option<String> {
+        let mode = self.opts.signatures;
+        if mode == pvstate::sig::Mode::Disabled {
+            return None;
+        }
+        let mut pem = String::new();
+        if let Ok(entries) = fs::read_dir(self.storage.root().join("config/trust")) {
+            for e in entries.flatten() {
+                if e.path().extension().is_some_and(|x| x == "pem") {
+                    pem.push_str(&fs::read_to_string(e.path()).unwrap_or_default());
+                    pem.push('\n');
+                }
+            }
+        }
+        let trusted = match pvstate::sig::trust_store_from_pem(&pem) {
+            Ok(t) => t,
+            Err(e) => return Some(e),
+        };
+        let (refused, warnings) = pvstate::sig::check(state, mode, &trusted);
+        for w in warnings {
+            warn!("signature (audit): {w}");
+        }
+        (!refused.is_empty()).then(|| refused.join("; "))
+    }
+
     // ---- running ----
 
     /// Verify a revision can run: it parses and every object verifies.
     fn check_revision(&self, rev: &str) -> Result<State, String> {
         let state = self.storage.state(rev).map_err(|e| e.to_string())?;
+        if let Some(why) = self.signature_problem(&state) {
+            return Err(why);
+        }
         for (key, id) in state.objects() {
             let present = self.objects.contains(id);
             if !present {
@@ -269,7 +302,7 @@ impl Daemon {
         match self.update.as_mut() {
             Some(u) if !u.rollback && matches!(u.phase, Phase::Testing { .. }) => {
                 u.failed
-                    .get_or_insert(format!("container {name} exited during TESTING"));
+                    .get_or_insert(format!("container {name} stopped during TESTING"));
                 true
             }
             _ => false,

@@ -213,7 +213,7 @@ fn a_crash_loop_during_testing_rolls_back_whatever_the_backoff() {
         p["status-msg"]
             .as_str()
             .unwrap()
-            .contains("app2 exited during TESTING"),
+            .contains("app2 stopped during TESTING"),
         "{p}"
     );
     wait_for(Duration::from_secs(15), || {
@@ -372,5 +372,97 @@ config:
             .count(),
         1
     );
+    assert_eq!(g.stop(), 0);
+}
+
+/// A gateway whose device trusts one P-256 key and checks signatures in `mode`.
+fn signed_gateway(mode: &str) -> (Gateway, p256::ecdsa::SigningKey) {
+    use p256::pkcs8::{EncodePublicKey, LineEnding};
+    let key = p256::ecdsa::SigningKey::random(&mut rand_core::OsRng);
+    let mut g = gateway_with_device();
+    fs::create_dir_all(g.storage.join("config/trust")).unwrap();
+    fs::write(
+        g.storage.join("config/trust/dev.pem"),
+        key.verifying_key()
+            .to_public_key_pem(LineEnding::LF)
+            .unwrap(),
+    )
+    .unwrap();
+    fs::write(
+        g.tmp.path().join("pantavisor.config"),
+        format!("stop.timeout=3\nupdate.commit_delay=1\nupdate.signatures={mode}\n"),
+    )
+    .unwrap();
+    g.start();
+    g.wait_status("app2", "STARTED", Duration::from_secs(10));
+    (g, key)
+}
+
+/// Sign every key of `state` (as one raw signature) with `key`.
+fn sign_all(state: &mut Map<String, Value>, key: &p256::ecdsa::SigningKey) {
+    state.retain(|k, _| !k.starts_with("_sigs/"));
+    let parsed =
+        pvstate::State::parse(&serde_json::to_vec(&Value::Object(state.clone())).unwrap()).unwrap();
+    let doc = pvstate::sig::sign(
+        &parsed,
+        key,
+        &["**".into()],
+        &["**/src.json".into(), "_sigs/**".into()],
+    );
+    state.insert("_sigs/all.json".into(), serde_json::to_value(doc).unwrap());
+}
+
+#[test]
+fn strict_mode_refuses_unsigned_and_mismatched_states() {
+    let (mut g, key) = signed_gateway("strict");
+    let part = new_version(
+        &g,
+        "app1",
+        "{group: app, args: [/bin/sh, -c, 'exec sleep 1000']}",
+        version_file("s1"),
+    );
+    let mut state = with_part(&g, "app1", part);
+    // Unsigned: WONTGO.
+    let (code, body) = g.install("unsigned", &state);
+    assert_eq!(code, 422);
+    assert!(
+        body["Error"]
+            .as_str()
+            .unwrap()
+            .starts_with("WONTGO: strict mode:"),
+        "{body}"
+    );
+    // Signed: installed and run.
+    sign_all(&mut state, &key);
+    assert_eq!(g.install("signed", &state).0, 200);
+    assert_eq!(g.command("LOCAL_RUN", "locals/signed").0, 200);
+    // _sigs/all.json belongs to no container: a root change, so a reboot
+    // transition, DONE.
+    g.wait_progress("locals/signed", "DONE", Duration::from_secs(30));
+    // Content changed after signing: WONTGO.
+    state.get_mut("app1/run.json").unwrap()["status_goal"] = serde_json::json!("STARTED");
+    let (code, body) = g.install("mismatch", &state);
+    assert_eq!(code, 422);
+    assert!(
+        body["Error"]
+            .as_str()
+            .unwrap()
+            .contains("_sigs/all.json: the signature does not match"),
+        "{body}"
+    );
+    assert_eq!(g.stop(), 0);
+}
+
+#[test]
+fn lenient_mode_accepts_unsigned_parts() {
+    let (mut g, key) = signed_gateway("lenient");
+    let part = new_version(&g, "app1", "{group: app}", version_file("l1"));
+    let state = with_part(&g, "app1", part);
+    assert_eq!(g.install("unsigned", &state).0, 200);
+    // A signature that does not verify is still refused.
+    let mut bad = state.clone();
+    sign_all(&mut bad, &key);
+    bad.get_mut("app2/run.json").unwrap()["group"] = serde_json::json!("platform");
+    assert_eq!(g.install("bad", &bad).0, 422);
     assert_eq!(g.stop(), 0);
 }

@@ -14,6 +14,7 @@ pub mod keys;
 pub mod model;
 mod object_id;
 pub mod pvrexport;
+pub mod sig;
 mod state;
 pub mod store;
 mod validate;

@@ -1,0 +1,98 @@
+//! pvs@2 signing and verification of a gateway state.
+
+mod common;
+
+use common::*;
+use p256::ecdsa::SigningKey;
+use p256::pkcs8::{EncodePublicKey, LineEnding};
+use pvstate::model::Entry;
+use pvstate::sig::{check, part_globs, sign, trust_store_from_pem, verify, Mode};
+use pvstate::State;
+use serde_json::json;
+
+fn key() -> SigningKey {
+    SigningKey::random(&mut rand_core::OsRng)
+}
+
+fn signed(state: &mut State, name: &str, key: &SigningKey) {
+    let (inc, exc) = part_globs(name);
+    let doc = sign(state, key, &inc, &exc);
+    state.insert(format!("_sigs/{name}.json"), Entry::Signature(doc));
+}
+
+#[test]
+fn a_signed_part_verifies_and_tampering_breaks_it() {
+    let k = key();
+    let pem = k.verifying_key().to_public_key_pem(LineEnding::LF).unwrap();
+    let trusted = trust_store_from_pem(&pem).unwrap();
+    let mut state = State::parse(GATEWAY.as_bytes()).unwrap();
+    state.remove("_sigs/edge-app.json");
+    signed(&mut state, "edge-app", &k);
+    // The signature survives a canonical round trip.
+    let state = State::parse(&state.to_canonical()).unwrap();
+    let Some(Entry::Signature(doc)) = state.get("_sigs/edge-app.json") else {
+        panic!()
+    };
+    let keys = verify(doc, &state, &trusted).unwrap();
+    assert!(
+        keys.contains("edge-app/run.json")
+            && keys.contains("_config/edge-app/etc/edge-app/rules.json")
+    );
+    assert!(!keys.contains("edge-app/src.json") && !keys.contains("os/run.json"));
+    // Changing a covered key breaks it; changing another part does not.
+    let mut v = state.to_value();
+    v["os/run.json"]["group"] = json!("platform");
+    let other = State::parse(&serde_json::to_vec(&v).unwrap()).unwrap();
+    assert!(verify(doc, &other, &trusted).is_ok());
+    v["edge-app/run.json"]["status_goal"] = json!("STARTED");
+    let tampered = State::parse(&serde_json::to_vec(&v).unwrap()).unwrap();
+    assert_eq!(
+        verify(doc, &tampered, &trusted).unwrap_err(),
+        "the signature does not match the state's content"
+    );
+    // Another key is not trusted.
+    let stranger = trust_store_from_pem(
+        &key()
+            .verifying_key()
+            .to_public_key_pem(LineEnding::LF)
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(verify(doc, &state, &stranger)
+        .unwrap_err()
+        .contains("does not trust"));
+}
+
+#[test]
+fn modes_decide_what_is_refused() {
+    let k = key();
+    let trusted =
+        trust_store_from_pem(&k.verifying_key().to_public_key_pem(LineEnding::LF).unwrap())
+            .unwrap();
+    let mut state = State::parse(GATEWAY.as_bytes()).unwrap();
+    state.remove("_sigs/edge-app.json");
+    signed(&mut state, "edge-app", &k);
+    // Lenient: unsigned parts are fine as long as the signatures present verify.
+    assert!(check(&state, Mode::Lenient, &trusted).0.is_empty());
+    // Strict: every key must be covered.
+    let (refused, _) = check(&state, Mode::Strict, &trusted);
+    assert!(
+        refused[0].starts_with("strict mode:") && refused[0].contains("bsp/kernel.img"),
+        "{refused:?}"
+    );
+    // Covering everything satisfies strict.
+    let all = sign(
+        &state,
+        &k,
+        &["**".into()],
+        &["**/src.json".into(), "_sigs/**".into()],
+    );
+    state.insert("_sigs/all.json", Entry::Signature(all));
+    assert!(check(&state, Mode::Strict, &trusted).0.is_empty());
+    // Audit reports but never refuses; disabled does not look.
+    let untrusted: Vec<_> = Vec::new();
+    let (refused, warned) = check(&state, Mode::Audit, &untrusted);
+    assert!(refused.is_empty() && !warned.is_empty());
+    assert_eq!(check(&state, Mode::Disabled, &untrusted), (vec![], vec![]));
+    assert!(!check(&state, Mode::Lenient, &untrusted).0.is_empty());
+}
