@@ -198,7 +198,15 @@ impl Daemon {
             }
             None => bootenv.rev.clone(),
         };
-        let state = match storage.state(&rev) {
+        // A revision being tried must also pass the signature check: the
+        // device refuses to boot into one that does not.
+        let checked = storage.state(&rev).and_then(|s| {
+            match crate::update::signature_problem(storage.root(), opts.signatures, &s) {
+                Some(why) if trying.is_some() => Err(Error::Other(format!("WONTGO: {why}"))),
+                _ => Ok(s),
+            }
+        });
+        let state = match checked {
             Ok(s) => s,
             Err(e) if trying.is_some() => {
                 error!("revision {rev}: {e}; back to {}", bootenv.rev);

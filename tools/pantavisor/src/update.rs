@@ -79,6 +79,36 @@ pub struct Upload {
     pub remaining: u64,
 }
 
+/// Check the signatures of `state` under `mode` against the trust store of
+/// the storage at `root` (`config/trust/*.pem`); the reason to refuse it.
+pub fn signature_problem(
+    root: &std::path::Path,
+    mode: pvstate::sig::Mode,
+    state: &State,
+) -> Option<String> {
+    if mode == pvstate::sig::Mode::Disabled {
+        return None;
+    }
+    let mut pem = String::new();
+    if let Ok(entries) = fs::read_dir(root.join("config/trust")) {
+        for e in entries.flatten() {
+            if e.path().extension().is_some_and(|x| x == "pem") {
+                pem.push_str(&fs::read_to_string(e.path()).unwrap_or_default());
+                pem.push('\n');
+            }
+        }
+    }
+    let trusted = match pvstate::sig::trust_store_from_pem(&pem) {
+        Ok(t) => t,
+        Err(e) => return Some(e),
+    };
+    let (refused, warnings) = pvstate::sig::check(state, mode, &trusted);
+    for w in warnings {
+        warn!("signature (audit): {w}");
+    }
+    (!refused.is_empty()).then(|| refused.join("; "))
+}
+
 /// The name of a local revision (`locals/NAME`) is fine.
 fn local_name_ok(name: &str) -> bool {
     !name.is_empty()
@@ -156,28 +186,7 @@ impl Daemon {
     /// Check the signatures of `state` per the configured mode; the reason to
     /// refuse it, if any.
     pub(crate) fn signature_problem(&self, state: &State) -> Option<String> {
-        let mode = self.opts.signatures;
-        if mode == pvstate::sig::Mode::Disabled {
-            return None;
-        }
-        let mut pem = String::new();
-        if let Ok(entries) = fs::read_dir(self.storage.root().join("config/trust")) {
-            for e in entries.flatten() {
-                if e.path().extension().is_some_and(|x| x == "pem") {
-                    pem.push_str(&fs::read_to_string(e.path()).unwrap_or_default());
-                    pem.push('\n');
-                }
-            }
-        }
-        let trusted = match pvstate::sig::trust_store_from_pem(&pem) {
-            Ok(t) => t,
-            Err(e) => return Some(e),
-        };
-        let (refused, warnings) = pvstate::sig::check(state, mode, &trusted);
-        for w in warnings {
-            warn!("signature (audit): {w}");
-        }
-        (!refused.is_empty()).then(|| refused.join("; "))
+        signature_problem(self.storage.root(), self.opts.signatures, state)
     }
 
     // ---- running ----

@@ -466,3 +466,63 @@ fn lenient_mode_accepts_unsigned_parts() {
     assert_eq!(g.install("bad", &bad).0, 422);
     assert_eq!(g.stop(), 0);
 }
+
+#[test]
+fn try_once_gc_and_reboot_device() {
+    let mut g = running();
+    // TRY_ONCE: run, pass, but not committed; the next start goes back.
+    let part = new_version(
+        &g,
+        "app1",
+        r#"{group: app, args: [/bin/sh, -c, "trap 'exit 0' TERM; sleep 1000 & wait"]}"#,
+        version_file("t1"),
+    );
+    let new_root = part["app1/root.squashfs"].as_str().unwrap().to_string();
+    assert_eq!(g.install("t1", &with_part(&g, "app1", part)).0, 200);
+    assert_eq!(g.command("TRY_ONCE", "locals/t1").0, 200);
+    let p = g.wait_progress("locals/t1", "UPDATED", Duration::from_secs(30));
+    assert_eq!(p["status-msg"], "Tried once; not committed");
+    assert!(
+        g.boot_env()
+            .contains("pv_rev=0\npv_try=locals/t1\npv_trying=locals/t1\n"),
+        "{}",
+        g.boot_env()
+    );
+    assert_eq!(g.stop(), 0);
+    g.start();
+    g.wait_status("app1", "STARTED", Duration::from_secs(10));
+    assert_eq!(
+        g.request("GET", "/device-meta", "").1["pantavisor.revision"],
+        "0"
+    );
+    assert_eq!(g.progress("locals/t1")["status"], "ERROR");
+    // GC: an orphan goes, every installed revision's objects stay.
+    let orphan = vec![9u8; 4096];
+    let orphan_id = pvstate::ObjectId::of_bytes(&orphan);
+    assert_eq!(
+        g.request_bytes("PUT", &format!("/objects/{orphan_id}"), &orphan)
+            .0,
+        200
+    );
+    let (code, body) = g.request("POST", "/storage/gc", "");
+    assert_eq!(
+        (code, body["reclaimed"].as_u64()),
+        (200, Some(4096)),
+        "{body}"
+    );
+    assert!(!g.storage.join("objects").join(orphan_id.as_str()).exists());
+    assert!(
+        g.storage.join("objects").join(&new_root).exists(),
+        "locals/t1 still refers to it"
+    );
+    assert_eq!(g.command("RUN_GC", "").0, 200);
+    // REBOOT_DEVICE in appengine mode: every container starts again.
+    let before: Vec<i64> = ["sys", "app1", "app2"].iter().map(|n| g.pid(n)).collect();
+    assert_eq!(g.command("REBOOT_DEVICE", "test").0, 200);
+    wait_for(Duration::from_secs(20), || {
+        let now: Vec<i64> = ["sys", "app1", "app2"].iter().map(|n| g.pid(n)).collect();
+        (now.iter().zip(&before).all(|(a, b)| a != b && *a > 0)).then_some(())
+    })
+    .unwrap_or_else(|| panic!("no restart:\n{}", g.daemon_log()));
+    assert_eq!(g.stop(), 0);
+}

@@ -111,11 +111,25 @@ pub fn check_path(path: &Path, partial: bool) -> Result<Vec<Report>, CheckError>
     let trails = path.join("trails");
     if trails.is_dir() {
         let objects = path.join("objects");
-        let mut revs: Vec<PathBuf> = fs::read_dir(&trails)
-            .map_err(|e| CheckError::Io(trails.clone(), e))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.join(".pvr/json").is_file())
-            .collect();
+        let list = |dir: &Path| -> Result<Vec<PathBuf>, CheckError> {
+            Ok(fs::read_dir(dir)
+                .map_err(|e| CheckError::Io(dir.to_path_buf(), e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .collect())
+        };
+        let mut revs = Vec::new();
+        for p in list(&trails)? {
+            if p.join(".pvr/json").is_file() {
+                revs.push(p);
+            } else if p.is_dir() {
+                // trails/locals/<name>: revisions installed over the socket.
+                revs.extend(
+                    list(&p)?
+                        .into_iter()
+                        .filter(|q| q.join(".pvr/json").is_file()),
+                );
+            }
+        }
         revs.sort();
         let mut reports = Vec::new();
         for rev in revs {

@@ -82,7 +82,7 @@ fn a_storage_directory_checks_every_trail_and_its_objects() {
     let storage = tmp.path();
     let store = ObjectStore::open(storage.join("objects")).unwrap();
     let state = gateway_state(&store);
-    for rev in ["0", "1"] {
+    for rev in ["0", "1", "locals/dev"] {
         fs::create_dir_all(storage.join(format!("trails/{rev}/.pvr"))).unwrap();
         fs::write(
             storage.join(format!("trails/{rev}/.pvr/json")),
@@ -92,7 +92,7 @@ fn a_storage_directory_checks_every_trail_and_its_objects() {
     }
     let (code, out, _) = validate(storage);
     assert_eq!(code, 0, "{out}");
-    assert_eq!(out.matches("objects checked").count(), 2, "{out}");
+    assert_eq!(out.matches("objects checked").count(), 3, "{out}");
     // One trail on its own finds the storage's objects.
     let (code, out, _) = validate(&storage.join("trails/1"));
     assert_eq!(code, 0, "{out}");

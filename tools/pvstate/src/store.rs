@@ -319,33 +319,43 @@ impl Staging<'_> {
     }
 }
 
-/// The objects referenced by any revision under `<storage>/trails/*/.pvr/json`.
+/// The objects referenced by any revision under `<storage>/trails/`: numbered
+/// ones (`trails/<rev>/.pvr/json`) and local ones (`trails/locals/<name>/.pvr/json`).
 pub fn trail_references(storage: &Path) -> Result<BTreeSet<ObjectId>> {
-    let trails = storage.join("trails");
     let mut ids = BTreeSet::new();
-    let entries = match fs::read_dir(&trails) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(ids),
-        Err(e) => return Err(Error::io(&trails, e)),
-    };
-    for entry in entries {
-        let entry = entry.map_err(|e| Error::io(&trails, e))?;
-        let json = entry.path().join(".pvr/json");
-        let bytes = match fs::read(&json) {
-            Ok(b) => b,
+    let mut dirs = vec![(storage.join("trails"), 0)];
+    while let Some((dir, depth)) = dirs.pop() {
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(Error::io(&json, e)),
+            Err(e) => return Err(Error::io(&dir, e)),
         };
-        // A trail whose JSON does not even parse cannot be trusted to name
-        // its objects: refuse to collect rather than delete what it may need.
-        let (state, _) = crate::State::parse_lenient(&bytes).map_err(|e| match e {
-            Error::Json { message, .. } => Error::Json {
-                what: json.display().to_string(),
-                message,
-            },
-            other => other,
-        })?;
-        ids.extend(state.object_ids());
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io(&dir, e))?;
+            let path = entry.path();
+            let json = path.join(".pvr/json");
+            let bytes = match fs::read(&json) {
+                Ok(b) => b,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    // A grouping directory such as trails/locals/.
+                    if depth == 0 && path.is_dir() {
+                        dirs.push((path, depth + 1));
+                    }
+                    continue;
+                }
+                Err(e) => return Err(Error::io(&json, e)),
+            };
+            // A trail whose JSON does not even parse cannot be trusted to name
+            // its objects: refuse to collect rather than delete what it may need.
+            let (state, _) = crate::State::parse_lenient(&bytes).map_err(|e| match e {
+                Error::Json { message, .. } => Error::Json {
+                    what: json.display().to_string(),
+                    message,
+                },
+                other => other,
+            })?;
+            ids.extend(state.object_ids());
+        }
     }
     Ok(ids)
 }

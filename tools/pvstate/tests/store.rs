@@ -136,3 +136,27 @@ fn adopt_moves_a_file_in_under_its_hash() {
     assert_eq!(store.adopt(&again).unwrap().0, id);
     assert_eq!(listing(tmp.path()), vec![id.to_string()]);
 }
+
+#[test]
+fn gc_keeps_what_local_revisions_reference() {
+    // trails/locals/<name>/ holds revisions installed over the control socket.
+    let tmp = tempfile::tempdir().unwrap();
+    let storage = tmp.path();
+    let store = ObjectStore::open(storage.join("objects")).unwrap();
+    let state = gateway_with_objects(&store);
+    let local_only = store.put_bytes(b"only a local revision needs me").unwrap();
+    let mut v = state.to_value();
+    v["edge-app/root.squashfs"] = serde_json::json!(local_only.to_string());
+    let local = pvstate::State::parse(&serde_json::to_vec(&v).unwrap()).unwrap();
+    std::fs::create_dir_all(storage.join("trails/0/.pvr")).unwrap();
+    std::fs::create_dir_all(storage.join("trails/locals/v2/.pvr")).unwrap();
+    write_atomic(&storage.join("trails/0/.pvr/json"), &state.to_canonical()).unwrap();
+    write_atomic(
+        &storage.join("trails/locals/v2/.pvr/json"),
+        &local.to_canonical(),
+    )
+    .unwrap();
+    let report = gc_storage(storage).unwrap();
+    assert!(report.removed.is_empty(), "{:?}", report.removed);
+    assert!(store.contains(&local_only));
+}
