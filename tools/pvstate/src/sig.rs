@@ -2,8 +2,9 @@
 //! payload is detached — the canonical JSON of the state keys its protected
 //! header selects (`pvs.include` / `pvs.exclude` globs, `**` crossing `/`) —
 //! and whose key is embedded as a JWK that must be in the device's trust
-//! store. This module implements ES256 (P-256), the algorithm pvr signs with
-//! for EC keys; RS256/ES384/ES512 signatures are reported as unsupported.
+//! store. Verification covers RS256 (RSA keys, pvr's choice for them), ES256
+//! and ES384; signing (for tests and `pvr`) makes ES256 signatures. ES512 is
+//! reported as unsupported.
 
 use std::collections::BTreeSet;
 
@@ -12,6 +13,7 @@ use base64::Engine;
 use p256::ecdsa::signature::{Signer, Verifier};
 use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
 use p256::pkcs8::DecodePublicKey;
+use rsa::{BigUint, RsaPublicKey};
 use serde_json::{json, Map, Value};
 
 use crate::canonical;
@@ -92,6 +94,36 @@ pub fn part_globs(name: &str) -> (Vec<String>, Vec<String>) {
     )
 }
 
+/// A public key a device may trust.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TrustedKey {
+    P256(VerifyingKey),
+    P384(p384::ecdsa::VerifyingKey),
+    Rsa(RsaPublicKey),
+}
+
+impl TrustedKey {
+    fn verify(&self, alg: &str, input: &[u8], sig: &[u8]) -> Result<(), String> {
+        let mismatch = |_| "the signature does not match the state's content".to_string();
+        let malformed = |e: p256::ecdsa::Error| format!("signature: {e}");
+        match (self, alg) {
+            (TrustedKey::P256(k), "ES256") => k
+                .verify(input, &Signature::from_slice(sig).map_err(malformed)?)
+                .map_err(mismatch),
+            (TrustedKey::P384(k), "ES384") => {
+                let s = p384::ecdsa::Signature::from_slice(sig).map_err(malformed)?;
+                k.verify(input, &s).map_err(mismatch)
+            }
+            (TrustedKey::Rsa(k), "RS256") => {
+                let vk = rsa::pkcs1v15::VerifyingKey::<sha2::Sha256>::new(k.clone());
+                let s = rsa::pkcs1v15::Signature::try_from(sig).map_err(malformed)?;
+                vk.verify(input, &s).map_err(mismatch)
+            }
+            (_, alg) => Err(format!("algorithm {alg} does not fit the embedded key")),
+        }
+    }
+}
+
 fn jwk_of(key: &VerifyingKey) -> Value {
     let point = key.to_encoded_point(false);
     json!({
@@ -102,34 +134,57 @@ fn jwk_of(key: &VerifyingKey) -> Value {
     })
 }
 
-fn key_of_jwk(jwk: &Value) -> Result<VerifyingKey, String> {
-    if jwk["kty"] != "EC" || jwk["crv"] != "P-256" {
-        return Err(format!(
-            "jwk {}: only EC P-256 keys are supported",
-            jwk["kty"]
-        ));
+fn b64_field(jwk: &Value, c: &str) -> Result<Vec<u8>, String> {
+    URL_SAFE_NO_PAD
+        .decode(jwk[c].as_str().unwrap_or(""))
+        .map_err(|e| format!("jwk.{c}: {e}"))
+}
+
+fn key_of_jwk(jwk: &Value) -> Result<TrustedKey, String> {
+    match (jwk["kty"].as_str(), jwk["crv"].as_str()) {
+        (Some("EC"), Some(crv @ ("P-256" | "P-384"))) => {
+            let mut sec1 = vec![4u8];
+            sec1.extend(b64_field(jwk, "x")?);
+            sec1.extend(b64_field(jwk, "y")?);
+            if crv == "P-256" {
+                VerifyingKey::from_sec1_bytes(&sec1)
+                    .map(TrustedKey::P256)
+                    .map_err(|e| format!("jwk: {e}"))
+            } else {
+                p384::ecdsa::VerifyingKey::from_sec1_bytes(&sec1)
+                    .map(TrustedKey::P384)
+                    .map_err(|e| format!("jwk: {e}"))
+            }
+        }
+        (Some("RSA"), _) => {
+            let n = BigUint::from_bytes_be(&b64_field(jwk, "n")?);
+            let e = BigUint::from_bytes_be(&b64_field(jwk, "e")?);
+            RsaPublicKey::new(n, e)
+                .map(TrustedKey::Rsa)
+                .map_err(|e| format!("jwk: {e}"))
+        }
+        (kty, crv) => Err(format!(
+            "jwk: key type {kty:?} {crv:?} is not supported (EC P-256/P-384, RSA)"
+        )),
     }
-    let coord = |c: &str| {
-        URL_SAFE_NO_PAD
-            .decode(jwk[c].as_str().unwrap_or(""))
-            .map_err(|e| format!("jwk.{c}: {e}"))
-    };
-    let mut sec1 = vec![4u8];
-    sec1.extend(coord("x")?);
-    sec1.extend(coord("y")?);
-    VerifyingKey::from_sec1_bytes(&sec1).map_err(|e| format!("jwk: {e}"))
 }
 
 /// Public keys a device trusts, from PEM (SubjectPublicKeyInfo) text.
-pub fn trust_store_from_pem(pem: &str) -> Result<Vec<VerifyingKey>, String> {
+pub fn trust_store_from_pem(pem: &str) -> Result<Vec<TrustedKey>, String> {
     let mut keys = Vec::new();
     for block in pem.split("-----END PUBLIC KEY-----") {
         if let Some(start) = block.find("-----BEGIN PUBLIC KEY-----") {
             let text = format!("{}-----END PUBLIC KEY-----\n", &block[start..]);
-            keys.push(
-                VerifyingKey::from_public_key_pem(&text)
-                    .map_err(|e| format!("trust store: {e}"))?,
-            );
+            let key = VerifyingKey::from_public_key_pem(&text)
+                .map(TrustedKey::P256)
+                .or_else(|_| {
+                    p384::ecdsa::VerifyingKey::from_public_key_pem(&text).map(TrustedKey::P384)
+                })
+                .or_else(|_| RsaPublicKey::from_public_key_pem(&text).map(TrustedKey::Rsa))
+                .map_err(|e| {
+                    format!("trust store: not an EC P-256/P-384 or RSA public key: {e}")
+                })?;
+            keys.push(key);
         }
     }
     Ok(keys)
@@ -166,17 +221,16 @@ pub fn sign(
 pub fn verify(
     doc: &SignatureDoc,
     state: &State,
-    trusted: &[VerifyingKey],
+    trusted: &[TrustedKey],
 ) -> Result<BTreeSet<String>, String> {
     let header: Value = URL_SAFE_NO_PAD
         .decode(doc.protected.trim_end_matches('='))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .ok_or("protected header is not base64url JSON")?;
-    match header["alg"].as_str() {
-        Some("ES256") => {}
-        Some(other) => return Err(format!("algorithm {other} is not supported by this build")),
-        None => return Err("no alg".into()),
+    let alg = header["alg"].as_str().ok_or("no alg")?;
+    if !matches!(alg, "ES256" | "ES384" | "RS256") {
+        return Err(format!("algorithm {alg} is not supported by this build"));
     }
     let key = key_of_jwk(&header["jwk"])?;
     if !trusted.contains(&key) {
@@ -199,15 +253,13 @@ pub fn verify(
     let raw = URL_SAFE_NO_PAD
         .decode(doc.signature.trim_end_matches('='))
         .map_err(|e| format!("signature: {e}"))?;
-    let sig = Signature::from_slice(&raw).map_err(|e| format!("signature: {e}"))?;
-    key.verify(input.as_bytes(), &sig)
-        .map_err(|_| "the signature does not match the state's content".to_string())?;
+    key.verify(alg, input.as_bytes(), &raw)?;
     Ok(keys)
 }
 
 /// Check every signature of `state` under `mode`: the problems that refuse
 /// it (empty when it may run), and the warnings to log.
-pub fn check(state: &State, mode: Mode, trusted: &[VerifyingKey]) -> (Vec<String>, Vec<String>) {
+pub fn check(state: &State, mode: Mode, trusted: &[TrustedKey]) -> (Vec<String>, Vec<String>) {
     if mode == Mode::Disabled {
         return (Vec::new(), Vec::new());
     }

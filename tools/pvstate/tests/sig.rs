@@ -96,3 +96,74 @@ fn modes_decide_what_is_refused() {
     assert_eq!(check(&state, Mode::Disabled, &untrusted), (vec![], vec![]));
     assert!(!check(&state, Mode::Lenient, &untrusted).0.is_empty());
 }
+
+/// Sign the `edge-app` part by hand with another algorithm, as pvr would.
+fn foreign_signature(
+    state: &State,
+    alg: &str,
+    jwk: serde_json::Value,
+    sign: impl Fn(&[u8]) -> Vec<u8>,
+) -> pvstate::model::SignatureDoc {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    let (inc, exc) = part_globs("edge-app");
+    let header =
+        json!({"alg": alg, "typ": "PVS", "jwk": jwk, "pvs": {"include": inc, "exclude": exc}});
+    let protected = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).unwrap());
+    let (_, payload) = pvstate::sig::payload(state, &inc, &exc);
+    let input = format!("{protected}.{}", URL_SAFE_NO_PAD.encode(payload));
+    pvstate::model::SignatureDoc {
+        spec: "pvs@2".into(),
+        protected,
+        signature: URL_SAFE_NO_PAD.encode(sign(input.as_bytes())),
+        extra: Default::default(),
+    }
+}
+
+#[test]
+fn rs256_and_es384_signatures_verify() {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use rsa::pkcs8::EncodePublicKey as _;
+    use rsa::signature::{SignatureEncoding, Signer};
+    use rsa::traits::PublicKeyParts;
+    let state = State::parse(GATEWAY.as_bytes()).unwrap();
+    let mut tampered_v = state.to_value();
+    tampered_v["edge-app/run.json"]["group"] = json!("platform");
+    let tampered = State::parse(&serde_json::to_vec(&tampered_v).unwrap()).unwrap();
+
+    let rsa_key = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 1024).unwrap();
+    let public = rsa_key.to_public_key();
+    let jwk = json!({"kty": "RSA", "n": URL_SAFE_NO_PAD.encode(public.n().to_bytes_be()), "e": URL_SAFE_NO_PAD.encode(public.e().to_bytes_be())});
+    let signer = rsa::pkcs1v15::SigningKey::<sha2::Sha256>::new(rsa_key);
+    let doc = foreign_signature(&state, "RS256", jwk, |m| signer.sign(m).to_vec());
+    let trusted = trust_store_from_pem(&public.to_public_key_pem(LineEnding::LF).unwrap()).unwrap();
+    assert!(verify(&doc, &state, &trusted)
+        .unwrap()
+        .contains("edge-app/run.json"));
+    assert!(verify(&doc, &tampered, &trusted).is_err());
+
+    let ec = p384::ecdsa::SigningKey::random(&mut rand_core::OsRng);
+    let point = ec.verifying_key().to_encoded_point(false);
+    let jwk = json!({"kty": "EC", "crv": "P-384", "x": URL_SAFE_NO_PAD.encode(point.x().unwrap()), "y": URL_SAFE_NO_PAD.encode(point.y().unwrap())});
+    let doc = foreign_signature(&state, "ES384", jwk, |m| {
+        let s: p384::ecdsa::Signature = ec.sign(m);
+        s.to_bytes().to_vec()
+    });
+    let trusted = trust_store_from_pem(
+        &ec.verifying_key()
+            .to_public_key_pem(LineEnding::LF)
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(verify(&doc, &state, &trusted).is_ok());
+    assert!(verify(&doc, &tampered, &trusted).is_err());
+    // An algorithm that does not fit its key is refused.
+    let doc = foreign_signature(
+        &state,
+        "ES256",
+        json!({"kty": "EC", "crv": "P-384", "x": "", "y": ""}),
+        |_| vec![0; 64],
+    );
+    assert!(verify(&doc, &state, &trusted).is_err());
+}
