@@ -1,0 +1,29 @@
+//! pvr's errors: one line each.
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Usage(String),
+    #[error("device: {0}")]
+    Remote(String),
+    #[error("{0}")]
+    State(#[from] pvstate::Error),
+    #[error("{0}")]
+    Compose(#[from] pvcompose::ComposeError),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.as_ref().to_path_buf(),
+            source,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,513 @@
+//! `pvr`: the developer/operator CLI, compatible in its command names and
+//! repository layout with Pantavisor's pvr for the commands it has.
+
+mod error;
+mod remote;
+mod repo;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use pvcompose::container::ContainerJob;
+use pvcompose::report::{Mode, Reporter};
+use pvcompose::spec::ContainerSettings;
+use pvcompose::squash::{Mksquashfs, SquashOptions};
+use pvstate::diff::plan;
+use pvstate::{Entry, State};
+use serde_json::{json, Value};
+
+use error::{Error, Result};
+use remote::Device;
+use repo::Repo;
+
+#[derive(Parser)]
+#[command(
+    name = "pvr",
+    version,
+    about = "Clone a device, update its containers, sign them and post only what changed",
+    long_about = "pvr works on a repository: a working tree of a revision's files, its committed \
+                  state in .pvr/json and an object pool in .pvr/objects. A device is addressed \
+                  by its control socket, unix:PATH (for example unix:/run/pantavisor/pv-ctrl)."
+)]
+struct Cli {
+    /// Run as if started in this directory.
+    #[arg(short = 'C', long, global = true, default_value = ".")]
+    dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Make an empty repository here.
+    Init,
+    /// Copy a device's running revision (state and objects) into a new repository.
+    Clone {
+        /// The device: unix:PATH of its control socket.
+        device: String,
+        /// Directory to create (default: the current one, which must be empty).
+        dir: Option<PathBuf>,
+    },
+    /// List the keys the working tree adds, changes or removes.
+    Status,
+    /// Print the committed state JSON.
+    Json,
+    /// Record the working tree as the committed state.
+    Commit {
+        /// A message for the revision (kept in .pvr/commitmsg, posted with it).
+        #[arg(short, long)]
+        message: Option<String>,
+    },
+    /// Throw away working-tree changes: write the committed state's files again.
+    #[command(alias = "reset")]
+    Checkout,
+    /// Add, update or inspect containers ("apps").
+    App {
+        #[command(subcommand)]
+        command: AppCommand,
+    },
+    /// Sign parts of the committed state (pvs@2) and commit the signature.
+    Sig {
+        #[command(subcommand)]
+        command: SigCommand,
+    },
+    /// Show what the device will do with the committed state: transition,
+    /// containers restarted, objects to send.
+    Diff {
+        /// Compare against the device (default: the remote of the clone).
+        #[arg(long)]
+        plan: bool,
+        device: Option<String>,
+    },
+    /// Send the committed state to a device: only the objects it lacks, then
+    /// the state as revision --rev.
+    Post {
+        /// The device (default: where the repository was cloned from).
+        device: Option<String>,
+        /// Revision name on the device (locals/NAME).
+        #[arg(long)]
+        rev: Option<String>,
+        /// Commit message for the revision.
+        #[arg(short, long)]
+        message: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AppCommand {
+    /// Add a container from a root filesystem (directory or tarball).
+    Add(AppArgs),
+    /// Replace a container's root filesystem, keeping its settings unless flags change them.
+    Update(AppArgs),
+    /// List the containers of the working tree.
+    Ls,
+}
+
+#[derive(Args)]
+struct AppArgs {
+    /// Container name.
+    name: String,
+    /// Where the root filesystem comes from.
+    #[arg(long)]
+    from: PathBuf,
+    /// Source type: rootfs (directory or tarball). docker and pvr sources are not in this build.
+    #[arg(long = "type", default_value = "rootfs")]
+    kind: String,
+    #[arg(long)]
+    group: Option<String>,
+    /// MOUNTED, STARTED or READY.
+    #[arg(long)]
+    status_goal: Option<String>,
+    /// system or container.
+    #[arg(long)]
+    restart_policy: Option<String>,
+    /// PATH:PERSISTENCE[@DISK]; repeatable.
+    #[arg(long = "volume")]
+    volumes: Vec<String>,
+    /// Settings file (PV_* keys and Docker's Entrypoint, Cmd, Env, WorkingDir, User).
+    #[arg(long)]
+    arg_json: Option<PathBuf>,
+    /// Compressor of the root squashfs.
+    #[arg(long, default_value = "xz")]
+    comp: String,
+    /// Fixed time stamps (seconds) for a reproducible image; default $SOURCE_DATE_EPOCH.
+    #[arg(long)]
+    mtime: Option<u64>,
+}
+
+#[derive(Subcommand)]
+enum SigCommand {
+    /// Sign part NAME (NAME/** and _config/NAME/**, without NAME/src.json).
+    Add {
+        #[arg(long)]
+        part: String,
+        /// PKCS#8 PEM EC P-256 private key (default: $PVR_SIG_KEY).
+        #[arg(long)]
+        key: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pvr: error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let dir = cli.dir;
+    match cli.command {
+        Command::Init => {
+            Repo::init(&dir)?;
+            println!("initialised an empty repository in {}", dir.display());
+            Ok(())
+        }
+        Command::Clone {
+            device,
+            dir: target,
+        } => clone(&device, &target.unwrap_or(dir)),
+        Command::Status => {
+            let repo = Repo::open(&dir)?;
+            let (old, new) = (repo.committed()?, repo.working_state(false)?);
+            let keys: BTreeSet<&String> =
+                old.entries().keys().chain(new.entries().keys()).collect();
+            for k in keys {
+                let line = match (old.get(k), new.get(k)) {
+                    (None, Some(_)) => format!("A {k}"),
+                    (Some(_), None) => format!("D {k}"),
+                    (Some(a), Some(b))
+                        if pvstate::canonical::to_vec(&a.to_value())
+                            != pvstate::canonical::to_vec(&b.to_value()) =>
+                    {
+                        format!("C {k}")
+                    }
+                    _ => continue,
+                };
+                println!("{line}");
+            }
+            Ok(())
+        }
+        Command::Json => {
+            let repo = Repo::open(&dir)?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&repo.committed()?.to_value()).unwrap_or_default()
+            );
+            Ok(())
+        }
+        Command::Commit { message } => {
+            let repo = Repo::open(&dir)?;
+            let state = repo.working_state(true)?;
+            repo.write_committed(&state)?;
+            if let Some(m) = message {
+                pvstate::store::write_atomic(&dir.join(".pvr/commitmsg"), m.as_bytes())?;
+            }
+            println!("committed {}", &state.id().to_string()[..12]);
+            Ok(())
+        }
+        Command::Checkout => {
+            let repo = Repo::open(&dir)?;
+            repo.checkout(&repo.committed()?)
+        }
+        Command::App { command } => app(&dir, command),
+        Command::Sig {
+            command: SigCommand::Add { part, key },
+        } => sig_add(&dir, &part, key),
+        Command::Diff { device, .. } => diff(&dir, device),
+        Command::Post {
+            device,
+            rev,
+            message,
+        } => post(&dir, device, rev, message),
+    }
+}
+
+fn device_of(repo: &Repo, given: Option<String>) -> Result<Device> {
+    let target = given
+        .or_else(|| repo.config()["remote"].as_str().map(str::to_string))
+        .ok_or_else(|| Error::Usage("no device given and the repository has no remote".into()))?;
+    Device::parse(&target)
+}
+
+fn clone(target: &str, dir: &Path) -> Result<()> {
+    let device = Device::parse(target)?;
+    let rev = device.json("GET", "/device-meta", b"")?["pantavisor.revision"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| Error::Remote("device-meta names no revision".into()))?;
+    let value = device.json("GET", &format!("/steps/{rev}"), b"")?;
+    let state = State::parse(&pvstate::canonical::to_vec(&value))?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    if std::fs::read_dir(dir)
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false)
+    {
+        return Err(Error::Usage(format!("{}: not empty", dir.display())));
+    }
+    let repo = Repo::init(dir)?;
+    let pool = repo.pool()?;
+    let ids = state.object_ids();
+    for (n, id) in ids.iter().enumerate() {
+        let (code, bytes) = device.call("GET", &format!("/objects/{id}"), b"")?;
+        if code != 200 {
+            return Err(Error::Remote(format!("object {id}: {code}")));
+        }
+        pool.put(&mut &bytes[..], Some(id))?;
+        eprintln!(
+            "[{}/{}] {} ({} bytes)",
+            n + 1,
+            ids.len(),
+            &id.to_string()[..12],
+            bytes.len()
+        );
+    }
+    repo.write_committed(&state)?;
+    repo.set_config(&json!({"remote": device.url(), "revision": rev}))?;
+    repo.checkout(&state)?;
+    println!(
+        "cloned revision {rev} ({} objects) into {}",
+        ids.len(),
+        dir.display()
+    );
+    Ok(())
+}
+
+fn app(dir: &Path, command: AppCommand) -> Result<()> {
+    let repo = Repo::open(dir)?;
+    let args = match command {
+        AppCommand::Ls => {
+            for (name, run) in repo.working_state(false)?.containers() {
+                println!(
+                    "{name}\t{}\t{}",
+                    run.group.as_deref().unwrap_or("-"),
+                    run.status_goal
+                        .map(|g| g.to_string())
+                        .unwrap_or_else(|| "-".into())
+                );
+            }
+            return Ok(());
+        }
+        AppCommand::Add(a) | AppCommand::Update(a) => a,
+    };
+    if args.kind != "rootfs" {
+        return Err(Error::Usage(format!(
+            "--type {}: only rootfs sources are in this build",
+            args.kind
+        )));
+    }
+    let working = repo.working_state(false)?;
+    // Settings: those the container was made with, then the file, then flags.
+    let mut settings = match working.get(&format!("{}/src.json", args.name)) {
+        Some(e) => serde_json::from_value::<ContainerSettings>(e.to_value()["args"].clone())
+            .unwrap_or_default(),
+        None => ContainerSettings::default(),
+    };
+    if let Some(p) = &args.arg_json {
+        settings = settings.overlay(ContainerSettings::from_args_json(p)?);
+    }
+    let flags = ContainerSettings {
+        group: args.group.clone(),
+        status_goal: enum_of(&args.status_goal)
+            .map_err(|e| Error::Usage(format!("--status-goal: {e}")))?,
+        restart_policy: enum_of(&args.restart_policy)
+            .map_err(|e| Error::Usage(format!("--restart-policy: {e}")))?,
+        volumes: args.volumes.clone(),
+        ..Default::default()
+    };
+    let settings = settings.overlay(flags);
+    let mtime = args.mtime.or_else(|| {
+        std::env::var("SOURCE_DATE_EPOCH")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    });
+    let job = ContainerJob {
+        name: args.name.clone(),
+        rootfs: args.from.clone(),
+        settings,
+        config_dir: None,
+        squash: SquashOptions {
+            comp: args.comp.parse()?,
+            mtime,
+            ..Default::default()
+        },
+    };
+    let pool = repo.pool()?;
+    let scratch = tempfile::tempdir().map_err(|e| Error::io(std::env::temp_dir(), e))?;
+    let (part, stats) = pvcompose::container::compose(
+        &job,
+        &Mksquashfs::find()?,
+        &pool,
+        scratch.path(),
+        &Reporter::new(Mode::Human),
+    )?;
+    repo.replace_part(&args.name, &part)?;
+    println!(
+        "{}: root.squashfs {} ({} bytes); run pvr commit to record it",
+        args.name,
+        &stats.object[..12],
+        stats.bytes_out
+    );
+    Ok(())
+}
+
+fn enum_of<T: serde::de::DeserializeOwned>(
+    v: &Option<String>,
+) -> std::result::Result<Option<T>, serde_json::Error> {
+    v.as_ref()
+        .map(|s| serde_json::from_value(Value::String(s.clone())))
+        .transpose()
+}
+
+fn sig_add(dir: &Path, part: &str, key: Option<PathBuf>) -> Result<()> {
+    use p256::pkcs8::DecodePrivateKey;
+    let repo = Repo::open(dir)?;
+    let key_path = key
+        .or_else(|| std::env::var_os("PVR_SIG_KEY").map(PathBuf::from))
+        .ok_or_else(|| Error::Usage("no signing key: give --key FILE or set PVR_SIG_KEY".into()))?;
+    let pem = std::fs::read_to_string(&key_path).map_err(|e| Error::io(&key_path, e))?;
+    let signing = p256::ecdsa::SigningKey::from_pkcs8_pem(&pem).map_err(|e| {
+        Error::Usage(format!(
+            "{}: not a PKCS#8 EC P-256 private key: {e}",
+            key_path.display()
+        ))
+    })?;
+    let mut state = repo.committed()?;
+    if state.part_keys(part).is_empty() {
+        return Err(Error::Usage(format!(
+            "unknown part \"{part}\": the committed state has no {part}/ keys"
+        )));
+    }
+    let (include, exclude) = pvstate::sig::part_globs(part);
+    let doc = pvstate::sig::sign(&state, &signing, &include, &exclude);
+    let key = format!("_sigs/{part}.json");
+    repo.write_file(&key, &serde_json::to_value(&doc).unwrap_or_default())?;
+    state.insert(key.clone(), Entry::Signature(doc));
+    repo.write_committed(&state)?;
+    println!("signed {part} ({key}) and committed it");
+    Ok(())
+}
+
+fn diff(dir: &Path, device: Option<String>) -> Result<()> {
+    let repo = Repo::open(dir)?;
+    let device = device_of(&repo, device)?;
+    let rev = device.json("GET", "/device-meta", b"")?["pantavisor.revision"]
+        .as_str()
+        .unwrap_or("0")
+        .to_string();
+    let running = State::parse(&pvstate::canonical::to_vec(&device.json(
+        "GET",
+        &format!("/steps/{rev}"),
+        b"",
+    )?))?;
+    let ours = repo.committed()?;
+    let (_, t) = plan(&running, &ours);
+    let have: BTreeSet<String> = device
+        .json("GET", "/objects", b"")?
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect();
+    let pool = repo.pool()?;
+    let missing: Vec<_> = ours
+        .object_ids()
+        .into_iter()
+        .filter(|id| !have.contains(id.as_str()))
+        .collect();
+    let bytes: u64 = missing
+        .iter()
+        .map(|id| {
+            std::fs::metadata(pool.path(id))
+                .map(|m| m.len())
+                .unwrap_or(0)
+        })
+        .sum();
+    println!("against the device's revision {rev}:");
+    println!(
+        "  transition: {}",
+        if t.reboot {
+            format!("reboot ({})", t.reasons.join("; "))
+        } else {
+            "no reboot".into()
+        }
+    );
+    println!(
+        "  restart: {:?}  start: {:?}  stop: {:?}",
+        t.restart, t.start, t.stop
+    );
+    println!("  objects to send: {} ({} bytes)", missing.len(), bytes);
+    Ok(())
+}
+
+fn post(
+    dir: &Path,
+    device: Option<String>,
+    rev: Option<String>,
+    message: Option<String>,
+) -> Result<()> {
+    let repo = Repo::open(dir)?;
+    let device = device_of(&repo, device)?;
+    let state = repo.committed()?;
+    let rev = rev.unwrap_or_else(|| format!("locals/pvr-{}", &state.id().to_string()[..12]));
+    if !rev.starts_with("locals/") {
+        return Err(Error::Usage(format!(
+            "--rev {rev}: a device's control socket takes locals/NAME revisions"
+        )));
+    }
+    // Ask what the device has; send only the rest. A post interrupted earlier
+    // resumes here: what arrived is not sent again.
+    let have: BTreeSet<String> = device
+        .json("GET", "/objects", b"")?
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect();
+    let pool = repo.pool()?;
+    let ids = state.object_ids();
+    let missing: Vec<_> = ids
+        .iter()
+        .filter(|id| !have.contains(id.as_str()))
+        .collect();
+    let total: u64 = ids
+        .iter()
+        .map(|id| {
+            std::fs::metadata(pool.path(id))
+                .map(|m| m.len())
+                .unwrap_or(0)
+        })
+        .sum();
+    let mut sent = 0u64;
+    for (n, id) in missing.iter().enumerate() {
+        let path = pool.path(id);
+        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        device.json("PUT", &format!("/objects/{id}"), &bytes)?;
+        sent += bytes.len() as u64;
+        eprintln!(
+            "[{}/{}] sent {} ({} bytes)",
+            n + 1,
+            missing.len(),
+            &id.to_string()[..12],
+            bytes.len()
+        );
+    }
+    let json = state.to_canonical();
+    device.json("PUT", &format!("/steps/{rev}"), &json)?;
+    sent += json.len() as u64;
+    if let Some(m) = message.or_else(|| std::fs::read_to_string(dir.join(".pvr/commitmsg")).ok()) {
+        device.json("PUT", &format!("/steps/{rev}/commitmsg"), m.as_bytes())?;
+    }
+    println!(
+        "posted {rev}: sent {sent} bytes ({} of {} objects and the state JSON of {} bytes); the revision's objects total {total} bytes",
+        missing.len(),
+        ids.len(),
+        json.len()
+    );
+    Ok(())
+}

@@ -1,0 +1,349 @@
+//! pvr against a running daemon: clone, app update, commit, sig add, post,
+//! LOCAL_RUN — only the updated container restarts and only the changed
+//! object and the JSON cross the socket. Needs root, like the daemon.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use p256::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
+use pvcompose::report::{Mode, Reporter};
+use pvcompose::squash::{Compressor, Mksquashfs, SquashOptions};
+use serde_json::Value;
+
+/// A binary of another package of the workspace, built if needed.
+fn workspace_bin(name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_pvr")).with_file_name(name);
+    if !path.exists() {
+        let ok = Command::new(env!("CARGO"))
+            .args(["build", "-p", name])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "cargo build -p {name}");
+    }
+    path
+}
+
+fn pvr(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_pvr"))
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn request(sock: &Path, method: &str, path: &str, body: &str) -> (u16, Value) {
+    let mut s = UnixStream::connect(sock).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap();
+    (
+        head.split_whitespace().nth(1).unwrap().parse().unwrap(),
+        serde_json::from_str(body).unwrap_or(Value::Null),
+    )
+}
+
+fn containers(sock: &Path) -> Vec<Value> {
+    if UnixStream::connect(sock).is_err() {
+        return Vec::new(); // not up yet
+    }
+    request(sock, "GET", "/containers", "")
+        .1
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn pid(sock: &Path, name: &str) -> i64 {
+    containers(sock)
+        .iter()
+        .find(|c| c["name"] == name)
+        .and_then(|c| c["pid"].as_i64())
+        .unwrap_or(-1)
+}
+
+fn wait_for<T>(within: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let end = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > end {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn rootfs(dir: &Path) {
+    for d in [
+        "bin",
+        "proc",
+        "sys",
+        "dev",
+        "tmp",
+        "run",
+        "etc",
+        "pantavisor",
+    ] {
+        fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    fs::copy("/bin/busybox", dir.join("bin/busybox"))
+        .expect("/bin/busybox (Debian's busybox-static; ci/test installs it)");
+    std::os::unix::fs::symlink("busybox", dir.join("bin/sh")).unwrap();
+    std::os::unix::fs::symlink("busybox", dir.join("bin/sleep")).unwrap();
+}
+
+struct Daemon(Child);
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        unsafe { libc_kill(self.0.id() as i32, 15) };
+        let _ = self.0.wait();
+    }
+}
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+#[test]
+fn clone_update_sign_post_run() {
+    assert_eq!(
+        unsafe { libc_geteuid() },
+        0,
+        "needs root (the daemon mounts and runs containers); CI runs as root"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    for c in ["sys", "app1", "app2"] {
+        rootfs(&t.join("rootfs").join(c));
+    }
+    fs::write(t.join("k"), "k").unwrap();
+    fs::write(
+        t.join("device.json"),
+        r#"{"groups": [{"name": "platform", "restart_policy": "system"}, {"name": "app", "restart_policy": "container"}]}"#,
+    )
+    .unwrap();
+    let run = "[/bin/sh, -c, \"trap 'exit 0' TERM; sleep 1000 & wait\"]";
+    fs::write(
+        t.join("m.yaml"),
+        format!(
+            "bsp: {{kernel: k, initrd: k}}\ndevice: device.json\ncontainers:\n  sys: {{rootfs: rootfs/sys, group: platform, args: {run}}}\n  app1: {{rootfs: rootfs/app1, group: app, args: {run}}}\n  app2: {{rootfs: rootfs/app2, group: app, args: {run}}}\ncore: [sys, app1, app2]\n"
+        ),
+    )
+    .unwrap();
+    let storage = t.join("pvroot");
+    let opts = SquashOptions {
+        comp: Compressor::Lz4,
+        mtime: Some(1_700_000_000),
+        ..Default::default()
+    };
+    pvcompose::pvroot::assemble(
+        &t.join("m.yaml"),
+        &storage,
+        &opts,
+        &Mksquashfs::find().unwrap(),
+        2,
+        &Reporter::new(Mode::Quiet),
+    )
+    .unwrap();
+    // The device trusts the developer key.
+    let key = p256::ecdsa::SigningKey::random(&mut rand_core::OsRng);
+    fs::create_dir_all(storage.join("config/trust")).unwrap();
+    fs::write(
+        storage.join("config/trust/dev.pem"),
+        key.verifying_key()
+            .to_public_key_pem(LineEnding::LF)
+            .unwrap(),
+    )
+    .unwrap();
+    let key_pem = t.join("dev.key");
+    fs::write(
+        &key_pem,
+        key.to_pkcs8_pem(LineEnding::LF).unwrap().as_bytes(),
+    )
+    .unwrap();
+    fs::write(
+        t.join("pv.conf"),
+        "stop.timeout=3\nupdate.commit_delay=1\nupdate.signatures=lenient\n",
+    )
+    .unwrap();
+    let sock = t.join("pv-ctrl");
+    let log = fs::File::create(t.join("daemon.log")).unwrap();
+    let _daemon = Daemon(
+        Command::new(workspace_bin("pantavisor"))
+            .arg("--storage")
+            .arg(&storage)
+            .arg("--ctrl-socket")
+            .arg(&sock)
+            .arg("--run-dir")
+            .arg(t.join("run"))
+            .arg("--cgroup-parent")
+            .arg(format!("pvr-e2e-{}", std::process::id()))
+            .arg("--config")
+            .arg(t.join("pv.conf"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(Duration::from_secs(15), || {
+        (containers(&sock).len() == 3 && containers(&sock).iter().all(|c| c["status"] == "STARTED"))
+            .then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "daemon: {}",
+            fs::read_to_string(t.join("daemon.log")).unwrap()
+        )
+    });
+    let (sys, app2, app1) = (pid(&sock, "sys"), pid(&sock, "app2"), pid(&sock, "app1"));
+
+    // clone
+    let ws = t.join("ws");
+    let (code, out, err) = pvr(
+        t,
+        &[
+            "clone",
+            &format!("unix:{}", sock.display()),
+            ws.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(ws.join("app1/run.json").is_file() && ws.join("app1/root.squashfs").is_file());
+    let (_, status, _) = pvr(&ws, &["status"]);
+    assert!(status.is_empty(), "a fresh clone has no changes: {status}");
+
+    // app update from a new rootfs, commit, sign
+    let newfs = t.join("rootfs/app1-v2");
+    let ok = Command::new("cp")
+        .arg("-a")
+        .arg(t.join("rootfs/app1"))
+        .arg(&newfs)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    fs::write(newfs.join("etc/version"), "2\n").unwrap();
+    let (code, out, err) = pvr(
+        &ws,
+        &[
+            "app",
+            "update",
+            "app1",
+            "--from",
+            newfs.to_str().unwrap(),
+            "--comp",
+            "lz4",
+            "--mtime",
+            "1700000000",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let (_, status, _) = pvr(&ws, &["status"]);
+    assert_eq!(
+        status.trim(),
+        "C app1/root.squashfs",
+        "settings kept, only the image changed: {status}"
+    );
+    let (code, out, err) = pvr(&ws, &["commit", "-m", "app1 v2"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, _, err) = pvr(
+        &ws,
+        &[
+            "sig",
+            "add",
+            "--part",
+            "ghost",
+            "--key",
+            key_pem.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("unknown part \"ghost\""), "{err}");
+    let (code, out, err) = pvr(
+        &ws,
+        &[
+            "sig",
+            "add",
+            "--part",
+            "app1",
+            "--key",
+            key_pem.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, plan, err) = pvr(&ws, &["diff", "--plan"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        plan.contains("no reboot")
+            && plan.contains("restart: [\"app1\"]")
+            && plan.contains("objects to send: 1 ("),
+        "{plan}"
+    );
+
+    // post: only the new object and the JSON travel
+    let committed = fs::read(ws.join(".pvr/json")).unwrap();
+    let state: Value = serde_json::from_slice(&committed).unwrap();
+    let new_root = state["app1/root.squashfs"].as_str().unwrap();
+    let object_size = fs::metadata(ws.join(".pvr/objects").join(new_root))
+        .unwrap()
+        .len();
+    let (code, out, err) = pvr(&ws, &["post", "--rev", "locals/x"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let sent: u64 = out
+        .split("sent ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(sent, object_size + committed.len() as u64, "{out}");
+    assert!(out.contains("(1 of "), "{out}");
+    // Posting again (as after an interruption) sends no object again.
+    let (_, out, _) = pvr(&ws, &["post", "--rev", "locals/x"]);
+    assert!(
+        out.contains(&format!("sent {} bytes (0 of", committed.len())),
+        "{out}"
+    );
+
+    // run it: only app1 restarts
+    let (code, body) = request(
+        &sock,
+        "POST",
+        "/commands",
+        r#"{"op":"LOCAL_RUN","payload":"locals/x"}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    wait_for(Duration::from_secs(30), || {
+        (request(&sock, "GET", "/steps/locals/x/progress", "").1["status"] == "UPDATED")
+            .then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "not UPDATED: {}",
+            fs::read_to_string(t.join("daemon.log")).unwrap()
+        )
+    });
+    assert_ne!(pid(&sock, "app1"), app1);
+    assert_eq!((pid(&sock, "sys"), pid(&sock, "app2")), (sys, app2));
+}
