@@ -167,3 +167,61 @@ fn rs256_and_es384_signatures_verify() {
     );
     assert!(verify(&doc, &state, &trusted).is_err());
 }
+
+#[test]
+fn our_signatures_verify_with_an_independent_jws_implementation() {
+    // Python's jwcrypto (ci/test installs it) checks what we sign.
+    let k = key();
+    let mut state = State::parse(GATEWAY.as_bytes()).unwrap();
+    state.remove("_sigs/edge-app.json");
+    signed(&mut state, "edge-app", &k);
+    let Some(Entry::Signature(doc)) = state.get("_sigs/edge-app.json") else {
+        panic!()
+    };
+    let (inc, exc) = part_globs("edge-app");
+    let (_, payload) = pvstate::sig::payload(&state, &inc, &exc);
+    let tmp = tempfile::tempdir().unwrap();
+    let (sig, body, pem) = (
+        tmp.path().join("sig.json"),
+        tmp.path().join("payload"),
+        tmp.path().join("key.pem"),
+    );
+    std::fs::write(&sig, serde_json::to_vec(doc).unwrap()).unwrap();
+    std::fs::write(&body, &payload).unwrap();
+    std::fs::write(
+        &pem,
+        k.verifying_key().to_public_key_pem(LineEnding::LF).unwrap(),
+    )
+    .unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../ci/lib/jws_verify.py");
+    let run = |payload_file: &std::path::Path| {
+        std::process::Command::new("python3")
+            .arg(script)
+            .arg(&sig)
+            .arg(payload_file)
+            .arg(&pem)
+            .output()
+            .unwrap()
+    };
+    let out = run(&body);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !text.contains("No module named 'jwcrypto'"),
+        "install jwcrypto (pip install jwcrypto; ci/test does)"
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("verified: alg=ES256 typ=PVS"), "{text}");
+    // One byte of a covered object id changed: no longer verifies.
+    let mut bytes = payload;
+    let needle = b"\"edge-app/root.squashfs\":\"";
+    let pos = bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .unwrap()
+        + needle.len();
+    bytes[pos] = if bytes[pos] == b'0' { b'1' } else { b'0' };
+    std::fs::write(&body, &bytes).unwrap();
+    let out = run(&body);
+    assert!(!out.status.success(), "a changed object id must not verify");
+}
