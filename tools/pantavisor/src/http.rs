@@ -9,6 +9,20 @@ pub struct Request {
     pub body: Vec<u8>,
 }
 
+/// Whether the head carries `Authorization: Bearer <token>` (compared in
+/// constant time).
+pub fn bearer_ok(head: &Head, token: &str) -> bool {
+    let Some(given) = head
+        .authorization
+        .as_deref()
+        .and_then(|a| a.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    let (a, b) = (given.trim().as_bytes(), token.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// Largest request accepted (headers and body).
 pub const MAX_REQUEST: usize = 1 << 20;
 
@@ -19,6 +33,7 @@ pub struct Head {
     pub length: u64,
     /// Bytes of the request line and headers.
     pub header_len: usize,
+    pub authorization: Option<String>,
 }
 
 /// Parse the head of a request: `Ok(None)` when more bytes are needed.
@@ -41,11 +56,17 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, String> {
         })
         .unwrap_or(Some(0))
         .ok_or("bad Content-Length")?;
+    let authorization = req
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("authorization"))
+        .map(|h| String::from_utf8_lossy(h.value).into_owned());
     Ok(Some(Head {
         method: req.method.unwrap_or("").to_string(),
         path: req.path.unwrap_or("/").to_string(),
         length,
         header_len,
+        authorization,
     }))
 }
 
@@ -73,6 +94,7 @@ pub fn reason(code: u16) -> &'static str {
     match code {
         200 => "OK",
         400 => "Bad Request",
+        401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",

@@ -8,6 +8,7 @@
 
 pub mod bootenv;
 pub mod bundle;
+pub mod conn;
 pub mod container;
 pub mod error;
 pub mod http;

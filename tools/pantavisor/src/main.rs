@@ -31,8 +31,9 @@ struct Cli {
     run_dir: PathBuf,
     /// Configuration file (KEY=VALUE lines: cgroup.parent, log.maxsize,
     /// stop.timeout, update.goals_timeout, update.commit_delay,
-    /// update.verify_objects, update.signatures = disabled|audit|lenient|strict);
-    /// flags override it.
+    /// update.verify_objects, update.signatures = disabled|audit|lenient|strict,
+    /// remote.listen = ADDRESS:PORT and remote.token = TOKEN for the remote API,
+    /// off by default); flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
     /// cgroup under which containers get theirs.
@@ -83,6 +84,13 @@ fn main() -> ExitCode {
             goals_timeout: Duration::from_secs(number("update.goals_timeout", 120)?),
             commit_delay: Duration::from_secs(number("update.commit_delay", 5)?),
             verify_objects: number("update.verify_objects", 1)? != 0,
+            remote_listen: config_value(&text, "remote.listen")
+                .map(|v| {
+                    v.parse()
+                        .map_err(|_| format!("remote.listen={v}: not an ADDRESS:PORT"))
+                })
+                .transpose()?,
+            remote_token: config_value(&text, "remote.token").filter(|t| !t.is_empty()),
             signatures: config_value(&text, "update.signatures")
                 .unwrap_or_else(|| "lenient".into())
                 .parse()?,

@@ -9,8 +9,9 @@
 use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
+use std::net::TcpListener;
 use std::os::fd::{AsFd, AsRawFd};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,7 @@ use pvstate::{ObjectStore, State};
 use serde_json::{json, Value};
 
 use crate::bootenv::BootEnv;
+use crate::conn::Conn;
 use crate::container::{Ctr, Status};
 use crate::error::{Error, Result};
 use crate::http;
@@ -52,6 +54,10 @@ pub struct Options {
     /// How strictly pvs@2 signatures are checked (trust store:
     /// `config/trust/*.pem` on storage).
     pub signatures: pvstate::sig::Mode,
+    /// Serve the control API on this TCP address too (off by default)...
+    pub remote_listen: Option<std::net::SocketAddr>,
+    /// ...to callers presenting this bearer token (required with it).
+    pub remote_token: Option<String>,
 }
 
 pub(crate) struct GroupRt {
@@ -63,7 +69,9 @@ pub(crate) struct GroupRt {
 }
 
 pub(crate) struct Client {
-    pub(crate) stream: UnixStream,
+    pub(crate) stream: Conn,
+    /// Came over TCP: every request must carry the bearer token.
+    pub(crate) remote: bool,
     pub(crate) buf: Vec<u8>,
     /// The container the caller runs in; None for the host side.
     pub(crate) caller: Option<usize>,
@@ -73,6 +81,7 @@ pub(crate) struct Client {
 
 const TOKEN_SIGNALS: u64 = 1;
 const TOKEN_LISTENER: u64 = 2;
+const TOKEN_TCP: u64 = 3;
 const TOKEN_LOG_BASE: u64 = 1_000;
 const TOKEN_CLIENT_BASE: u64 = 1_000_000;
 
@@ -105,6 +114,8 @@ pub struct Daemon {
     pub(crate) epoll: Epoll,
     pub(crate) signals: SignalFd,
     pub(crate) listener: UnixListener,
+    /// The remote API (disabled unless remote.listen is set).
+    pub(crate) tcp: Option<TcpListener>,
     pub(crate) clients: HashMap<u64, Client>,
     pub(crate) next_client: u64,
     /// Why the system should reboot; appengine mode reports it instead.
@@ -273,7 +284,27 @@ impl Daemon {
             .map_err(|e| Error::sys("epoll add", e))?;
         let update = trying
             .map(|t| crate::update::Update::after_boot(t, bootenv.rev.clone(), opts.goals_timeout));
+        let tcp = match (&opts.remote_listen, &opts.remote_token) {
+            (None, _) => None,
+            (Some(_), None) => {
+                return Err(Error::Other(
+                    "remote.listen needs remote.token: no token, no remote access".into(),
+                ))
+            }
+            (Some(addr), Some(_)) => {
+                let l = TcpListener::bind(addr)
+                    .map_err(|e| Error::Other(format!("remote.listen {addr}: {e}")))?;
+                l.set_nonblocking(true)
+                    .map_err(|e| Error::Other(format!("remote.listen {addr}: {e}")))?;
+                epoll
+                    .add(l.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_TCP))
+                    .map_err(|e| Error::sys("epoll add", e))?;
+                info!("remote API on {addr} (bearer token required)");
+                Some(l)
+            }
+        };
         Ok(Daemon {
+            tcp,
             opts,
             storage,
             objects,
@@ -313,6 +344,7 @@ impl Daemon {
                 match ev.data() {
                     TOKEN_SIGNALS => self.on_signals(),
                     TOKEN_LISTENER => self.on_accept(),
+                    TOKEN_TCP => self.on_accept_tcp(),
                     t if (TOKEN_LOG_BASE..TOKEN_CLIENT_BASE).contains(&t) => {
                         let uid = t - TOKEN_LOG_BASE;
                         if let Some(i) = self.ctrs.iter().position(|c| c.uid == uid) {
@@ -711,7 +743,8 @@ impl Daemon {
                         self.clients.insert(
                             token,
                             Client {
-                                stream,
+                                stream: Conn::Unix(stream),
+                                remote: false,
                                 buf: Vec::new(),
                                 caller,
                                 upload: None,
@@ -722,6 +755,38 @@ impl Daemon {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) => {
                     warn!("control socket: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_accept_tcp(&mut self) {
+        loop {
+            let Some(l) = self.tcp.as_ref() else { return };
+            match l.accept() {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nonblocking(true);
+                    let token = TOKEN_CLIENT_BASE + self.next_client;
+                    self.next_client += 1;
+                    if self
+                        .epoll
+                        .add(stream.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, token))
+                        .is_ok()
+                    {
+                        let client = Client {
+                            stream: Conn::Tcp(stream),
+                            remote: true,
+                            buf: Vec::new(),
+                            caller: None,
+                            upload: None,
+                        };
+                        self.clients.insert(token, client);
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    warn!("remote API: {e}");
                     return;
                 }
             }
@@ -769,6 +834,20 @@ impl Daemon {
                 continue;
             }
             client.buf.extend_from_slice(&chunk[..n]);
+            if client.remote {
+                if let Ok(Some(head)) = http::parse_head(&client.buf) {
+                    let token = self.opts.remote_token.as_deref().unwrap_or("");
+                    if !http::bearer_ok(&head, token) {
+                        let why = if head.authorization.is_some() {
+                            "wrong token"
+                        } else {
+                            "a bearer token is required"
+                        };
+                        reply = Some(http::response(401, &json!({ "Error": why })));
+                        break;
+                    }
+                }
+            }
             // An object upload is streamed to storage, not held in memory.
             match http::parse_head(&client.buf) {
                 Ok(Some(head)) if head.method == "PUT" && head.path.starts_with("/objects/") => {

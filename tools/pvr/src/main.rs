@@ -29,12 +29,16 @@ use repo::Repo;
     about = "Clone a device, update its containers, sign them and post only what changed",
     long_about = "pvr works on a repository: a working tree of a revision's files, its committed \
                   state in .pvr/json and an object pool in .pvr/objects. A device is addressed \
-                  by its control socket, unix:PATH (for example unix:/run/pantavisor/pv-ctrl)."
+                  by its control socket, unix:PATH (for example unix:/run/pantavisor/pv-ctrl), \
+                  or its remote API, http://HOST:PORT, with a bearer token (--token or PVR_TOKEN)."
 )]
 struct Cli {
     /// Run as if started in this directory.
     #[arg(short = 'C', long, global = true, default_value = ".")]
     dir: PathBuf,
+    /// Bearer token for a device's remote API (http://HOST:PORT).
+    #[arg(long, global = true, env = "PVR_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -162,6 +166,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     let dir = cli.dir;
+    let token = cli.token;
     match cli.command {
         Command::Init => {
             Repo::init(&dir)?;
@@ -171,7 +176,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Clone {
             device,
             dir: target,
-        } => clone(&device, &target.unwrap_or(dir)),
+        } => clone(&device, &target.unwrap_or(dir), token),
         Command::Status => {
             let repo = Repo::open(&dir)?;
             let (old, new) = (repo.committed()?, repo.working_state(false)?);
@@ -219,24 +224,24 @@ fn run(cli: Cli) -> Result<()> {
         Command::Sig {
             command: SigCommand::Add { part, key },
         } => sig_add(&dir, &part, key),
-        Command::Diff { device, .. } => diff(&dir, device),
+        Command::Diff { device, .. } => diff(&dir, device, token),
         Command::Post {
             device,
             rev,
             message,
-        } => post(&dir, device, rev, message),
+        } => post(&dir, device, rev, message, token),
     }
 }
 
-fn device_of(repo: &Repo, given: Option<String>) -> Result<Device> {
+fn device_of(repo: &Repo, given: Option<String>, token: Option<String>) -> Result<Device> {
     let target = given
         .or_else(|| repo.config()["remote"].as_str().map(str::to_string))
         .ok_or_else(|| Error::Usage("no device given and the repository has no remote".into()))?;
-    Device::parse(&target)
+    Device::parse(&target, token)
 }
 
-fn clone(target: &str, dir: &Path) -> Result<()> {
-    let device = Device::parse(target)?;
+fn clone(target: &str, dir: &Path, token: Option<String>) -> Result<()> {
+    let device = Device::parse(target, token)?;
     let rev = device.json("GET", "/device-meta", b"")?["pantavisor.revision"]
         .as_str()
         .map(str::to_string)
@@ -393,9 +398,9 @@ fn sig_add(dir: &Path, part: &str, key: Option<PathBuf>) -> Result<()> {
     Ok(())
 }
 
-fn diff(dir: &Path, device: Option<String>) -> Result<()> {
+fn diff(dir: &Path, device: Option<String>, token: Option<String>) -> Result<()> {
     let repo = Repo::open(dir)?;
-    let device = device_of(&repo, device)?;
+    let device = device_of(&repo, device, token)?;
     let rev = device.json("GET", "/device-meta", b"")?["pantavisor.revision"]
         .as_str()
         .unwrap_or("0")
@@ -450,9 +455,10 @@ fn post(
     device: Option<String>,
     rev: Option<String>,
     message: Option<String>,
+    token: Option<String>,
 ) -> Result<()> {
     let repo = Repo::open(dir)?;
-    let device = device_of(&repo, device)?;
+    let device = device_of(&repo, device, token)?;
     let state = repo.committed()?;
     let rev = rev.unwrap_or_else(|| format!("locals/pvr-{}", &state.id().to_string()[..12]));
     if !rev.starts_with("locals/") {

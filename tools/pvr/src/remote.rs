@@ -1,7 +1,9 @@
-//! Talking to a device: its control socket (`unix:PATH` or a socket path),
-//! the same HTTP endpoints Pantavisor's pv-ctrl serves.
+//! Talking to a device: its control socket (`unix:PATH` or a socket path) or
+//! its remote API (`http://HOST:PORT`, with a bearer token from `--token` or
+//! `PVR_TOKEN`), the same HTTP endpoints Pantavisor's pv-ctrl serves.
 
 use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,43 +12,69 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 
-pub struct Device {
-    socket: PathBuf,
+pub enum Device {
+    Socket(PathBuf),
+    Http { addr: String, token: Option<String> },
 }
 
 impl Device {
-    /// `unix:/run/pv-ctrl` or `/run/pv-ctrl`.
-    pub fn parse(target: &str) -> Result<Self> {
+    /// `unix:/run/pv-ctrl`, `/run/pv-ctrl` or `http://HOST:PORT[/…]`.
+    pub fn parse(target: &str, token: Option<String>) -> Result<Self> {
+        if let Some(rest) = target.strip_prefix("http://") {
+            let addr = rest.split('/').next().unwrap_or("").to_string();
+            if !addr.contains(':') {
+                return Err(Error::Usage(format!("{target}: expected http://HOST:PORT")));
+            }
+            return Ok(Device::Http { addr, token });
+        }
         let path = target.strip_prefix("unix:").unwrap_or(target);
         if path.contains("://") {
             return Err(Error::Usage(format!(
-                "{target}: only a device's control socket (unix:PATH) is supported by this build"
+                "{target}: use unix:PATH or http://HOST:PORT"
             )));
         }
-        Ok(Device {
-            socket: PathBuf::from(path),
-        })
+        Ok(Device::Socket(PathBuf::from(path)))
     }
 
     pub fn url(&self) -> String {
-        format!("unix:{}", self.socket.display())
+        match self {
+            Device::Socket(p) => format!("unix:{}", p.display()),
+            Device::Http { addr, .. } => format!("http://{addr}"),
+        }
     }
 
     /// One request; returns the status and the raw body.
     pub fn call(&self, method: &str, path: &str, body: &[u8]) -> Result<(u16, Vec<u8>)> {
-        let mut s = UnixStream::connect(&self.socket)
-            .map_err(|e| Error::Remote(format!("{}: {e}", self.socket.display())))?;
-        let _ = s.set_read_timeout(Some(Duration::from_secs(120)));
+        let (mut stream, auth): (Box<dyn ReadWrite>, String) = match self {
+            Device::Socket(p) => {
+                let s = UnixStream::connect(p)
+                    .map_err(|e| Error::Remote(format!("{}: {e}", p.display())))?;
+                let _ = s.set_read_timeout(Some(Duration::from_secs(120)));
+                (Box::new(s), String::new())
+            }
+            Device::Http { addr, token } => {
+                let s =
+                    TcpStream::connect(addr).map_err(|e| Error::Remote(format!("{addr}: {e}")))?;
+                let _ = s.set_read_timeout(Some(Duration::from_secs(120)));
+                let auth = token
+                    .as_ref()
+                    .map(|t| format!("Authorization: Bearer {t}\r\n"))
+                    .unwrap_or_default();
+                (Box::new(s), auth)
+            }
+        };
         let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: pv-ctrl\r\nContent-Length: {}\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: pv-ctrl\r\n{auth}Content-Length: {}\r\n\r\n",
             body.len()
         );
-        s.write_all(head.as_bytes())
+        stream
+            .write_all(head.as_bytes())
             .map_err(|e| Error::Remote(e.to_string()))?;
         // The device may answer (and close) before it read a refused body.
-        let _ = s.write_all(body);
+        let _ = stream.write_all(body);
         let mut out = Vec::new();
-        s.read_to_end(&mut out)
+        stream
+            .read_to_end(&mut out)
             .map_err(|e| Error::Remote(e.to_string()))?;
         let split = out
             .windows(4)
@@ -75,3 +103,6 @@ impl Device {
         Ok(v)
     }
 }
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}

@@ -123,8 +123,16 @@ extern "C" {
     fn libc_geteuid() -> u32;
 }
 
-#[test]
-fn clone_update_sign_post_run() {
+struct Setup {
+    tmp: tempfile::TempDir,
+    sock: PathBuf,
+    key_pem: PathBuf,
+    _daemon: Daemon,
+}
+
+/// Three busybox containers composed into a pvroot, a device trusting a
+/// fresh developer key, and the daemon running on it with `extra_config`.
+fn setup(extra_config: &str) -> Setup {
     assert_eq!(
         unsafe { libc_geteuid() },
         0,
@@ -182,12 +190,12 @@ fn clone_update_sign_post_run() {
     .unwrap();
     fs::write(
         t.join("pv.conf"),
-        "stop.timeout=3\nupdate.commit_delay=1\nupdate.signatures=lenient\n",
+        format!("stop.timeout=3\nupdate.commit_delay=1\nupdate.signatures=lenient\n{extra_config}"),
     )
     .unwrap();
     let sock = t.join("pv-ctrl");
     let log = fs::File::create(t.join("daemon.log")).unwrap();
-    let _daemon = Daemon(
+    let daemon = Daemon(
         Command::new(workspace_bin("pantavisor"))
             .arg("--storage")
             .arg(&storage)
@@ -196,7 +204,13 @@ fn clone_update_sign_post_run() {
             .arg("--run-dir")
             .arg(t.join("run"))
             .arg("--cgroup-parent")
-            .arg(format!("pvr-e2e-{}", std::process::id()))
+            .arg(format!(
+                "pvr-e2e-{}",
+                t.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .trim_start_matches('.')
+            ))
             .arg("--config")
             .arg(t.join("pv.conf"))
             .stdin(Stdio::null())
@@ -215,7 +229,19 @@ fn clone_update_sign_post_run() {
             fs::read_to_string(t.join("daemon.log")).unwrap()
         )
     });
-    let (sys, app2, app1) = (pid(&sock, "sys"), pid(&sock, "app2"), pid(&sock, "app1"));
+    Setup {
+        sock,
+        key_pem,
+        _daemon: daemon,
+        tmp,
+    }
+}
+
+#[test]
+fn clone_update_sign_post_run() {
+    let s = setup("");
+    let (t, sock, key_pem) = (s.tmp.path(), &s.sock, &s.key_pem);
+    let (sys, app2, app1) = (pid(sock, "sys"), pid(sock, "app2"), pid(sock, "app1"));
 
     // clone
     let ws = t.join("ws");
@@ -328,14 +354,14 @@ fn clone_update_sign_post_run() {
 
     // run it: only app1 restarts
     let (code, body) = request(
-        &sock,
+        sock,
         "POST",
         "/commands",
         r#"{"op":"LOCAL_RUN","payload":"locals/x"}"#,
     );
     assert_eq!(code, 200, "{body}");
     wait_for(Duration::from_secs(30), || {
-        (request(&sock, "GET", "/steps/locals/x/progress", "").1["status"] == "UPDATED")
+        (request(sock, "GET", "/steps/locals/x/progress", "").1["status"] == "UPDATED")
             .then_some(())
     })
     .unwrap_or_else(|| {
@@ -344,6 +370,64 @@ fn clone_update_sign_post_run() {
             fs::read_to_string(t.join("daemon.log")).unwrap()
         )
     });
-    assert_ne!(pid(&sock, "app1"), app1);
-    assert_eq!((pid(&sock, "sys"), pid(&sock, "app2")), (sys, app2));
+    assert_ne!(pid(sock, "app1"), app1);
+    assert_eq!((pid(sock, "sys"), pid(sock, "app2")), (sys, app2));
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn the_remote_api_needs_its_token() {
+    let port = free_port();
+    let s = setup(&format!(
+        "remote.listen=127.0.0.1:{port}\nremote.token=s3cret-token\n"
+    ));
+    let t = s.tmp.path();
+    let url = format!("http://127.0.0.1:{port}");
+    let (code, _, err) = pvr(t, &["clone", &url, t.join("a").to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("401: a bearer token is required"), "{err}");
+    let (code, _, err) = pvr(
+        t,
+        &[
+            "--token",
+            "guess",
+            "clone",
+            &url,
+            t.join("b").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("401: wrong token"), "{err}");
+    let out = Command::new(env!("CARGO_BIN_EXE_pvr"))
+        .args(["clone", &url, t.join("c").to_str().unwrap()])
+        .env("PVR_TOKEN", "s3cret-token")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ws = t.join("c");
+    assert!(ws.join("app2/run.json").is_file());
+    // The remote is remembered; a post needs the token again.
+    let (code, _, err) = pvr(&ws, &["post", "--rev", "locals/r"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("401"), "{err}");
+    let (code, out, err) = pvr(
+        &ws,
+        &["--token", "s3cret-token", "post", "--rev", "locals/r"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("(0 of "),
+        "the device has every object already: {out}"
+    );
 }
