@@ -72,6 +72,18 @@ enum Command {
         #[command(subcommand)]
         command: AppCommand,
     },
+    /// Write the committed state (or some parts of it) and its objects as a pvrexport.
+    Export {
+        /// Parts to export (directories such as app1, bsp, _config/app1); all when none.
+        #[arg(long, value_delimiter = ',')]
+        parts: Vec<String>,
+        /// The archive (.tgz/.gz is gzipped).
+        file: PathBuf,
+    },
+    /// Replace the committed state with a pvrexport's (objects verified) and check it out.
+    Import { file: PathBuf },
+    /// Merge a pvrexport's parts into the committed state (replacing those parts whole) and check it out.
+    Merge { file: PathBuf },
     /// Sign parts of the committed state (pvs@2) and commit the signature.
     Sig {
         #[command(subcommand)]
@@ -221,6 +233,28 @@ fn run(cli: Cli) -> Result<()> {
             repo.checkout(&repo.committed()?)
         }
         Command::App { command } => app(&dir, command),
+        Command::Export { parts, file } => {
+            let repo = Repo::open(&dir)?;
+            let state = repo.committed()?;
+            for p in &parts {
+                if !state
+                    .entries()
+                    .keys()
+                    .any(|k| k == p || k.starts_with(&format!("{}/", p.trim_end_matches('/'))))
+                {
+                    return Err(Error::Usage(format!("unknown part \"{p}\"")));
+                }
+            }
+            let opts = pvstate::pvrexport::ExportOptions {
+                parts,
+                ..Default::default()
+            };
+            pvstate::pvrexport::export_file(&state, &repo.pool()?, &file, opts)?;
+            println!("exported to {}", file.display());
+            Ok(())
+        }
+        Command::Import { file } => import(&dir, &file, false),
+        Command::Merge { file } => import(&dir, &file, true),
         Command::Sig {
             command: SigCommand::Add { part, key },
         } => sig_add(&dir, &part, key),
@@ -279,6 +313,53 @@ fn clone(target: &str, dir: &Path, token: Option<String>) -> Result<()> {
         "cloned revision {rev} ({} objects) into {}",
         ids.len(),
         dir.display()
+    );
+    Ok(())
+}
+
+fn import(dir: &Path, file: &Path, merge: bool) -> Result<()> {
+    let repo = Repo::open(dir)?;
+    let imported = pvstate::pvrexport::import_file(file, Some(&repo.pool()?))?;
+    let state = if merge {
+        let mut state = repo.committed()?;
+        let incoming = imported.state;
+        // A part the archive brings replaces the repository's whole.
+        let parts: BTreeSet<String> = incoming
+            .entries()
+            .keys()
+            .filter(|k| *k != "#spec")
+            .map(|k| match k.split('/').collect::<Vec<_>>().as_slice() {
+                ["_config", c, ..] | ["_sigs", c] => c.trim_end_matches(".json").to_string(),
+                [c, ..] => c.to_string(),
+                _ => k.clone(),
+            })
+            .collect();
+        for p in &parts {
+            for k in state
+                .part_keys(p)
+                .into_iter()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+            {
+                state.remove(&k);
+            }
+        }
+        for (k, e) in incoming.entries() {
+            if k != "#spec" {
+                state.insert(k.clone(), e.clone());
+            }
+        }
+        state
+    } else {
+        imported.state
+    };
+    repo.write_committed(&state)?;
+    repo.checkout(&state)?;
+    println!(
+        "{} {} ({} objects)",
+        if merge { "merged" } else { "imported" },
+        file.display(),
+        imported.objects.len()
     );
     Ok(())
 }

@@ -352,6 +352,47 @@ fn clone_update_sign_post_run() {
         "{out}"
     );
 
+    // export a part, and import/merge it elsewhere
+    let archive = t.join("app1.tgz");
+    let (code, _, err) = pvr(
+        &ws,
+        &[
+            "export",
+            "--parts",
+            "app1,_sigs/app1.json",
+            archive.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = pvr(
+        &ws,
+        &[
+            "export",
+            "--parts",
+            "nothing",
+            t.join("x.tgz").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        (code, err.contains("unknown part \"nothing\"")),
+        (1, true),
+        "{err}"
+    );
+    let other = t.join("other");
+    fs::create_dir(&other).unwrap();
+    assert_eq!(pvr(&other, &["init"]).0, 0);
+    let (code, _, err) = pvr(&other, &["import", archive.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        fs::read(other.join("app1/root.squashfs")).unwrap(),
+        fs::read(ws.join("app1/root.squashfs")).unwrap()
+    );
+    let (_, json, _) = pvr(&other, &["json"]);
+    assert!(
+        json.contains("_sigs/app1.json") && !json.contains("app2/run.json"),
+        "{json}"
+    );
+
     // run it: only app1 restarts
     let (code, body) = request(
         sock,
