@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 
 /// The capabilities a container gets unless its config names others (the
 /// usual default set of container runtimes).
-const DEFAULT_CAPS: &[&str] = &[
+pub(crate) const DEFAULT_CAPS: &[&str] = &[
     "CAP_CHOWN",
     "CAP_DAC_OVERRIDE",
     "CAP_FSETID",

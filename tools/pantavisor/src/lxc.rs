@@ -5,6 +5,8 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::bundle::DEFAULT_CAPS;
+
 /// Keys that need nothing from us: our runtime already does what they ask
 /// (proc/sys mounts, /dev, consoles) or they only concern LXC's logging.
 const HANDLED_ELSEWHERE: &[&str] = &[
@@ -21,23 +23,6 @@ const HANDLED_ELSEWHERE: &[&str] = &[
     "lxc.mount.auto",
     "lxc.arch",
     "lxc.net.0.flags",
-];
-
-const DEFAULT_CAPS: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
 ];
 
 fn cap_name(lxc: &str) -> String {

@@ -729,28 +729,10 @@ impl Daemon {
         loop {
             match self.listener.accept() {
                 Ok((stream, _)) => {
-                    let _ = stream.set_nonblocking(true);
                     let caller = getsockopt(&stream, PeerCredentials)
                         .ok()
                         .and_then(|cred| self.container_of(cred.pid()));
-                    let token = TOKEN_CLIENT_BASE + self.next_client;
-                    self.next_client += 1;
-                    if self
-                        .epoll
-                        .add(stream.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, token))
-                        .is_ok()
-                    {
-                        self.clients.insert(
-                            token,
-                            Client {
-                                stream: Conn::Unix(stream),
-                                remote: false,
-                                buf: Vec::new(),
-                                caller,
-                                upload: None,
-                            },
-                        );
-                    }
+                    self.add_client(Conn::Unix(stream), false, caller);
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) => {
@@ -765,31 +747,34 @@ impl Daemon {
         loop {
             let Some(l) = self.tcp.as_ref() else { return };
             match l.accept() {
-                Ok((stream, _)) => {
-                    let _ = stream.set_nonblocking(true);
-                    let token = TOKEN_CLIENT_BASE + self.next_client;
-                    self.next_client += 1;
-                    if self
-                        .epoll
-                        .add(stream.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, token))
-                        .is_ok()
-                    {
-                        let client = Client {
-                            stream: Conn::Tcp(stream),
-                            remote: true,
-                            buf: Vec::new(),
-                            caller: None,
-                            upload: None,
-                        };
-                        self.clients.insert(token, client);
-                    }
-                }
+                Ok((stream, _)) => self.add_client(Conn::Tcp(stream), true, None),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) => {
                     warn!("remote API: {e}");
                     return;
                 }
             }
+        }
+    }
+
+    /// Watch a new connection until its request is answered.
+    fn add_client(&mut self, stream: Conn, remote: bool, caller: Option<usize>) {
+        let _ = stream.set_nonblocking(true);
+        let token = TOKEN_CLIENT_BASE + self.next_client;
+        self.next_client += 1;
+        if self
+            .epoll
+            .add(stream.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, token))
+            .is_ok()
+        {
+            let client = Client {
+                stream,
+                remote,
+                buf: Vec::new(),
+                caller,
+                upload: None,
+            };
+            self.clients.insert(token, client);
         }
     }
 

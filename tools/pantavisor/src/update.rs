@@ -252,16 +252,7 @@ impl Daemon {
             },
             20,
         );
-        let stop: Vec<String> = if transition.reboot {
-            self.ctrs.iter().map(|c| c.name.clone()).collect()
-        } else {
-            transition
-                .stop
-                .iter()
-                .chain(&transition.restart)
-                .cloned()
-                .collect()
-        };
+        let stop = self.to_stop(&transition);
         info!(
             "revision {rev}: {} transition ({}); stopping {:?}",
             if transition.reboot {
@@ -294,6 +285,16 @@ impl Daemon {
             200,
             json!({"revision": rev, "reboot": transition.reboot, "restart": transition.restart, "start": transition.start, "stop": transition.stop}),
         )
+    }
+
+    /// The containers a transition stops: all of them for a reboot, else the
+    /// removed and the changed ones.
+    fn to_stop(&self, t: &pvstate::diff::Transition) -> Vec<String> {
+        if t.reboot {
+            self.ctrs.iter().map(|c| c.name.clone()).collect()
+        } else {
+            t.stop.iter().chain(&t.restart).cloned().collect()
+        }
     }
 
     fn stop_for_transition(&mut self, names: &[String]) {
@@ -503,16 +504,7 @@ impl Daemon {
             }
         };
         let (_, transition) = plan(&self.state, &back);
-        let stop: Vec<String> = if transition.reboot {
-            self.ctrs.iter().map(|c| c.name.clone()).collect()
-        } else {
-            transition
-                .stop
-                .iter()
-                .chain(&transition.restart)
-                .cloned()
-                .collect()
-        };
+        let stop = self.to_stop(&transition);
         self.update = Some(Update {
             rev: update.from.clone(),
             from: update.rev.clone(),

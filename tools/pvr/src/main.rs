@@ -479,6 +479,17 @@ fn sig_add(dir: &Path, part: &str, key: Option<PathBuf>) -> Result<()> {
     Ok(())
 }
 
+/// The ids of the objects the device has.
+fn device_objects(device: &Device) -> Result<BTreeSet<String>> {
+    Ok(device
+        .json("GET", "/objects", b"")?
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect())
+}
+
 fn diff(dir: &Path, device: Option<String>, token: Option<String>) -> Result<()> {
     let repo = Repo::open(dir)?;
     let device = device_of(&repo, device, token)?;
@@ -493,13 +504,7 @@ fn diff(dir: &Path, device: Option<String>, token: Option<String>) -> Result<()>
     )?))?;
     let ours = repo.committed()?;
     let (_, t) = plan(&running, &ours);
-    let have: BTreeSet<String> = device
-        .json("GET", "/objects", b"")?
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|v| v.as_str().map(str::to_string))
-        .collect();
+    let have = device_objects(&device)?;
     let pool = repo.pool()?;
     let missing: Vec<_> = ours
         .object_ids()
@@ -549,13 +554,7 @@ fn post(
     }
     // Ask what the device has; send only the rest. A post interrupted earlier
     // resumes here: what arrived is not sent again.
-    let have: BTreeSet<String> = device
-        .json("GET", "/objects", b"")?
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|v| v.as_str().map(str::to_string))
-        .collect();
+    let have = device_objects(&device)?;
     let pool = repo.pool()?;
     let ids = state.object_ids();
     let missing: Vec<_> = ids

@@ -162,20 +162,7 @@ impl Repo {
             if key == "#spec" {
                 continue;
             }
-            let path = self.dir.join(key);
-            if let Some(parent) = path.parent() {
-                fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-            }
-            match entry {
-                Entry::Object(id) => {
-                    let _ = fs::remove_file(&path);
-                    fs::hard_link(pool.path(id), &path)
-                        .or_else(|_| fs::copy(pool.path(id), &path).map(|_| ()))
-                        .map_err(|e| Error::io(&path, e))?;
-                }
-                other => fs::write(&path, canonical_pretty(&other.to_value()))
-                    .map_err(|e| Error::io(&path, e))?,
-            }
+            self.write_entry(&pool, key, entry)?;
         }
         // Directories a removed container leaves empty.
         for d in fs::read_dir(&self.dir)
@@ -202,19 +189,28 @@ impl Repo {
             if key == "#spec" {
                 continue;
             }
-            let path = self.dir.join(key);
-            if let Some(parent) = path.parent() {
-                fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-            }
-            match entry {
-                Entry::Object(id) => fs::hard_link(pool.path(id), &path)
-                    .or_else(|_| fs::copy(pool.path(id), &path).map(|_| ()))
-                    .map_err(|e| Error::io(&path, e))?,
-                other => fs::write(&path, canonical_pretty(&other.to_value()))
-                    .map_err(|e| Error::io(&path, e))?,
-            }
+            self.write_entry(&pool, key, entry)?;
         }
         Ok(())
+    }
+
+    /// Write one key's file: objects hard-linked from the pool (copied across
+    /// file systems), documents as indented JSON.
+    fn write_entry(&self, pool: &ObjectStore, key: &str, entry: &Entry) -> Result<()> {
+        let path = self.dir.join(key);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        }
+        match entry {
+            Entry::Object(id) => {
+                let _ = fs::remove_file(&path);
+                fs::hard_link(pool.path(id), &path)
+                    .or_else(|_| fs::copy(pool.path(id), &path).map(|_| ()))
+                    .map_err(|e| Error::io(&path, e))
+            }
+            other => fs::write(&path, canonical_pretty(&other.to_value()))
+                .map_err(|e| Error::io(&path, e)),
+        }
     }
 
     pub fn write_file(&self, key: &str, value: &Value) -> Result<()> {
