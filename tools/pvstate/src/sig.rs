@@ -2,9 +2,11 @@
 //! payload is detached — the canonical JSON of the state keys its protected
 //! header selects (`pvs.include` / `pvs.exclude` globs, `**` crossing `/`) —
 //! and whose key is embedded as a JWK that must be in the device's trust
-//! store. Verification covers RS256 (RSA keys, pvr's choice for them), ES256
-//! and ES384; signing (for tests and `pvr`) makes ES256 signatures. ES512 is
-//! reported as unsupported.
+//! store, or given as an `x5c` certificate chain to a trusted CA (the signing
+//! certificate for code signing). Verification covers RS256 (RSA keys, pvr's
+//! choice for them), ES256 and ES384; signing (for tests and `pvr`) makes
+//! ES256 signatures. ES512 is reported as unsupported. Certificate validity
+//! dates are not checked: devices may boot without a clock.
 
 use std::collections::BTreeSet;
 
@@ -15,6 +17,9 @@ use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
 use p256::pkcs8::DecodePublicKey;
 use rsa::{BigUint, RsaPublicKey};
 use serde_json::{json, Map, Value};
+use x509_cert::der::{Decode, DecodePem, Encode};
+use x509_cert::ext::pkix::ExtendedKeyUsage;
+use x509_cert::Certificate;
 
 use crate::canonical;
 use crate::model::{Entry, SignatureDoc, SPEC_SIG};
@@ -94,12 +99,120 @@ pub fn part_globs(name: &str) -> (Vec<String>, Vec<String>) {
     )
 }
 
-/// A public key a device may trust.
+/// A public key a device may trust, or a CA whose certificate chains (`x5c`)
+/// it accepts.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TrustedKey {
     P256(VerifyingKey),
     P384(p384::ecdsa::VerifyingKey),
     Rsa(RsaPublicKey),
+    Ca(Box<Certificate>),
+}
+
+const CODE_SIGNING: &str = "1.3.6.1.5.5.7.3.3";
+
+/// The key of a SubjectPublicKeyInfo (DER).
+fn key_of_spki(der: &[u8]) -> Result<TrustedKey, String> {
+    VerifyingKey::from_public_key_der(der)
+        .map(TrustedKey::P256)
+        .or_else(|_| p384::ecdsa::VerifyingKey::from_public_key_der(der).map(TrustedKey::P384))
+        .or_else(|_| RsaPublicKey::from_public_key_der(der).map(TrustedKey::Rsa))
+        .map_err(|_| "certificate key is not EC P-256/P-384 or RSA".to_string())
+}
+
+fn cert_key(cert: &Certificate) -> Result<TrustedKey, String> {
+    let der = cert
+        .tbs_certificate
+        .subject_public_key_info
+        .to_der()
+        .map_err(|e| format!("certificate key: {e}"))?;
+    key_of_spki(&der)
+}
+
+/// Whether `cert` carries a signature `issuer`'s key made.
+fn signed_by(cert: &Certificate, issuer: &TrustedKey) -> Result<(), String> {
+    let tbs = cert
+        .tbs_certificate
+        .to_der()
+        .map_err(|e| format!("certificate: {e}"))?;
+    let sig = cert.signature.raw_bytes();
+    let bad = || "x5c: a certificate's signature does not verify".to_string();
+    use p256::ecdsa::signature::hazmat::PrehashVerifier;
+    use sha2::Digest;
+    // ECDSA with SHA-256 or SHA-384, whatever the curve (OpenSSL signs with
+    // SHA-256 by default even with a P-384 CA key).
+    let prehash = match cert.signature_algorithm.oid.to_string().as_str() {
+        "1.2.840.10045.4.3.2" => Some(sha2::Sha256::digest(&tbs).to_vec()),
+        "1.2.840.10045.4.3.3" => Some(sha2::Sha384::digest(&tbs).to_vec()),
+        _ => None,
+    };
+    match (prehash, issuer) {
+        (Some(h), TrustedKey::P256(k)) => k
+            .verify_prehash(&h, &Signature::from_der(sig).map_err(|_| bad())?)
+            .map_err(|_| bad()),
+        (Some(h), TrustedKey::P384(k)) => k
+            .verify_prehash(
+                &h,
+                &p384::ecdsa::Signature::from_der(sig).map_err(|_| bad())?,
+            )
+            .map_err(|_| bad()),
+        (None, TrustedKey::Rsa(k))
+            if cert.signature_algorithm.oid.to_string() == "1.2.840.113549.1.1.11" =>
+        {
+            let vk = rsa::pkcs1v15::VerifyingKey::<sha2::Sha256>::new(k.clone());
+            vk.verify(
+                &tbs,
+                &rsa::pkcs1v15::Signature::try_from(sig).map_err(|_| bad())?,
+            )
+            .map_err(|_| bad())
+        }
+        _ => Err(format!(
+            "x5c: certificate signature algorithm {} is not supported with this key",
+            cert.signature_algorithm.oid
+        )),
+    }
+}
+
+/// The signing key of an `x5c` chain that leads to a trusted CA; the first
+/// certificate must be for code signing.
+fn chain_key(x5c: &[Value], trusted: &[TrustedKey]) -> Result<TrustedKey, String> {
+    use base64::engine::general_purpose::STANDARD;
+    let certs: Vec<Certificate> = x5c
+        .iter()
+        .map(|v| {
+            let der = STANDARD
+                .decode(v.as_str().unwrap_or(""))
+                .map_err(|e| format!("x5c: {e}"))?;
+            Certificate::from_der(&der).map_err(|e| format!("x5c: {e}"))
+        })
+        .collect::<Result<_, String>>()?;
+    let leaf = certs.first().ok_or("x5c: empty chain")?;
+    let eku = leaf
+        .tbs_certificate
+        .get::<ExtendedKeyUsage>()
+        .map_err(|e| format!("x5c: extended key usage: {e}"))?;
+    if !eku.is_some_and(|(_, u)| u.0.iter().any(|oid| oid.to_string() == CODE_SIGNING)) {
+        return Err("x5c: the signing certificate is not for code signing".into());
+    }
+    for pair in certs.windows(2) {
+        if pair[0].tbs_certificate.issuer != pair[1].tbs_certificate.subject {
+            return Err("x5c: the chain is out of order".into());
+        }
+        signed_by(&pair[0], &cert_key(&pair[1])?)?;
+    }
+    let last = certs.last().ok_or("x5c: empty chain")?;
+    let anchored = trusted.iter().any(|t| match t {
+        TrustedKey::Ca(ca) => {
+            **ca == *last
+                || (ca.tbs_certificate.subject == last.tbs_certificate.issuer
+                    && cert_key(ca).and_then(|k| signed_by(last, &k)).is_ok())
+        }
+        _ => false,
+    });
+    if !anchored {
+        return Err("x5c: the chain does not lead to a CA the device trusts".into());
+    }
+    cert_key(leaf)
 }
 
 impl TrustedKey {
@@ -169,9 +282,18 @@ fn key_of_jwk(jwk: &Value) -> Result<TrustedKey, String> {
     }
 }
 
-/// Public keys a device trusts, from PEM (SubjectPublicKeyInfo) text.
+/// Public keys (PEM SubjectPublicKeyInfo) and CA certificates (PEM) a device
+/// trusts.
 pub fn trust_store_from_pem(pem: &str) -> Result<Vec<TrustedKey>, String> {
     let mut keys = Vec::new();
+    for block in pem.split("-----END CERTIFICATE-----") {
+        if let Some(start) = block.find("-----BEGIN CERTIFICATE-----") {
+            let text = format!("{}-----END CERTIFICATE-----\n", &block[start..]);
+            let cert = Certificate::from_pem(text.as_bytes())
+                .map_err(|e| format!("trust store: certificate: {e}"))?;
+            keys.push(TrustedKey::Ca(Box::new(cert)));
+        }
+    }
     for block in pem.split("-----END PUBLIC KEY-----") {
         if let Some(start) = block.find("-----BEGIN PUBLIC KEY-----") {
             let text = format!("{}-----END PUBLIC KEY-----\n", &block[start..]);
@@ -232,10 +354,16 @@ pub fn verify(
     if !matches!(alg, "ES256" | "ES384" | "RS256") {
         return Err(format!("algorithm {alg} is not supported by this build"));
     }
-    let key = key_of_jwk(&header["jwk"])?;
-    if !trusted.contains(&key) {
-        return Err("signed with a key the device does not trust".into());
-    }
+    let key = match header["x5c"].as_array() {
+        Some(chain) => chain_key(chain, trusted)?,
+        None => {
+            let key = key_of_jwk(&header["jwk"])?;
+            if !trusted.contains(&key) {
+                return Err("signed with a key the device does not trust".into());
+            }
+            key
+        }
+    };
     let list = |k: &str| -> Vec<String> {
         header["pvs"][k]
             .as_array()

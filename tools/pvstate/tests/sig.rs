@@ -225,3 +225,166 @@ fn our_signatures_verify_with_an_independent_jws_implementation() {
     let out = run(&body);
     assert!(!out.status.success(), "a changed object id must not verify");
 }
+
+/// Run openssl in `dir`.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl (ci/test installs it)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA and a leaf it signs (P-384), the leaf for code signing or not.
+fn make_pki(dir: &std::path::Path, ca: &str, leaf: &str, code_signing: bool) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-384",
+            "-nodes",
+            "-keyout",
+            &format!("{ca}.key"),
+            "-out",
+            &format!("{ca}.pem"),
+            "-subj",
+            &format!("/CN={ca}"),
+            "-days",
+            "3650",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-384",
+            "-nodes",
+            "-keyout",
+            &format!("{leaf}.key"),
+            "-out",
+            &format!("{leaf}.csr"),
+            "-subj",
+            &format!("/CN={leaf}"),
+        ],
+    );
+    let ext = if code_signing {
+        "extendedKeyUsage=codeSigning\n"
+    } else {
+        "extendedKeyUsage=serverAuth\n"
+    };
+    std::fs::write(dir.join(format!("{leaf}.ext")), ext).unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{leaf}.csr"),
+            "-CA",
+            &format!("{ca}.pem"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-out",
+            &format!("{leaf}.pem"),
+            "-days",
+            "365",
+            "-extfile",
+            &format!("{leaf}.ext"),
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-in",
+            &format!("{leaf}.pem"),
+            "-outform",
+            "DER",
+            "-out",
+            &format!("{leaf}.der"),
+        ],
+    );
+}
+
+#[test]
+fn es384_signatures_with_an_x5c_chain_to_a_trusted_ca() {
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    use base64::Engine;
+    use p256::pkcs8::DecodePrivateKey;
+    use rsa::signature::Signer;
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    make_pki(d, "dev-ca", "signer", true);
+    make_pki(d, "other-ca", "stranger", true);
+    make_pki(d, "dev-ca2", "webserver", false);
+    let state = State::parse(GATEWAY.as_bytes()).unwrap();
+    // The way pvr signs with --x5c: the chain in the protected header.
+    let sign_with = |leaf: &str| {
+        let key = p384::ecdsa::SigningKey::from_pkcs8_pem(
+            &std::fs::read_to_string(d.join(format!("{leaf}.key"))).unwrap(),
+        )
+        .unwrap();
+        let x5c = vec![STANDARD.encode(std::fs::read(d.join(format!("{leaf}.der"))).unwrap())];
+        let (inc, exc) = part_globs("edge-app");
+        let header = json!({"alg": "ES384", "typ": "PVS", "x5c": x5c, "pvs": {"include": inc, "exclude": exc}});
+        let protected = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).unwrap());
+        let (_, payload) = pvstate::sig::payload(&state, &inc, &exc);
+        let input = format!("{protected}.{}", URL_SAFE_NO_PAD.encode(payload));
+        let sig: p384::ecdsa::Signature = key.sign(input.as_bytes());
+        pvstate::model::SignatureDoc {
+            spec: "pvs@2".into(),
+            protected,
+            signature: URL_SAFE_NO_PAD.encode(sig.to_bytes()),
+            extra: Default::default(),
+        }
+    };
+    let ca = std::fs::read_to_string(d.join("dev-ca.pem")).unwrap();
+    let trusted = trust_store_from_pem(&ca).unwrap();
+    let good = sign_with("signer");
+    assert!(verify(&good, &state, &trusted)
+        .unwrap()
+        .contains("edge-app/run.json"));
+    // One byte of a covered object id changed.
+    let mut v = state.to_value();
+    let id = v["edge-app/root.squashfs"].as_str().unwrap().to_string();
+    let flipped = format!(
+        "{}{}",
+        if id.starts_with('0') { "1" } else { "0" },
+        &id[1..]
+    );
+    v["edge-app/root.squashfs"] = json!(flipped);
+    let tampered = State::parse(&serde_json::to_vec(&v).unwrap()).unwrap();
+    assert_eq!(
+        verify(&good, &tampered, &trusted).unwrap_err(),
+        "the signature does not match the state's content"
+    );
+    // A chain to a CA the device does not trust.
+    let err = verify(&sign_with("stranger"), &state, &trusted).unwrap_err();
+    assert!(
+        err.contains("does not lead to a CA the device trusts"),
+        "{err}"
+    );
+    // A certificate that is not for code signing.
+    let trusted2 =
+        trust_store_from_pem(&std::fs::read_to_string(d.join("dev-ca2.pem")).unwrap()).unwrap();
+    let err = verify(&sign_with("webserver"), &state, &trusted2).unwrap_err();
+    assert!(err.contains("not for code signing"), "{err}");
+}
