@@ -84,6 +84,15 @@ enum Command {
     Import { file: PathBuf },
     /// Merge a pvrexport's parts into the committed state (replacing those parts whole) and check it out.
     Merge { file: PathBuf },
+    /// Put pvrexports together into a device storage's revision 0
+    /// (trails/0/.pvr/json and objects/), as an image build does.
+    Deploy {
+        /// The storage directory (the data partition's contents).
+        storage: PathBuf,
+        /// The pvrexports; later ones replace the parts of earlier ones.
+        #[arg(required = true)]
+        exports: Vec<PathBuf>,
+    },
     /// Sign parts of the committed state (pvs@2) and commit the signature.
     Sig {
         #[command(subcommand)]
@@ -162,6 +171,13 @@ enum SigCommand {
         /// PKCS#8 PEM EC P-256 private key (default: $PVR_SIG_KEY).
         #[arg(long)]
         key: Option<PathBuf>,
+    },
+    /// Verify every signature of the committed state and show what each
+    /// covers, and which keys no signature covers.
+    Ls {
+        /// Trusted public keys and CA certificates, PEM (default: $PVR_SIG_CACERTS).
+        #[arg(long)]
+        cacerts: Option<PathBuf>,
     },
 }
 
@@ -258,6 +274,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Sig {
             command: SigCommand::Add { part, key },
         } => sig_add(&dir, &part, key),
+        Command::Sig {
+            command: SigCommand::Ls { cacerts },
+        } => sig_ls(&dir, cacerts),
+        Command::Deploy { storage, exports } => deploy(&storage, &exports),
         Command::Diff { device, .. } => diff(&dir, device, token),
         Command::Post {
             device,
@@ -488,6 +508,100 @@ fn device_objects(device: &Device) -> Result<BTreeSet<String>> {
         .flatten()
         .filter_map(|v| v.as_str().map(str::to_string))
         .collect())
+}
+
+fn sig_ls(dir: &Path, cacerts: Option<PathBuf>) -> Result<()> {
+    let repo = Repo::open(dir)?;
+    let state = repo.committed()?;
+    let path = cacerts
+        .or_else(|| std::env::var_os("PVR_SIG_CACERTS").map(PathBuf::from))
+        .ok_or_else(|| {
+            Error::Usage("no trust store: give --cacerts FILE or set PVR_SIG_CACERTS".into())
+        })?;
+    let pem = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let trusted = pvstate::sig::trust_store_from_pem(&pem).map_err(Error::Usage)?;
+    let mut covered = BTreeSet::new();
+    let mut bad = 0;
+    for (key, entry) in state.entries() {
+        if let Entry::Signature(doc) = entry {
+            match pvstate::sig::verify(doc, &state, &trusted) {
+                Ok(keys) => {
+                    println!("{key}: verified, covers {} key(s)", keys.len());
+                    for k in &keys {
+                        println!("    {k}");
+                    }
+                    covered.extend(keys);
+                }
+                Err(e) => {
+                    bad += 1;
+                    println!("{key}: NOT VERIFIED: {e}");
+                }
+            }
+        }
+    }
+    let uncovered: Vec<&String> = state
+        .entries()
+        .keys()
+        .filter(|k| *k != "#spec" && !k.starts_with("_sigs/") && !covered.contains(*k))
+        .collect();
+    println!("{} key(s) no signature covers", uncovered.len());
+    for k in uncovered {
+        println!("    {k}");
+    }
+    if bad > 0 {
+        return Err(Error::Usage(format!("{bad} signature(s) do not verify")));
+    }
+    Ok(())
+}
+
+fn deploy(storage: &Path, exports: &[PathBuf]) -> Result<()> {
+    let store = pvstate::ObjectStore::open(storage.join("objects"))?;
+    let trail = storage.join("trails/0/.pvr");
+    let mut merged = match std::fs::read(trail.join("json")) {
+        Ok(bytes) => State::parse_lenient(&bytes)?.0,
+        Err(_) => State::new(),
+    };
+    for file in exports {
+        let imported = pvstate::pvrexport::import_file(file, Some(&store))?;
+        // Each part of the export replaces the storage's part whole.
+        let parts: BTreeSet<String> = imported
+            .state
+            .entries()
+            .keys()
+            .filter(|k| *k != "#spec")
+            .filter_map(|k| k.split('/').next().map(str::to_string))
+            .collect();
+        for p in &parts {
+            let keys: Vec<String> = merged
+                .part_keys(p)
+                .into_iter()
+                .map(str::to_string)
+                .collect();
+            for k in keys {
+                merged.remove(&k);
+            }
+        }
+        for (k, e) in imported.state.entries() {
+            if k != "#spec" {
+                merged.insert(k.clone(), e.clone());
+            }
+        }
+        println!(
+            "deployed {} ({} objects)",
+            file.display(),
+            imported.objects.len()
+        );
+    }
+    let problems = merged.validate_as(pvstate::Completeness::Partial);
+    if !problems.is_empty() {
+        return Err(Error::Usage(format!(
+            "the deployed revision is not valid: {}",
+            pvstate::Problems(problems).to_string().replace('\n', "; ")
+        )));
+    }
+    std::fs::create_dir_all(&trail).map_err(|e| Error::io(&trail, e))?;
+    pvstate::store::write_atomic(&trail.join("json"), &merged.to_canonical())?;
+    Ok(())
 }
 
 fn diff(dir: &Path, device: Option<String>, token: Option<String>) -> Result<()> {

@@ -393,6 +393,35 @@ fn clone_update_sign_post_run() {
         "{json}"
     );
 
+    // sig ls verifies with the device's trust store and lists what is not covered
+    let trust = t.join("pvroot/config/trust/dev.pem");
+    let (code, out, err) = pvr(&ws, &["sig", "ls", "--cacerts", trust.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("_sigs/app1.json: verified") && out.contains("    app1/run.json"),
+        "{out}"
+    );
+    assert!(
+        out.contains("key(s) no signature covers") && out.contains("    app2/run.json"),
+        "{out}"
+    );
+
+    // deploy the exported part into a storage's revision 0, as an image build does
+    let storage2 = t.join("storage2");
+    let (code, out, err) = pvr(
+        t,
+        &[
+            "deploy",
+            storage2.to_str().unwrap(),
+            archive.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let deployed: Value =
+        serde_json::from_slice(&fs::read(storage2.join("trails/0/.pvr/json")).unwrap()).unwrap();
+    let root = deployed["app1/root.squashfs"].as_str().unwrap();
+    assert!(storage2.join("objects").join(root).is_file());
+
     // run it: only app1 restarts
     let (code, body) = request(
         sock,
