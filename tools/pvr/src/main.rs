@@ -337,38 +337,38 @@ fn clone(target: &str, dir: &Path, token: Option<String>) -> Result<()> {
     Ok(())
 }
 
+/// Put the parts `incoming` holds into `state`, each replacing the part of
+/// the same name whole (its NAME/, _config/NAME/ and _sigs/NAME.json keys).
+fn merge_parts(state: &mut State, incoming: &State) {
+    let parts: BTreeSet<String> = incoming
+        .entries()
+        .keys()
+        .filter(|k| *k != "#spec")
+        .map(|k| match k.split('/').collect::<Vec<_>>().as_slice() {
+            ["_config", c, ..] | ["_sigs", c] => c.trim_end_matches(".json").to_string(),
+            [c, ..] => c.to_string(),
+            _ => k.clone(),
+        })
+        .collect();
+    for p in &parts {
+        let keys: Vec<String> = state.part_keys(p).into_iter().map(str::to_string).collect();
+        for k in keys {
+            state.remove(&k);
+        }
+    }
+    for (k, e) in incoming.entries() {
+        if k != "#spec" {
+            state.insert(k.clone(), e.clone());
+        }
+    }
+}
+
 fn import(dir: &Path, file: &Path, merge: bool) -> Result<()> {
     let repo = Repo::open(dir)?;
     let imported = pvstate::pvrexport::import_file(file, Some(&repo.pool()?))?;
     let state = if merge {
         let mut state = repo.committed()?;
-        let incoming = imported.state;
-        // A part the archive brings replaces the repository's whole.
-        let parts: BTreeSet<String> = incoming
-            .entries()
-            .keys()
-            .filter(|k| *k != "#spec")
-            .map(|k| match k.split('/').collect::<Vec<_>>().as_slice() {
-                ["_config", c, ..] | ["_sigs", c] => c.trim_end_matches(".json").to_string(),
-                [c, ..] => c.to_string(),
-                _ => k.clone(),
-            })
-            .collect();
-        for p in &parts {
-            for k in state
-                .part_keys(p)
-                .into_iter()
-                .map(str::to_string)
-                .collect::<Vec<_>>()
-            {
-                state.remove(&k);
-            }
-        }
-        for (k, e) in incoming.entries() {
-            if k != "#spec" {
-                state.insert(k.clone(), e.clone());
-            }
-        }
+        merge_parts(&mut state, &imported.state);
         state
     } else {
         imported.state
@@ -563,29 +563,7 @@ fn deploy(storage: &Path, exports: &[PathBuf]) -> Result<()> {
     };
     for file in exports {
         let imported = pvstate::pvrexport::import_file(file, Some(&store))?;
-        // Each part of the export replaces the storage's part whole.
-        let parts: BTreeSet<String> = imported
-            .state
-            .entries()
-            .keys()
-            .filter(|k| *k != "#spec")
-            .filter_map(|k| k.split('/').next().map(str::to_string))
-            .collect();
-        for p in &parts {
-            let keys: Vec<String> = merged
-                .part_keys(p)
-                .into_iter()
-                .map(str::to_string)
-                .collect();
-            for k in keys {
-                merged.remove(&k);
-            }
-        }
-        for (k, e) in imported.state.entries() {
-            if k != "#spec" {
-                merged.insert(k.clone(), e.clone());
-            }
-        }
+        merge_parts(&mut merged, &imported.state);
         println!(
             "deployed {} ({} objects)",
             file.display(),
