@@ -499,6 +499,19 @@ fn sig_add(dir: &Path, part: &str, key: Option<PathBuf>) -> Result<()> {
     Ok(())
 }
 
+/// Bytes of these objects in the pool.
+fn pool_bytes<'a>(
+    pool: &pvstate::ObjectStore,
+    ids: impl Iterator<Item = &'a pvstate::ObjectId>,
+) -> u64 {
+    ids.map(|id| {
+        std::fs::metadata(pool.path(id))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    })
+    .sum()
+}
+
 /// The ids of the objects the device has.
 fn device_objects(device: &Device) -> Result<BTreeSet<String>> {
     Ok(device
@@ -603,14 +616,7 @@ fn diff(dir: &Path, device: Option<String>, token: Option<String>) -> Result<()>
         .into_iter()
         .filter(|id| !have.contains(id.as_str()))
         .collect();
-    let bytes: u64 = missing
-        .iter()
-        .map(|id| {
-            std::fs::metadata(pool.path(id))
-                .map(|m| m.len())
-                .unwrap_or(0)
-        })
-        .sum();
+    let bytes = pool_bytes(&pool, missing.iter());
     println!("against the device's revision {rev}:");
     println!(
         "  transition: {}",
@@ -653,14 +659,7 @@ fn post(
         .iter()
         .filter(|id| !have.contains(id.as_str()))
         .collect();
-    let total: u64 = ids
-        .iter()
-        .map(|id| {
-            std::fs::metadata(pool.path(id))
-                .map(|m| m.len())
-                .unwrap_or(0)
-        })
-        .sum();
+    let total = pool_bytes(&pool, ids.iter());
     let mut sent = 0u64;
     for (n, id) in missing.iter().enumerate() {
         let path = pool.path(id);
