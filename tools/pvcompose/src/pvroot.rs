@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use pvstate::pvrexport::{self, ExportOptions};
-use pvstate::{canonical, ObjectStore, State};
+use pvstate::{canonical, Entry, ObjectStore, State};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -86,6 +86,39 @@ pub struct Manifest {
     pub bootloader: Bootloader,
     #[serde(default)]
     pub squashfs: SquashSettings,
+    /// Sign every part (BSP, core containers, factory packages).
+    pub sign: Option<SignSettings>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignSettings {
+    /// PKCS#8 PEM EC P-256 private key; each part gets `_sigs/PART.json` (ES256).
+    pub key: PathBuf,
+}
+
+fn load_signing_key(path: &Path) -> Result<p256::ecdsa::SigningKey> {
+    use p256::pkcs8::DecodePrivateKey;
+    let pem = fs::read_to_string(path).map_err(|e| ComposeError::io(path, e))?;
+    p256::ecdsa::SigningKey::from_pkcs8_pem(&pem).map_err(|e| {
+        ComposeError::input(format!(
+            "sign.key {}: not a PKCS#8 EC P-256 private key: {e}",
+            path.display()
+        ))
+    })
+}
+
+/// Add `_sigs/PART.json` for each part, replacing a signature it carried.
+fn sign_parts<'a>(
+    state: &mut State,
+    parts: impl IntoIterator<Item = &'a str>,
+    key: &p256::ecdsa::SigningKey,
+) {
+    for part in parts {
+        let (include, exclude) = pvstate::sig::part_globs(part);
+        let doc = pvstate::sig::sign(state, key, &include, &exclude);
+        state.insert(format!("_sigs/{part}.json"), Entry::Signature(doc));
+    }
 }
 
 /// A mapping whose keys must be unique (YAML parsers keep the last of two).
@@ -338,6 +371,10 @@ pub fn assemble(
     let manifest = Manifest::load(manifest_path)?;
     let sources = manifest.plan(manifest_path, base_opts)?;
     let here = manifest_path.parent().unwrap_or(Path::new("."));
+    let signing = match &manifest.sign {
+        Some(s) => Some(load_signing_key(&resolve(here, &s.key))?),
+        None => None,
+    };
     let bsp_opts = squash_options(base_opts, &manifest.squashfs)?;
 
     let staged = StagedDir::new(out)?;
@@ -464,9 +501,13 @@ pub fn assemble(
             }
         }
     }
-    let rev0 = State::parse(&canonical::to_vec(&Value::Object(merged))).map_err(|e| {
+    let mut rev0 = State::parse(&canonical::to_vec(&Value::Object(merged))).map_err(|e| {
         ComposeError::input(format!("revision 0 of {}: {e}", manifest_path.display()))
     })?;
+    if let Some(key) = &signing {
+        let parts = std::iter::once("bsp").chain(manifest.core.iter().map(String::as_str));
+        sign_parts(&mut rev0, parts, key);
+    }
     let trail = root.join("trails/0/.pvr");
     fs::create_dir_all(&trail).map_err(|e| ComposeError::io(&trail, e))?;
     pvstate::store::write_atomic(&trail.join("json"), &rev0.to_canonical())?;
@@ -476,7 +517,11 @@ pub fn assemble(
         let dir = root.join(FACTORY_DIR);
         fs::create_dir_all(&dir).map_err(|e| ComposeError::io(&dir, e))?;
         for name in &manifest.optional {
-            let state = &states[name];
+            let mut state = states[name].clone();
+            if let Some(key) = &signing {
+                sign_parts(&mut state, [name.as_str()], key);
+            }
+            let state = &state;
             let mut with_rev0 = rev0.to_value();
             for (k, v) in state.to_value().as_object().into_iter().flatten() {
                 with_rev0[k] = v.clone();

@@ -362,3 +362,77 @@ fn a_prebuilt_bsp_part_can_be_used() {
         assert_eq!(state.get(key), built.get(key), "{key}");
     }
 }
+
+#[test]
+fn a_signed_pvroot_verifies_strictly_and_a_bad_key_is_refused() {
+    require_root();
+    let g = gateway();
+    let d = &g.dir;
+    let run = |args: &[&str]| {
+        let st = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(d)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl (ci/test installs it)");
+        assert!(st.success(), "openssl {args:?}");
+    };
+    run(&[
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-out",
+        "dev.key",
+    ]);
+    run(&["pkey", "-in", "dev.key", "-pubout", "-out", "dev.pub"]);
+    let manifest = fs::read_to_string(d.join("gateway.yaml")).unwrap();
+    fs::write(
+        d.join("gateway.yaml"),
+        format!("{manifest}sign:\n  key: dev.key\n"),
+    )
+    .unwrap();
+    let out = d.join("pvroot");
+    let (code, o, e) = assemble(&g, &out, &["--quiet"]);
+    assert_eq!(code, 0, "{o}{e}");
+    let trusted =
+        pvstate::sig::trust_store_from_pem(&fs::read_to_string(d.join("dev.pub")).unwrap())
+            .unwrap();
+    let state = rev0(&out);
+    for part in ["bsp", "os", "pv-tailscale", "mqtt-broker", "edge-app"] {
+        assert!(
+            state.entries().contains_key(&format!("_sigs/{part}.json")),
+            "no signature for {part}"
+        );
+    }
+    // Strict: every key but device.json is covered (device.json belongs to no part).
+    let (problems, _) = pvstate::sig::check(&state, pvstate::sig::Mode::Lenient, &trusted);
+    assert!(problems.is_empty(), "{problems:?}");
+    // Each factory package carries its own signature.
+    let store = ObjectStore::open(d.join("scratch-objects")).unwrap();
+    let pkg = import_file(
+        &out.join("factory-pkgs.d/modbus-adapter.pvrexport.tgz"),
+        Some(&store),
+    )
+    .unwrap()
+    .state;
+    assert!(pkg.entries().contains_key("_sigs/modbus-adapter.json"));
+    let (problems, _) = pvstate::sig::check(&pkg, pvstate::sig::Mode::Strict, &trusted);
+    assert!(problems.is_empty(), "{problems:?}");
+    // Not a P-256 key: a clear error and no output.
+    run(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:2048",
+        "-out",
+        "dev.key",
+    ]);
+    let out2 = d.join("pvroot2");
+    let (code, _, e) = assemble(&g, &out2, &["--quiet"]);
+    assert_ne!(code, 0);
+    assert!(e.contains("sign.key") && e.contains("P-256"), "{e}");
+    assert!(!out2.exists());
+}
