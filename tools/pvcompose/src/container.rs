@@ -26,6 +26,8 @@ pub struct ContainerJob {
     /// Files overlaid on the container as `_config/<name>/…`.
     pub config_dir: Option<PathBuf>,
     pub squash: SquashOptions,
+    /// More members of src.json (e.g. `docker`: the image it was pulled from).
+    pub src_extra: Map<String, Value>,
 }
 
 /// Check a container name, with the message users see.
@@ -243,6 +245,9 @@ pub fn compose(
         "args".into(),
         serde_json::to_value(&job.settings).unwrap_or_default(),
     );
+    for (k, v) in &job.src_extra {
+        src.insert(k.clone(), v.clone());
+    }
 
     let mut state = State::new();
     state.insert(format!("{name}/run.json"), Entry::Run(Box::new(run)));

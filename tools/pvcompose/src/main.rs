@@ -340,6 +340,7 @@ fn main() -> ExitCode {
                 settings: base.overlay(settings.settings()),
                 config_dir,
                 squash: squash.options()?,
+                src_extra: Default::default(),
             };
             write_part(&out, pvrexport.as_deref(), |writer, store, scratch| {
                 Ok(container::compose(&job, writer, store, scratch, &output.reporter())?.0)

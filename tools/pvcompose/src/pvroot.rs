@@ -269,6 +269,7 @@ impl Manifest {
                     config_dir,
                     squash: squash_options(&defaults, &squash)
                         .map_err(|e| ctx(format!("containers.{name}.squashfs: {e}")))?,
+                    src_extra: Default::default(),
                 })),
                 _ => {
                     return Err(ctx(format!(

@@ -141,11 +141,17 @@ impl ContainerSettings {
         let text = fs::read(path).map_err(|e| ComposeError::io(path, e))?;
         let v: Value = serde_json::from_slice(&text)
             .map_err(|e| ComposeError::input(format!("{}: not valid JSON: {e}", path.display())))?;
-        let map = v.as_object().ok_or_else(|| {
-            ComposeError::input(format!("{}: expected a JSON object", path.display()))
-        })?;
+        Self::from_json(&v, &path.display().to_string())
+    }
+
+    /// The same keys from a JSON object (`origin` names it in errors), e.g.
+    /// the `config` of a Docker/OCI image configuration.
+    pub fn from_json(v: &Value, origin: &str) -> Result<Self> {
+        let map = v
+            .as_object()
+            .ok_or_else(|| ComposeError::input(format!("{origin}: expected a JSON object")))?;
         let mut s = ContainerSettings::default();
-        let ctx = |k: &str| format!("{}: {k}", path.display());
+        let ctx = |k: &str| format!("{origin}: {k}");
         for (k, v) in map {
             match k.as_str() {
                 "PV_GROUP" => s.group = v.as_str().map(str::to_string),
@@ -164,8 +170,7 @@ impl ContainerSettings {
                 "User" => s.user = v.as_str().filter(|u| !u.is_empty()).map(str::to_string),
                 other => {
                     return Err(ComposeError::input(format!(
-                        "{}: unsupported key \"{other}\"; known: PV_GROUP, PV_STATUS_GOAL, PV_RESTART_POLICY, PV_AUTO_RECOVERY, PV_ROLES, PV_VOLUMES, PV_EXPORTS, PV_SERVICES, PV_HOST_NETWORK, Entrypoint, Cmd, Env, WorkingDir, User",
-                        path.display()
+                        "{origin}: unsupported key \"{other}\"; known: PV_GROUP, PV_STATUS_GOAL, PV_RESTART_POLICY, PV_AUTO_RECOVERY, PV_ROLES, PV_VOLUMES, PV_EXPORTS, PV_SERVICES, PV_HOST_NETWORK, Entrypoint, Cmd, Env, WorkingDir, User"
                     )))
                 }
             }

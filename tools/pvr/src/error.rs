@@ -6,6 +6,8 @@ pub enum Error {
     Usage(String),
     #[error("device: {0}")]
     Remote(String),
+    #[error("registry: {0}")]
+    Registry(String),
     #[error("{0}")]
     State(#[from] pvstate::Error),
     #[error("{0}")]

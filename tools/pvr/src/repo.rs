@@ -52,6 +52,11 @@ impl Repo {
         })
     }
 
+    /// The repository's directory (the working tree).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     pub fn pool(&self) -> Result<ObjectStore> {
         Ok(ObjectStore::open(self.dir.join(".pvr/objects"))?)
     }

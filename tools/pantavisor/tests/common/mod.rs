@@ -327,6 +327,7 @@ pub fn new_version(
             mtime: Some(1_700_000_000),
             ..Default::default()
         },
+        src_extra: Default::default(),
     };
     let work = tempfile::tempdir().unwrap();
     let store = pvstate::ObjectStore::open(work.path().join("objects")).unwrap();
