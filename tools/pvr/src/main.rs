@@ -201,21 +201,63 @@ struct AppArgs {
 
 #[derive(Subcommand)]
 enum SigCommand {
-    /// Sign part NAME (NAME/** and _config/NAME/**, without NAME/src.json).
+    /// Sign part NAME (NAME/** and _config/NAME/**, without NAME/src.json),
+    /// or, with --raw NAME, the keys --include/--exclude select; the
+    /// signature is _sigs/NAME.json, committed.
     Add {
-        #[arg(long)]
-        part: String,
-        /// PKCS#8 PEM EC P-256 private key (default: $PVR_SIG_KEY).
-        #[arg(long)]
-        key: Option<PathBuf>,
+        #[arg(long, conflicts_with = "raw", required_unless_present = "raw")]
+        part: Option<String>,
+        /// A signature over the keys of --include minus --exclude (globs, ** crosses /).
+        #[arg(long, requires = "include")]
+        raw: Option<String>,
+        #[arg(long, requires = "raw")]
+        include: Vec<String>,
+        #[arg(long, requires = "raw")]
+        exclude: Vec<String>,
+        /// Leave the part's _config/NAME/ overlay out of the signature.
+        #[arg(long, requires = "part")]
+        noconfig: bool,
+        #[command(flatten)]
+        keys: SigningArgs,
+    },
+    /// Sign every existing signature again (same keys selected), e.g. after
+    /// an app update changed what a signature covers.
+    Up {
+        #[command(flatten)]
+        keys: SigningArgs,
     },
     /// Verify every signature of the committed state and show what each
     /// covers, and which keys no signature covers.
     Ls {
-        /// Trusted public keys and CA certificates, PEM (default: $PVR_SIG_CACERTS).
+        /// Trusted public keys and CA certificates, PEM (default:
+        /// $PVR_SIG_CACERTS, then ~/.pvr/pvs/cacerts.default.pem).
         #[arg(long)]
         cacerts: Option<PathBuf>,
     },
+}
+
+#[derive(Args)]
+struct SigningArgs {
+    /// Private key, PEM: EC P-256 (ES256), EC P-384 (ES384) or RSA (RS256)
+    /// (default: $PVR_SIG_KEY, then ~/.pvr/pvs/key.default.pem).
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// Certificate chain, PEM, the key's certificate first: put in the
+    /// signature as x5c instead of the public key (default: $PVR_X5C_PATH,
+    /// then ~/.pvr/pvs/x5c.default.pem when present).
+    #[arg(long)]
+    x5c: Option<PathBuf>,
+}
+
+/// `--FLAG`, then `$ENV`, then `~/.pvr/pvs/FILE` (or `$PVR_CONFIG_DIR/pvs/FILE`) if it exists.
+fn key_file(flag: Option<PathBuf>, env: &str, file: &str) -> Option<PathBuf> {
+    flag.or_else(|| std::env::var_os(env).map(PathBuf::from))
+        .or_else(|| {
+            let base = std::env::var_os("PVR_CONFIG_DIR")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".pvr")))?;
+            Some(base.join("pvs").join(file)).filter(|p| p.exists())
+        })
 }
 
 fn main() -> ExitCode {
@@ -309,8 +351,19 @@ fn run(cli: Cli) -> Result<()> {
         Command::Import { file } => import(&dir, &file, false),
         Command::Merge { file } => import(&dir, &file, true),
         Command::Sig {
-            command: SigCommand::Add { part, key },
-        } => sig_add(&dir, &part, key),
+            command:
+                SigCommand::Add {
+                    part,
+                    raw,
+                    include,
+                    exclude,
+                    noconfig,
+                    keys,
+                },
+        } => sig_add(&dir, part, raw, include, exclude, noconfig, keys),
+        Command::Sig {
+            command: SigCommand::Up { keys },
+        } => sig_up(&dir, keys),
         Command::Sig {
             command: SigCommand::Ls { cacerts },
         } => sig_ls(&dir, cacerts),
@@ -805,32 +858,109 @@ fn enum_of<T: serde::de::DeserializeOwned>(
         .transpose()
 }
 
-fn sig_add(dir: &Path, part: &str, key: Option<PathBuf>) -> Result<()> {
-    use p256::pkcs8::DecodePrivateKey;
-    let repo = Repo::open(dir)?;
-    let key_path = key
-        .or_else(|| std::env::var_os("PVR_SIG_KEY").map(PathBuf::from))
-        .ok_or_else(|| Error::Usage("no signing key: give --key FILE or set PVR_SIG_KEY".into()))?;
-    let pem = std::fs::read_to_string(&key_path).map_err(|e| Error::io(&key_path, e))?;
-    let signing = p256::ecdsa::SigningKey::from_pkcs8_pem(&pem).map_err(|e| {
-        Error::Usage(format!(
-            "{}: not a PKCS#8 EC P-256 private key: {e}",
-            key_path.display()
-        ))
+fn load_signer(keys: SigningArgs) -> Result<(pvstate::sig::PrivateKey, Vec<Vec<u8>>)> {
+    let key_path = key_file(keys.key, "PVR_SIG_KEY", "key.default.pem").ok_or_else(|| {
+        Error::Usage(
+            "no signing key: give --key FILE, set PVR_SIG_KEY, or put one in ~/.pvr/pvs/key.default.pem"
+                .into(),
+        )
     })?;
+    let pem = std::fs::read_to_string(&key_path).map_err(|e| Error::io(&key_path, e))?;
+    let key = pvstate::sig::PrivateKey::from_pem(&pem)
+        .map_err(|e| Error::Usage(format!("{}: {e}", key_path.display())))?;
+    let x5c = match key_file(keys.x5c, "PVR_X5C_PATH", "x5c.default.pem") {
+        Some(p) => {
+            let pem = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
+            pvstate::sig::certs_from_pem(&pem)
+                .map_err(|e| Error::Usage(format!("{}: {e}", p.display())))?
+        }
+        None => Vec::new(),
+    };
+    Ok((key, x5c))
+}
+
+fn sig_add(
+    dir: &Path,
+    part: Option<String>,
+    raw: Option<String>,
+    include: Vec<String>,
+    exclude: Vec<String>,
+    noconfig: bool,
+    keys: SigningArgs,
+) -> Result<()> {
+    let repo = Repo::open(dir)?;
     let mut state = repo.committed()?;
-    if state.part_keys(part).is_empty() {
+    let (name, include, exclude) = match (part, raw) {
+        (Some(part), _) => {
+            if state.part_keys(&part).is_empty() {
+                return Err(Error::Usage(format!(
+                    "unknown part \"{part}\": the committed state has no {part}/ keys"
+                )));
+            }
+            let (mut inc, exc) = pvstate::sig::part_globs(&part);
+            if noconfig {
+                inc.retain(|g| !g.starts_with("_config/"));
+            }
+            (part, inc, exc)
+        }
+        (None, Some(raw)) => {
+            let mut exclude = exclude;
+            exclude.push(format!("_sigs/{raw}.json"));
+            (raw, include, exclude)
+        }
+        (None, None) => return Err(Error::Usage("give --part NAME or --raw NAME".into())),
+    };
+    pvcompose::container::check_name(&name)
+        .map_err(|e| Error::Usage(format!("signature name: {e}")))?;
+    let (covered, _) = pvstate::sig::payload(&state, &include, &exclude);
+    if covered.is_empty() {
         return Err(Error::Usage(format!(
-            "unknown part \"{part}\": the committed state has no {part}/ keys"
+            "signature {name}: --include {include:?} selects no key of the committed state"
         )));
     }
-    let (include, exclude) = pvstate::sig::part_globs(part);
-    let doc = pvstate::sig::sign(&state, &signing, &include, &exclude);
-    let key = format!("_sigs/{part}.json");
-    repo.write_file(&key, &serde_json::to_value(&doc).unwrap_or_default())?;
-    state.insert(key.clone(), Entry::Signature(doc));
+    let (key, x5c) = load_signer(keys)?;
+    let doc =
+        pvstate::sig::sign_with(&state, &key, &x5c, &include, &exclude).map_err(Error::Usage)?;
+    let key_name = format!("_sigs/{name}.json");
+    repo.write_file(&key_name, &serde_json::to_value(&doc).unwrap_or_default())?;
+    state.insert(key_name.clone(), Entry::Signature(doc));
     repo.write_committed(&state)?;
-    println!("signed {part} ({key}) and committed it");
+    println!(
+        "signed {} key(s) as {key_name} ({}{}) and committed it",
+        covered.len(),
+        key.alg(),
+        if x5c.is_empty() { "" } else { ", x5c" }
+    );
+    Ok(())
+}
+
+fn sig_up(dir: &Path, keys: SigningArgs) -> Result<()> {
+    let repo = Repo::open(dir)?;
+    let mut state = repo.committed()?;
+    let sigs: Vec<(String, pvstate::model::SignatureDoc)> = state
+        .entries()
+        .iter()
+        .filter_map(|(k, e)| match e {
+            Entry::Signature(doc) => Some((k.clone(), doc.clone())),
+            _ => None,
+        })
+        .collect();
+    if sigs.is_empty() {
+        return Err(Error::Usage(
+            "the committed state has no signature to update; use pvr sig add".into(),
+        ));
+    }
+    let (key, x5c) = load_signer(keys)?;
+    for (k, doc) in sigs {
+        let (include, exclude) = pvstate::sig::globs_of(&doc)
+            .ok_or_else(|| Error::Usage(format!("{k}: its protected header is not readable")))?;
+        let doc = pvstate::sig::sign_with(&state, &key, &x5c, &include, &exclude)
+            .map_err(Error::Usage)?;
+        repo.write_file(&k, &serde_json::to_value(&doc).unwrap_or_default())?;
+        state.insert(k.clone(), Entry::Signature(doc));
+        println!("re-signed {k}");
+    }
+    repo.write_committed(&state)?;
     Ok(())
 }
 
@@ -861,11 +991,12 @@ fn device_objects(device: &Device) -> Result<BTreeSet<String>> {
 fn sig_ls(dir: &Path, cacerts: Option<PathBuf>) -> Result<()> {
     let repo = Repo::open(dir)?;
     let state = repo.committed()?;
-    let path = cacerts
-        .or_else(|| std::env::var_os("PVR_SIG_CACERTS").map(PathBuf::from))
-        .ok_or_else(|| {
-            Error::Usage("no trust store: give --cacerts FILE or set PVR_SIG_CACERTS".into())
-        })?;
+    let path = key_file(cacerts, "PVR_SIG_CACERTS", "cacerts.default.pem").ok_or_else(|| {
+        Error::Usage(
+            "no trust store: give --cacerts FILE, set PVR_SIG_CACERTS, or put one in ~/.pvr/pvs/cacerts.default.pem"
+                .into(),
+        )
+    })?;
     let pem = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
     let trusted = pvstate::sig::trust_store_from_pem(&pem).map_err(Error::Usage)?;
     let mut covered = BTreeSet::new();

@@ -3,10 +3,10 @@
 //! header selects (`pvs.include` / `pvs.exclude` globs, `**` crossing `/`) —
 //! and whose key is embedded as a JWK that must be in the device's trust
 //! store, or given as an `x5c` certificate chain to a trusted CA (the signing
-//! certificate for code signing). Verification covers RS256 (RSA keys, pvr's
-//! choice for them), ES256 and ES384; signing (for tests and `pvr`) makes
-//! ES256 signatures. ES512 is reported as unsupported. Certificate validity
-//! dates are not checked: devices may boot without a clock.
+//! certificate for code signing). Verification and signing cover RS256 (RSA
+//! keys, pvr's choice for them), ES256 and ES384, with an embedded JWK or an
+//! x5c chain. ES512 is reported as unsupported. Certificate validity dates
+//! are not checked: devices may boot without a clock.
 
 use std::collections::BTreeSet;
 
@@ -320,22 +320,172 @@ pub fn sign(
     include: &[String],
     exclude: &[String],
 ) -> SignatureDoc {
-    let header = json!({
-        "alg": "ES256",
+    let signer = PrivateKey::P256(key.clone());
+    sign_with(state, &signer, &[], include, exclude).unwrap_or_else(|_| unreachable!())
+}
+
+/// A private key to sign with: EC P-256 (ES256), EC P-384 (ES384) or RSA (RS256).
+#[derive(Clone)]
+pub enum PrivateKey {
+    P256(SigningKey),
+    P384(p384::ecdsa::SigningKey),
+    Rsa(Box<rsa::RsaPrivateKey>),
+}
+
+impl PrivateKey {
+    /// A PEM private key: PKCS#8 (`PRIVATE KEY`), SEC1 (`EC PRIVATE KEY`) or
+    /// PKCS#1 (`RSA PRIVATE KEY`).
+    pub fn from_pem(pem: &str) -> Result<Self, String> {
+        use p256::pkcs8::DecodePrivateKey;
+        use rsa::pkcs1::DecodeRsaPrivateKey;
+        if let Ok(k) = SigningKey::from_pkcs8_pem(pem) {
+            return Ok(PrivateKey::P256(k));
+        }
+        if let Ok(k) = p384::ecdsa::SigningKey::from_pkcs8_pem(pem) {
+            return Ok(PrivateKey::P384(k));
+        }
+        if let Ok(k) = rsa::RsaPrivateKey::from_pkcs8_pem(pem) {
+            return Ok(PrivateKey::Rsa(Box::new(k)));
+        }
+        if let Ok(k) = p256::SecretKey::from_sec1_pem(pem) {
+            return Ok(PrivateKey::P256(k.into()));
+        }
+        if let Ok(k) = p384::SecretKey::from_sec1_pem(pem) {
+            return Ok(PrivateKey::P384(k.into()));
+        }
+        if let Ok(k) = rsa::RsaPrivateKey::from_pkcs1_pem(pem) {
+            return Ok(PrivateKey::Rsa(Box::new(k)));
+        }
+        Err("not an EC P-256/P-384 or RSA private key in PEM (PKCS#8, SEC1 or PKCS#1)".into())
+    }
+
+    pub fn alg(&self) -> &'static str {
+        match self {
+            PrivateKey::P256(_) => "ES256",
+            PrivateKey::P384(_) => "ES384",
+            PrivateKey::Rsa(_) => "RS256",
+        }
+    }
+
+    /// The public half, as a device's trust store holds it.
+    pub fn public(&self) -> TrustedKey {
+        match self {
+            PrivateKey::P256(k) => TrustedKey::P256(*k.verifying_key()),
+            PrivateKey::P384(k) => TrustedKey::P384(*k.verifying_key()),
+            PrivateKey::Rsa(k) => TrustedKey::Rsa(k.to_public_key()),
+        }
+    }
+
+    fn jwk(&self) -> Value {
+        let ec = |crv: &str, x: &[u8], y: &[u8]| json!({"kty": "EC", "crv": crv, "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y)});
+        match self {
+            PrivateKey::P256(k) => jwk_of(k.verifying_key()),
+            PrivateKey::P384(k) => {
+                let p = k.verifying_key().to_encoded_point(false);
+                ec(
+                    "P-384",
+                    p.x().map(|x| x.as_slice()).unwrap_or(&[]),
+                    p.y().map(|y| y.as_slice()).unwrap_or(&[]),
+                )
+            }
+            PrivateKey::Rsa(k) => {
+                use rsa::traits::PublicKeyParts;
+                json!({
+                    "kty": "RSA",
+                    "n": URL_SAFE_NO_PAD.encode(k.n().to_bytes_be()),
+                    "e": URL_SAFE_NO_PAD.encode(k.e().to_bytes_be()),
+                })
+            }
+        }
+    }
+
+    fn sign_bytes(&self, input: &[u8]) -> Vec<u8> {
+        match self {
+            PrivateKey::P256(k) => {
+                let s: Signature = k.sign(input);
+                s.to_bytes().to_vec()
+            }
+            PrivateKey::P384(k) => {
+                let s: p384::ecdsa::Signature = k.sign(input);
+                s.to_bytes().to_vec()
+            }
+            PrivateKey::Rsa(k) => {
+                use rsa::signature::SignatureEncoding;
+                let sk = rsa::pkcs1v15::SigningKey::<sha2::Sha256>::new((**k).clone());
+                sk.sign(input).to_vec()
+            }
+        }
+    }
+}
+
+/// Sign with any supported key. With `x5c` (DER certificates, the signing
+/// certificate first) the header carries the chain instead of a JWK; the
+/// first certificate must hold this key.
+pub fn sign_with(
+    state: &State,
+    key: &PrivateKey,
+    x5c: &[Vec<u8>],
+    include: &[String],
+    exclude: &[String],
+) -> Result<SignatureDoc, String> {
+    use base64::engine::general_purpose::STANDARD;
+    let mut header = json!({
+        "alg": key.alg(),
         "typ": "PVS",
-        "jwk": jwk_of(key.verifying_key()),
         "pvs": {"include": include, "exclude": exclude},
     });
+    if x5c.is_empty() {
+        header["jwk"] = key.jwk();
+    } else {
+        let leaf = Certificate::from_der(&x5c[0]).map_err(|e| format!("x5c: {e}"))?;
+        if cert_key(&leaf)? != key.public() {
+            return Err("x5c: the first certificate is not for the signing key".into());
+        }
+        header["x5c"] = json!(x5c.iter().map(|c| STANDARD.encode(c)).collect::<Vec<_>>());
+    }
     let protected = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).unwrap_or_default());
     let (_, body) = payload(state, include, exclude);
     let input = format!("{protected}.{}", URL_SAFE_NO_PAD.encode(body));
-    let sig: Signature = key.sign(input.as_bytes());
-    SignatureDoc {
+    Ok(SignatureDoc {
         spec: SPEC_SIG.into(),
         protected,
-        signature: URL_SAFE_NO_PAD.encode(sig.to_bytes()),
+        signature: URL_SAFE_NO_PAD.encode(key.sign_bytes(input.as_bytes())),
         extra: Map::new(),
+    })
+}
+
+/// DER certificates of a PEM chain file.
+pub fn certs_from_pem(pem: &str) -> Result<Vec<Vec<u8>>, String> {
+    let mut out = Vec::new();
+    for block in pem.split("-----END CERTIFICATE-----") {
+        if let Some(start) = block.find("-----BEGIN CERTIFICATE-----") {
+            let text = format!("{}-----END CERTIFICATE-----\n", &block[start..]);
+            let cert =
+                Certificate::from_pem(text.as_bytes()).map_err(|e| format!("certificate: {e}"))?;
+            out.push(cert.to_der().map_err(|e| format!("certificate: {e}"))?);
+        }
     }
+    if out.is_empty() {
+        return Err("no PEM certificate in it".into());
+    }
+    Ok(out)
+}
+
+/// The include/exclude globs of a signature's protected header.
+pub fn globs_of(doc: &SignatureDoc) -> Option<(Vec<String>, Vec<String>)> {
+    let header: Value = URL_SAFE_NO_PAD
+        .decode(doc.protected.trim_end_matches('='))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())?;
+    let list = |k: &str| -> Vec<String> {
+        header["pvs"][k]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect()
+    };
+    Some((list("include"), list("exclude")))
 }
 
 /// Check one signature document against the state and the trust store;
