@@ -88,7 +88,7 @@ pub fn spec(input: &BundleInput) -> Result<Value> {
     if process
         .get("args")
         .and_then(Value::as_array)
-        .map_or(true, |a| a.is_empty())
+        .is_none_or(|a| a.is_empty())
     {
         return Err(Error::container(
             input.name,
