@@ -59,6 +59,13 @@ enum Command {
     Status,
     /// Print the committed state JSON.
     Json,
+    /// Get the state of a device (unix:PATH, http://HOST:PORT), another
+    /// repository or a pvrexport — whole, or only SOURCE#PART,PART — into
+    /// the committed state and check it out (default: the clone's remote).
+    Get { source: Option<String> },
+    /// Kept for pvr's scripts: every file of the working tree is tracked;
+    /// this checks the paths exist.
+    Add { paths: Vec<PathBuf> },
     /// Record the working tree as the committed state.
     Commit {
         /// A message for the revision (kept in .pvr/commitmsg, posted with it).
@@ -284,6 +291,17 @@ fn run(cli: Cli) -> Result<()> {
             device,
             dir: target,
         } => clone(&device, &target.unwrap_or(dir), token),
+        Command::Get { source } => get(&dir, source, token),
+        Command::Add { paths } => {
+            for p in &paths {
+                let full = dir.join(p);
+                if !full.exists() {
+                    return Err(Error::Usage(format!("{}: no such file", full.display())));
+                }
+            }
+            println!("tracked; run pvr status to see the changes and pvr commit to record them");
+            Ok(())
+        }
         Command::Status => {
             let repo = Repo::open(&dir)?;
             let (old, new) = (repo.committed()?, repo.working_state(false)?);
@@ -384,25 +402,20 @@ fn device_of(repo: &Repo, given: Option<String>, token: Option<String>) -> Resul
     Device::parse(&target, token)
 }
 
-fn clone(target: &str, dir: &Path, token: Option<String>) -> Result<()> {
-    let device = Device::parse(target, token)?;
+/// The device's running revision: its name and state, objects fetched into
+/// `pool` (those it lacks).
+fn fetch_device(device: &Device, pool: &pvstate::ObjectStore) -> Result<(String, State)> {
     let rev = device.json("GET", "/device-meta", b"")?["pantavisor.revision"]
         .as_str()
         .map(str::to_string)
         .ok_or_else(|| Error::Remote("device-meta names no revision".into()))?;
     let value = device.json("GET", &format!("/steps/{rev}"), b"")?;
     let state = State::parse(&pvstate::canonical::to_vec(&value))?;
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    if std::fs::read_dir(dir)
-        .map(|mut d| d.next().is_some())
-        .unwrap_or(false)
-    {
-        return Err(Error::Usage(format!("{}: not empty", dir.display())));
-    }
-    let repo = Repo::init(dir)?;
-    let pool = repo.pool()?;
     let ids = state.object_ids();
     for (n, id) in ids.iter().enumerate() {
+        if pool.contains(id) {
+            continue;
+        }
         let (code, bytes) = device.call("GET", &format!("/objects/{id}"), b"")?;
         if code != 200 {
             return Err(Error::Remote(format!("object {id}: {code}")));
@@ -416,13 +429,101 @@ fn clone(target: &str, dir: &Path, token: Option<String>) -> Result<()> {
             bytes.len()
         );
     }
+    Ok((rev, state))
+}
+
+/// Another repository's committed state, its objects copied into `pool`.
+fn fetch_repo(path: &Path, pool: &pvstate::ObjectStore) -> Result<State> {
+    let other = Repo::open(path)?;
+    let state = other.committed()?;
+    let other_pool = other.pool()?;
+    for (_, id) in state.objects() {
+        if !pool.contains(id) {
+            let from = other_pool.path(id);
+            let mut f = std::fs::File::open(&from).map_err(|e| Error::io(&from, e))?;
+            pool.put(&mut f, Some(id))?;
+        }
+    }
+    Ok(state)
+}
+
+fn clone(target: &str, dir: &Path, token: Option<String>) -> Result<()> {
+    let device = Device::parse(target, token)?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    if std::fs::read_dir(dir)
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false)
+    {
+        return Err(Error::Usage(format!("{}: not empty", dir.display())));
+    }
+    let repo = Repo::init(dir)?;
+    let (rev, state) = fetch_device(&device, &repo.pool()?)?;
     repo.write_committed(&state)?;
     repo.set_config(&json!({"remote": device.url(), "revision": rev}))?;
     repo.checkout(&state)?;
     println!(
         "cloned revision {rev} ({} objects) into {}",
-        ids.len(),
+        state.object_ids().len(),
         dir.display()
+    );
+    Ok(())
+}
+
+/// `pvr get [SOURCE][#PART,...]`: the state of a device, another repository
+/// or a pvrexport — whole, or only the parts named — into the committed
+/// state, checked out.
+fn get(dir: &Path, source: Option<String>, token: Option<String>) -> Result<()> {
+    let repo = Repo::open(dir)?;
+    let source = match source {
+        Some(s) => s,
+        None => repo.config()["remote"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| {
+                Error::Usage("no source given and the repository has no remote".into())
+            })?,
+    };
+    let (from, parts) = match source.rsplit_once('#') {
+        Some((f, p)) => (
+            f.to_string(),
+            p.split(',')
+                .filter(|x| !x.is_empty())
+                .map(str::to_string)
+                .collect(),
+        ),
+        None => (source.clone(), Vec::<String>::new()),
+    };
+    let pool = repo.pool()?;
+    let path = Path::new(&from);
+    let incoming = if path.join(".pvr").is_dir() {
+        fetch_repo(path, &pool)?
+    } else if path.is_file() {
+        pvstate::pvrexport::import_file(path, Some(&pool))?.state
+    } else {
+        fetch_device(&Device::parse(&from, token)?, &pool)?.1
+    };
+    let state = if parts.is_empty() {
+        incoming
+    } else {
+        for p in &parts {
+            if incoming.part_keys(p).is_empty() && incoming.get(p).is_none() {
+                return Err(Error::Usage(format!("{from}: unknown part \"{p}\"")));
+            }
+        }
+        let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+        let mut state = repo.committed()?;
+        merge_parts(&mut state, &incoming.select_parts(&refs));
+        state
+    };
+    repo.write_committed(&state)?;
+    repo.checkout(&state)?;
+    println!(
+        "got {} from {from}",
+        if parts.is_empty() {
+            "the whole state".to_string()
+        } else {
+            parts.join(", ")
+        }
     );
     Ok(())
 }
@@ -814,18 +915,7 @@ fn app_from_pvr(repo: &Repo, args: &AppArgs) -> Result<()> {
     }
     let pool = repo.pool()?;
     let source: State = if path.is_dir() {
-        let other = Repo::open(&path)?;
-        let state = other.committed()?;
-        let other_pool = other.pool()?;
-        for (_, id) in state.objects() {
-            if !pool.contains(id) {
-                let from = other_pool.path(id);
-                let mut f = std::fs::File::open(&from).map_err(|e| Error::io(&from, e))?;
-                let (got, _) = pool.put(&mut f, Some(id))?;
-                debug_assert_eq!(&got, id);
-            }
-        }
-        state
+        fetch_repo(&path, &pool)?
     } else {
         pvstate::pvrexport::import_file(&path, Some(&pool))?.state
     };
@@ -1126,20 +1216,61 @@ fn post(
         .filter(|id| !have.contains(id.as_str()))
         .collect();
     let total = pool_bytes(&pool, ids.iter());
-    let mut sent = 0u64;
-    for (n, id) in missing.iter().enumerate() {
-        let path = pool.path(id);
-        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-        device.json("PUT", &format!("/objects/{id}"), &bytes)?;
-        sent += bytes.len() as u64;
-        eprintln!(
-            "[{}/{}] sent {} ({} bytes)",
-            n + 1,
-            missing.len(),
-            &id.to_string()[..12],
-            bytes.len()
-        );
+    let to_send = pool_bytes(&pool, missing.iter().copied());
+    // Up to four uploads at once, each on its own connection.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let sent_objects = std::sync::atomic::AtomicU64::new(0);
+    let failure: std::sync::Mutex<Option<Error>> = std::sync::Mutex::new(None);
+    std::thread::scope(|scope| {
+        for _ in 0..missing.len().min(4) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if i >= missing.len() || failure.lock().map(|f| f.is_some()).unwrap_or(true) {
+                    break;
+                }
+                let id = missing[i];
+                let path = pool.path(id);
+                let result = std::fs::read(&path)
+                    .map_err(|e| Error::io(&path, e))
+                    .and_then(|bytes| {
+                        device
+                            .json("PUT", &format!("/objects/{id}"), &bytes)
+                            .map(|_| bytes.len() as u64)
+                    });
+                match result {
+                    Ok(n) => {
+                        let so_far =
+                            sent_objects.fetch_add(n, std::sync::atomic::Ordering::SeqCst) + n;
+                        let k = done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                        eprintln!(
+                            "[{k}/{}] sent {} ({n} bytes; {} of {} MiB)",
+                            missing.len(),
+                            &id.to_string()[..12],
+                            so_far >> 20,
+                            to_send >> 20
+                        );
+                    }
+                    Err(e) => {
+                        if let Ok(mut f) = failure.lock() {
+                            f.get_or_insert(e);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = failure.into_inner().ok().flatten() {
+        let why = match e {
+            Error::Remote(m) => m,
+            other => other.to_string(),
+        };
+        return Err(Error::Remote(format!(
+            "{why}; {} object(s) arrived — run pvr post again to send the rest",
+            done.into_inner()
+        )));
     }
+    let mut sent = sent_objects.into_inner();
     let json = state.to_canonical();
     device.json("PUT", &format!("/steps/{rev}"), &json)?;
     sent += json.len() as u64;

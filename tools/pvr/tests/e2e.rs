@@ -442,6 +442,71 @@ fn clone_update_sign_post_run() {
     });
     assert_ne!(pid(sock, "app1"), app1);
     assert_eq!((pid(sock, "sys"), pid(sock, "app2")), (sys, app2));
+
+    // An interrupted post resumes: of two new objects, one reached the
+    // device before the cut; the next post sends only the other.
+    for (app, version) in [("app1", "3"), ("app2", "2")] {
+        let dir = t.join(format!("rootfs/{app}-v{version}"));
+        assert!(Command::new("cp")
+            .arg("-a")
+            .arg(t.join(format!("rootfs/{app}")))
+            .arg(&dir)
+            .status()
+            .unwrap()
+            .success());
+        fs::write(dir.join("etc/version"), format!("{version}\n")).unwrap();
+        let (code, out, err) = pvr(
+            &ws,
+            &[
+                "app",
+                "update",
+                app,
+                "--from",
+                dir.to_str().unwrap(),
+                "--mtime",
+                "1700000000",
+            ],
+        );
+        assert_eq!(code, 0, "{out}{err}");
+    }
+    let (code, out, err) = pvr(&ws, &["commit", "-m", "both"]);
+    assert_eq!(code, 0, "{out}{err}");
+    // app1's signature no longer matches (the device refuses such a state);
+    // sign again.
+    let (code, out, err) = pvr(&ws, &["sig", "up", "--key", key_pem.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    let committed = fs::read(ws.join(".pvr/json")).unwrap();
+    let state: Value = serde_json::from_slice(&committed).unwrap();
+    let first = state["app1/root.squashfs"].as_str().unwrap().to_string();
+    let second = state["app2/root.squashfs"].as_str().unwrap().to_string();
+    let bytes = fs::read(ws.join(".pvr/objects").join(&first)).unwrap();
+    let mut s = UnixStream::connect(sock).unwrap();
+    write!(
+        s,
+        "PUT /objects/{first} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        bytes.len()
+    )
+    .unwrap();
+    s.write_all(&bytes).unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 2"), "{answer}");
+    let (code, out, err) = pvr(&ws, &["post", "--rev", "locals/y"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let second_size = fs::metadata(ws.join(".pvr/objects").join(&second))
+        .unwrap()
+        .len();
+    assert!(
+        out.contains(&format!(
+            "sent {} bytes (1 of ",
+            second_size + committed.len() as u64
+        )),
+        "only the object that had not arrived: {out}"
+    );
+    assert!(
+        err.contains(&second[..12]) && !err.contains(&first[..12]),
+        "{err}"
+    );
 }
 
 fn free_port() -> u16 {
