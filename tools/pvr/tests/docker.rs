@@ -68,32 +68,104 @@ fn pvr_ok(dir: &Path, args: &[&str]) -> String {
     out
 }
 
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// How the registry wants clients to log in.
+enum Auth<'a> {
+    None,
+    /// An htpasswd line.
+    Basic(&'a str),
+    /// Bearer tokens from our token service (ci/lib/token_server.py) for USER/PASSWORD.
+    Token(&'a str, &'a str),
+}
+
 /// A docker-registry serving from a temporary directory on a free port.
 struct Registry {
     child: Child,
+    token_service: Option<Child>,
     addr: String,
     _dir: tempfile::TempDir,
 }
 
 impl Registry {
-    fn start(htpasswd: Option<&str>) -> Self {
+    fn start(auth: Auth) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
+        let addr = format!("127.0.0.1:{}", free_port());
         let mut config = format!(
             "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
             dir.path().join("data").display()
         );
-        if let Some(line) = htpasswd {
-            fs::write(dir.path().join("htpasswd"), format!("{line}\n")).unwrap();
-            config.push_str(&format!(
-                "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
-                dir.path().join("htpasswd").display()
-            ));
+        let mut token_service = None;
+        match auth {
+            Auth::None => {}
+            Auth::Basic(line) => {
+                fs::write(dir.path().join("htpasswd"), format!("{line}\n")).unwrap();
+                config.push_str(&format!(
+                    "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
+                    dir.path().join("htpasswd").display()
+                ));
+            }
+            Auth::Token(user, password) => {
+                let d = dir.path();
+                let out = Command::new("openssl")
+                    .current_dir(d)
+                    .args([
+                        "req",
+                        "-x509",
+                        "-newkey",
+                        "ec",
+                        "-pkeyopt",
+                        "ec_paramgen_curve:P-256",
+                        "-nodes",
+                        "-keyout",
+                        "token.key",
+                        "-out",
+                        "token.pem",
+                        "-subj",
+                        "/CN=token signer",
+                        "-days",
+                        "30",
+                    ])
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "openssl: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                let port = free_port();
+                let mut child = Command::new("python3")
+                    .arg(concat!(
+                        env!("CARGO_MANIFEST_DIR"),
+                        "/../../ci/lib/token_server.py"
+                    ))
+                    .arg(port.to_string())
+                    .arg("test-issuer")
+                    .arg(d.join("token.key"))
+                    .arg(d.join("token.pem"))
+                    .args([user, password])
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                let mut line = String::new();
+                std::io::BufRead::read_line(
+                    &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+                    &mut line,
+                )
+                .unwrap();
+                assert_eq!(line.trim(), "listening", "token service (needs jwcrypto)");
+                config.push_str(&format!(
+                    "auth:\n  token:\n    realm: http://127.0.0.1:{port}/token\n    service: test-registry\n    issuer: test-issuer\n    rootcertbundle: {}\n",
+                    d.join("token.pem").display()
+                ));
+                token_service = Some(child);
+            }
         }
         fs::write(dir.path().join("config.yml"), config).unwrap();
         let child = Command::new(tool("docker-registry"))
@@ -115,6 +187,7 @@ impl Registry {
         }
         Registry {
             child,
+            token_service,
             addr,
             _dir: dir,
         }
@@ -125,6 +198,10 @@ impl Drop for Registry {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(t) = &mut self.token_service {
+            let _ = t.kill();
+            let _ = t.wait();
+        }
     }
 }
 
@@ -286,7 +363,7 @@ fn build_images(tmp: &Path, registry: &str) {
 fn docker_images_from_a_registry() {
     require_root();
     let tmp = tempfile::tempdir().unwrap();
-    let reg = Registry::start(None);
+    let reg = Registry::start(Auth::None);
     build_images(tmp.path(), &reg.addr);
     let repo = tmp.path().join("repo");
     fs::create_dir(&repo).unwrap();
@@ -480,7 +557,7 @@ fn a_registry_that_wants_a_login() {
         "-c",
         "import bcrypt; print(bcrypt.hashpw(b's3cret', bcrypt.gensalt(rounds=5)).decode())",
     ]));
-    let reg = Registry::start(Some(&format!("ops:{}", hash.trim())));
+    let reg = Registry::start(Auth::Basic(&format!("ops:{}", hash.trim())));
     let layout = Layout::new(tmp.path());
     let bundle = tmp.path().join("bundle");
     layout.unpack("base", &bundle);
@@ -546,5 +623,58 @@ fn a_registry_that_wants_a_login() {
     assert_eq!(
         cat(&repo.join("p/root.squashfs"), "etc/hello").as_deref(),
         Some("hi\n")
+    );
+}
+
+#[test]
+fn a_registry_with_bearer_tokens() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = Registry::start(Auth::Token("ci", "t0ken-pass"));
+    let layout = Layout::new(tmp.path());
+    let bundle = tmp.path().join("bundle");
+    layout.unpack("base", &bundle);
+    write(&bundle.join("rootfs"), "etc/hello", "bearer\n");
+    layout.repack("v1", &bundle);
+    layout.config("v1", &["--architecture", "amd64"]);
+    run(Command::new("skopeo")
+        .args([
+            "copy",
+            "--quiet",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            "ci:t0ken-pass",
+        ])
+        .arg(format!("oci:{}", layout.image("v1")))
+        .arg(format!("docker://{}/tok:v1", reg.addr)));
+    let repo = tmp.path().join("repo");
+    fs::create_dir(&repo).unwrap();
+    pvr_ok(&repo, &["init"]);
+    let from = format!("{}/tok:v1", reg.addr);
+    // No credentials: the token service refuses, and pvr says so.
+    let (code, _, err) = pvr(
+        &repo,
+        &["app", "add", "t", "--type", "docker", "--from", &from],
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("401") && err.contains("token service"),
+        "{err}"
+    );
+    // Credentials from docker's config file, as `docker login` leaves them.
+    fs::create_dir_all(repo.join(".docker")).unwrap();
+    let auth = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "ci:t0ken-pass");
+    fs::write(
+        repo.join(".docker/config.json"),
+        json!({"auths": {reg.addr.clone(): {"auth": auth}}}).to_string(),
+    )
+    .unwrap();
+    pvr_ok(
+        &repo,
+        &["app", "add", "t", "--type", "docker", "--from", &from],
+    );
+    assert_eq!(
+        cat(&repo.join("t/root.squashfs"), "etc/hello").as_deref(),
+        Some("bearer\n")
     );
 }
