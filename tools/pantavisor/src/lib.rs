@@ -7,6 +7,7 @@
 //! control socket. Embedded (PID 1) mode builds on the same [`supervisor`].
 
 pub mod bootenv;
+pub mod bootloader;
 pub mod bundle;
 pub mod conn;
 pub mod container;

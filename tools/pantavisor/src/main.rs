@@ -91,6 +91,7 @@ fn main() -> ExitCode {
                 })
                 .transpose()?,
             remote_token: config_value(&text, "remote.token").filter(|t| !t.is_empty()),
+            bootloader: config_value(&text, "bootloader").unwrap_or_else(|| "plain".into()),
             signatures: config_value(&text, "update.signatures")
                 .unwrap_or_else(|| "lenient".into())
                 .parse()?,

@@ -58,6 +58,8 @@ pub struct Options {
     pub remote_listen: Option<std::net::SocketAddr>,
     /// ...to callers presenting this bearer token (required with it).
     pub remote_token: Option<String>,
+    /// Where the boot handshake lives (see [`crate::bootenv::store_from_spec`]).
+    pub bootloader: String,
 }
 
 pub(crate) struct GroupRt {
@@ -185,7 +187,10 @@ impl Daemon {
     pub fn new(opts: Options) -> Result<Self> {
         let storage = Storage::open(&opts.storage)?;
         let objects = storage.objects()?;
-        let mut bootenv = BootEnv::load(storage.root())?;
+        let mut bootenv = BootEnv::load_from(crate::bootenv::store_from_spec(
+            &opts.bootloader,
+            storage.root(),
+        )?)?;
         let mut trying = None;
         let rev = match bootenv.try_rev.clone() {
             Some(t) if bootenv.trying.as_deref() == Some(t.as_str()) => {
