@@ -108,7 +108,7 @@ impl Detector for Ewma {
         let diff = v - self.mean;
         let sd = self.var.sqrt();
         let score = if sd > 0.0 { diff.abs() / sd } else { 0.0 };
-        let found = (self.seen >= self.warmup && score > self.threshold).then(|| Anomaly {
+        let found = (self.seen >= self.warmup && score > self.threshold).then_some(Anomaly {
             value: v,
             expected: self.mean,
             score,
