@@ -1,0 +1,251 @@
+//! `edge-app`: subscribes to the sensor topics on the gateway's broker,
+//! filters each value, aggregates per topic over time windows (published on
+//! `<output>/agg/<topic>`) and flags anomalies (`<output>/alarms`). Signals
+//! READY to Pantavisor once connected; survives broker outages.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use edge_app::aggregate::Window;
+use edge_app::anomaly::Detector;
+use edge_app::config::Config;
+use edge_app::filter::{Filter, Verdict};
+use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+use serde_json::json;
+
+const USAGE: &str = "usage: edge-app [--config FILE] [--ctrl-socket PATH]
+
+Aggregates and watches sensor values on MQTT. FILE (default
+/etc/edge-app/edge.toml, the container's _config overlay) sets the broker,
+the input topic filter, the output prefix, the window and per-topic rules;
+see the edge-app crate's config module. READY is signalled on PATH (default
+/pantavisor/pv-ctrl) once the broker accepted the connection.";
+
+struct TopicState {
+    filter: Filter,
+    window: Window,
+    detector: Option<Box<dyn Detector + Send>>,
+}
+
+#[derive(Default)]
+struct Metrics {
+    received: u64,
+    unparsable: u64,
+    dropped_range: u64,
+    dropped_deadband: u64,
+    aggregates: u64,
+    alarms: u64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A number, or a JSON object with `v` or `value`.
+fn parse_value(payload: &[u8]) -> Option<f64> {
+    let text = std::str::from_utf8(payload).ok()?.trim();
+    if let Ok(v) = text.parse::<f64>() {
+        return Some(v);
+    }
+    let j: serde_json::Value = serde_json::from_str(text).ok()?;
+    j.get("v").or_else(|| j.get("value"))?.as_f64()
+}
+
+fn signal_ready(socket: &std::path::Path) -> std::io::Result<()> {
+    let mut s = std::os::unix::net::UnixStream::connect(socket)?;
+    let body = r#"{"type":"ready"}"#;
+    write!(
+        s,
+        "POST /signal HTTP/1.1\r\nHost: pv-ctrl\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer)?;
+    if !answer.starts_with("HTTP/1.1 2") {
+        return Err(std::io::Error::other(
+            answer.lines().next().unwrap_or("").to_string(),
+        ));
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let mut config_path = PathBuf::from("/etc/edge-app/edge.toml");
+    let mut socket = PathBuf::from("/pantavisor/pv-ctrl");
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match (a.as_str(), args.next()) {
+            ("--config", Some(v)) => config_path = v.into(),
+            ("--ctrl-socket", Some(v)) => socket = v.into(),
+            ("-h" | "--help", _) => {
+                println!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            _ => {
+                eprintln!("edge-app: error: unexpected argument {a}\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let config = match std::fs::read_to_string(&config_path) {
+        Ok(text) => match Config::parse(&text) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("edge-app: error: {}: {e}", config_path.display());
+                return ExitCode::from(2);
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("edge-app: {} not found; defaults", config_path.display());
+            Config::parse("").unwrap_or_else(|_| unreachable!())
+        }
+        Err(e) => {
+            eprintln!("edge-app: error: {}: {e}", config_path.display());
+            return ExitCode::from(2);
+        }
+    };
+    let (host, port) = match config
+        .broker
+        .rsplit_once(':')
+        .map(|(h, p)| (h, p.parse::<u16>()))
+    {
+        Some((h, Ok(p))) => (h.to_string(), p),
+        _ => {
+            eprintln!(
+                "edge-app: error: broker {:?} is not HOST:PORT",
+                config.broker
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let mut opts = MqttOptions::new(format!("edge-app-{}", std::process::id()), host, port);
+    opts.set_keep_alive(Duration::from_secs(10));
+    let (client, mut connection) = Client::new(opts, 1000);
+    let mut topics: HashMap<String, TopicState> = HashMap::new();
+    let mut metrics = Metrics::default();
+    let mut ready = false;
+    let mut last_metrics = Instant::now();
+    let out = config.output.clone();
+    eprintln!(
+        "edge-app: {} -> {out}/agg/…, {out}/alarms (window {} s)",
+        config.input, config.window_s
+    );
+    loop {
+        match connection.recv_timeout(Duration::from_secs(1)) {
+            Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
+                eprintln!("edge-app: connected to {}", config.broker);
+                if let Err(e) = client.try_subscribe(config.input.clone(), QoS::AtLeastOnce) {
+                    eprintln!("edge-app: subscribe: {e}");
+                }
+                if !ready {
+                    match signal_ready(&socket) {
+                        Ok(()) => eprintln!("edge-app: READY"),
+                        Err(e) => {
+                            eprintln!("edge-app: READY not signalled ({}): {e}", socket.display())
+                        }
+                    }
+                    ready = true;
+                }
+            }
+            Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
+                metrics.received += 1;
+                let Some(v) = parse_value(&p.payload) else {
+                    metrics.unparsable += 1;
+                    continue;
+                };
+                let st = topics.entry(p.topic.clone()).or_insert_with(|| {
+                    let rule = config.rule_for(&p.topic);
+                    TopicState {
+                        filter: config.filter_for(&p.topic),
+                        window: Window::new(
+                            1000 * rule.and_then(|r| r.window_s).unwrap_or(config.window_s),
+                        ),
+                        detector: rule.and_then(|r| r.detector.as_ref()).map(|d| d.build()),
+                    }
+                });
+                match st.filter.check(v) {
+                    Verdict::OutOfRange => {
+                        metrics.dropped_range += 1;
+                        continue;
+                    }
+                    Verdict::WithinDeadband => {
+                        metrics.dropped_deadband += 1;
+                        // Still part of the window: the value is real.
+                    }
+                    Verdict::Pass => {
+                        if let Some(a) = st.detector.as_mut().and_then(|d| d.observe(v)) {
+                            metrics.alarms += 1;
+                            let alarm = json!({"topic": p.topic, "value": a.value, "expected": a.expected,
+                                "score": a.score, "threshold": a.threshold, "ts_ms": now_ms()});
+                            eprintln!("edge-app: ALARM {alarm}");
+                            let _ = client.try_publish(
+                                format!("{out}/alarms"),
+                                QoS::AtLeastOnce,
+                                false,
+                                alarm.to_string(),
+                            );
+                        }
+                    }
+                }
+                if let Some(a) = st.window.push(now_ms(), v) {
+                    metrics.aggregates += 1;
+                    let _ = client.try_publish(
+                        format!("{out}/agg/{}", p.topic),
+                        QoS::AtLeastOnce,
+                        false,
+                        serde_json::to_string(&a).unwrap_or_default(),
+                    );
+                }
+            }
+            Ok(Ok(_)) | Err(_) => {}
+            Ok(Err(e)) => {
+                eprintln!("edge-app: broker {}: {e}; retrying", config.broker);
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+        let now = now_ms();
+        for (topic, st) in topics.iter_mut() {
+            if let Some(a) = st.window.flush(now) {
+                metrics.aggregates += 1;
+                let _ = client.try_publish(
+                    format!("{out}/agg/{topic}"),
+                    QoS::AtLeastOnce,
+                    false,
+                    serde_json::to_string(&a).unwrap_or_default(),
+                );
+            }
+        }
+        if last_metrics.elapsed() >= Duration::from_secs(10) {
+            last_metrics = Instant::now();
+            let m = json!({"received": metrics.received, "unparsable": metrics.unparsable,
+                "dropped_range": metrics.dropped_range, "dropped_deadband": metrics.dropped_deadband,
+                "aggregates": metrics.aggregates, "alarms": metrics.alarms});
+            let _ = client.try_publish(
+                format!("{out}/metrics"),
+                QoS::AtMostOnce,
+                false,
+                m.to_string(),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_value;
+
+    #[test]
+    fn values() {
+        assert_eq!(parse_value(b" 21.5\n"), Some(21.5));
+        assert_eq!(parse_value(br#"{"v": 3, "seq": 9}"#), Some(3.0));
+        assert_eq!(parse_value(br#"{"value": -1.5}"#), Some(-1.5));
+        assert_eq!(parse_value(b"hot"), None);
+        assert_eq!(parse_value(&[0xff, 0xfe]), None);
+    }
+}
