@@ -11,6 +11,7 @@ pub mod bootloader;
 pub mod bundle;
 pub mod conn;
 pub mod container;
+pub mod embedded;
 pub mod error;
 pub mod http;
 pub mod lxc;

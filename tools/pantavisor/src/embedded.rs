@@ -1,0 +1,404 @@
+//! Embedded mode: what `pantavisor` does as PID 1 of an initramfs before the
+//! supervisor takes over — the kernel command line, the early file systems,
+//! kernel modules (in `modules.dep` order, compressed ones decompressed by
+//! the kernel), finding and mounting the data partition — and what it does
+//! at the end: stop, sync, reboot(2). The pieces that only read files are
+//! plain functions, tested on their own.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+
+/// Where the data partition is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceSpec {
+    Label(String),
+    Uuid(String),
+    Path(PathBuf),
+}
+
+/// What the kernel command line tells us.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootArgs {
+    /// `pv_storage=LABEL=pvdata | UUID=… | /dev/vda2` (default LABEL=pvdata).
+    pub storage: DeviceSpec,
+    /// `pv_storage.fstype=ext4`.
+    pub fstype: String,
+    /// `pv_storage.wait=SECONDS` for the device to appear (default 10).
+    pub wait: Duration,
+    /// `pv_modules=a,b,c`: modules to load from the initramfs before looking
+    /// for the device (with their dependencies).
+    pub modules: Vec<String>,
+    /// `pv_rev=`/`pv_try=` as a bootloader passed them (informational: the
+    /// boot environment on storage is what counts).
+    pub rev: Option<String>,
+    pub try_rev: Option<String>,
+    /// `pv_config=PATH` on storage (default config/pantavisor.config).
+    pub config: PathBuf,
+}
+
+pub fn parse_cmdline(cmdline: &str) -> Result<BootArgs> {
+    let mut args = BootArgs {
+        storage: DeviceSpec::Label("pvdata".into()),
+        fstype: "ext4".into(),
+        wait: Duration::from_secs(10),
+        modules: Vec::new(),
+        rev: None,
+        try_rev: None,
+        config: PathBuf::from("config/pantavisor.config"),
+    };
+    for word in cmdline.split_whitespace() {
+        let Some((k, v)) = word.split_once('=') else {
+            continue;
+        };
+        match k {
+            "pv_storage" => {
+                args.storage = if let Some(l) = v.strip_prefix("LABEL=") {
+                    DeviceSpec::Label(l.into())
+                } else if let Some(u) = v.strip_prefix("UUID=") {
+                    DeviceSpec::Uuid(u.to_ascii_lowercase())
+                } else if v.starts_with('/') {
+                    DeviceSpec::Path(v.into())
+                } else {
+                    return Err(Error::Other(format!(
+                        "pv_storage={v}: use LABEL=…, UUID=… or /dev/…"
+                    )));
+                }
+            }
+            "pv_storage.fstype" => args.fstype = v.into(),
+            "pv_storage.wait" => {
+                args.wait = Duration::from_secs(v.parse().map_err(|_| {
+                    Error::Other(format!("pv_storage.wait={v}: not a number of seconds"))
+                })?)
+            }
+            "pv_modules" => {
+                args.modules = v
+                    .split(',')
+                    .filter(|m| !m.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            }
+            "pv_rev" => args.rev = Some(v.into()),
+            "pv_try" => args.try_rev = Some(v.into()).filter(|t: &String| !t.is_empty()),
+            "pv_config" => args.config = v.into(),
+            _ => {}
+        }
+    }
+    Ok(args)
+}
+
+/// Label and UUID of an ext2/3/4 file system (its superblock at 1024).
+pub fn ext4_identity(dev: &Path) -> Option<(String, String)> {
+    let mut f = fs::File::open(dev).ok()?;
+    let mut sb = [0u8; 256];
+    f.seek(SeekFrom::Start(1024)).ok()?;
+    f.read_exact(&mut sb).ok()?;
+    if u16::from_le_bytes([sb[56], sb[57]]) != 0xef53 {
+        return None;
+    }
+    let u = &sb[104..120];
+    let uuid = format!(
+        "{}-{}-{}-{}-{}",
+        hex(&u[0..4]),
+        hex(&u[4..6]),
+        hex(&u[6..8]),
+        hex(&u[8..10]),
+        hex(&u[10..16])
+    );
+    let label = String::from_utf8_lossy(&sb[120..136])
+        .trim_end_matches('\0')
+        .to_string();
+    Some((label, uuid))
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The block device `spec` names, looking at `/dev/NAME` for every entry of
+/// `sys_block` (/sys/class/block), until `wait` passes.
+pub fn find_device(
+    spec: &DeviceSpec,
+    sys_block: &Path,
+    dev: &Path,
+    wait: Duration,
+) -> Result<PathBuf> {
+    let deadline = Instant::now() + wait;
+    loop {
+        if let DeviceSpec::Path(p) = spec {
+            if p.exists() {
+                return Ok(p.clone());
+            }
+        } else if let Ok(entries) = fs::read_dir(sys_block) {
+            let mut names: Vec<String> = entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            for name in names {
+                let node = dev.join(&name);
+                if let Some((label, uuid)) = ext4_identity(&node) {
+                    let hit = match spec {
+                        DeviceSpec::Label(l) => *l == label,
+                        DeviceSpec::Uuid(u) => *u == uuid,
+                        DeviceSpec::Path(_) => false,
+                    };
+                    if hit {
+                        return Ok(node);
+                    }
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::Other(format!(
+                "no block device {spec:?} within {wait:?} (is its driver loaded? pv_modules=)"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `modules.dep`: module path (relative to the modules dir) → its dependencies.
+pub fn parse_modules_dep(text: &str) -> BTreeMap<String, Vec<String>> {
+    text.lines()
+        .filter_map(|l| {
+            let (m, deps) = l.split_once(':')?;
+            Some((
+                m.trim().to_string(),
+                deps.split_whitespace().map(str::to_string).collect(),
+            ))
+        })
+        .collect()
+}
+
+/// A module's name from its path: `kernel/fs/ext4/ext4.ko.xz` → `ext4`
+/// (`-` and `_` are the same to the kernel).
+pub fn module_name(path: &str) -> String {
+    let file = path.rsplit('/').next().unwrap_or(path);
+    file.split(".ko").next().unwrap_or(file).replace('-', "_")
+}
+
+/// The module files to load for `wanted`, dependencies first, each once.
+pub fn load_order(dep: &BTreeMap<String, Vec<String>>, wanted: &[String]) -> Result<Vec<String>> {
+    let by_name: BTreeMap<String, &String> = dep.keys().map(|p| (module_name(p), p)).collect();
+    let mut order = Vec::new();
+    let mut seen = BTreeSet::new();
+    fn visit(
+        path: &String,
+        dep: &BTreeMap<String, Vec<String>>,
+        seen: &mut BTreeSet<String>,
+        order: &mut Vec<String>,
+    ) {
+        if !seen.insert(path.clone()) {
+            return;
+        }
+        for d in dep.get(path).into_iter().flatten() {
+            visit(d, dep, seen, order);
+        }
+        order.push(path.clone());
+    }
+    for w in wanted {
+        let path = by_name
+            .get(&w.replace('-', "_"))
+            .ok_or_else(|| Error::Other(format!("module {w}: not in modules.dep")))?;
+        visit(path, dep, &mut seen, &mut order);
+    }
+    Ok(order)
+}
+
+/// Load the modules (and what they need) from `dir` (lib/modules/VERSION).
+/// Built-in or already loaded ones are fine; compressed ones (.ko.xz,
+/// .ko.zst, .ko.gz) are handed to the kernel to decompress.
+pub fn load_modules(dir: &Path, wanted: &[String]) -> Result<Vec<String>> {
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
+    let dep_file = dir.join("modules.dep");
+    let text = fs::read_to_string(&dep_file).map_err(|e| Error::io(&dep_file, e))?;
+    let order = load_order(&parse_modules_dep(&text), wanted)?;
+    let mut loaded = Vec::new();
+    for rel in order {
+        let path = dir.join(&rel);
+        let file = fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+        let compressed = !rel.ends_with(".ko");
+        let flags = if compressed {
+            nix::kmod::ModuleInitFlags::from_bits_retain(4) // MODULE_INIT_COMPRESSED_FILE
+        } else {
+            nix::kmod::ModuleInitFlags::empty()
+        };
+        match nix::kmod::finit_module(&file, c"", flags) {
+            Ok(()) => loaded.push(module_name(&rel)),
+            Err(nix::errno::Errno::EEXIST) => {}
+            Err(e) => return Err(Error::sys(format!("load module {rel}"), e)),
+        }
+    }
+    Ok(loaded)
+}
+
+/// proc, sys, devtmpfs, devpts, /run and the cgroup2 hierarchy, as an init
+/// must mount them; each skipped when already there.
+pub fn early_mounts() -> Result<()> {
+    use nix::mount::{mount, MsFlags};
+    let nodev = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;
+    let table: [(&str, &str, &str, MsFlags, Option<&str>); 6] = [
+        ("proc", "/proc", "proc", nodev, None),
+        ("sysfs", "/sys", "sysfs", nodev, None),
+        (
+            "devtmpfs",
+            "/dev",
+            "devtmpfs",
+            MsFlags::MS_NOSUID,
+            Some("mode=0755"),
+        ),
+        (
+            "devpts",
+            "/dev/pts",
+            "devpts",
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            Some("gid=5,mode=620,ptmxmode=666"),
+        ),
+        (
+            "tmpfs",
+            "/run",
+            "tmpfs",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=0755"),
+        ),
+        ("cgroup2", "/sys/fs/cgroup", "cgroup2", nodev, None),
+    ];
+    for (src, target, fstype, flags, data) in table {
+        fs::create_dir_all(target).map_err(|e| Error::io(target, e))?;
+        if is_mountpoint(Path::new(target)) {
+            continue;
+        }
+        mount(Some(src), target, Some(fstype), flags, data)
+            .map_err(|e| Error::sys(format!("mount {fstype} on {target}"), e))?;
+    }
+    Ok(())
+}
+
+fn is_mountpoint(p: &Path) -> bool {
+    fs::read_to_string("/proc/self/mountinfo")
+        .map(|t| {
+            t.lines()
+                .any(|l| l.split_whitespace().nth(4) == Some(&p.to_string_lossy()))
+        })
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_lines() {
+        let a = parse_cmdline(
+            "console=ttyS0 quiet pv_storage=LABEL=data pv_modules=virtio_blk,ext4 pv_try=locals/x",
+        )
+        .unwrap();
+        assert_eq!(a.storage, DeviceSpec::Label("data".into()));
+        assert_eq!(a.modules, ["virtio_blk", "ext4"]);
+        assert_eq!(a.try_rev.as_deref(), Some("locals/x"));
+        assert_eq!(a.fstype, "ext4");
+        let a = parse_cmdline("pv_storage=UUID=ABCD-1234 pv_storage.wait=30").unwrap();
+        assert_eq!(a.storage, DeviceSpec::Uuid("abcd-1234".into()));
+        assert_eq!(a.wait, Duration::from_secs(30));
+        assert_eq!(
+            parse_cmdline("").unwrap().storage,
+            DeviceSpec::Label("pvdata".into())
+        );
+        assert!(parse_cmdline("pv_storage=sda1").is_err());
+        assert!(parse_cmdline("pv_storage.wait=soon").is_err());
+    }
+
+    #[test]
+    fn modules_load_dependencies_first_once() {
+        let dep = parse_modules_dep(
+            "kernel/fs/ext4/ext4.ko.xz: kernel/fs/jbd2/jbd2.ko.xz kernel/fs/mbcache.ko.xz kernel/lib/crc16.ko.xz\n\
+             kernel/fs/jbd2/jbd2.ko.xz:\n\
+             kernel/fs/mbcache.ko.xz:\n\
+             kernel/lib/crc16.ko.xz:\n\
+             kernel/drivers/block/virtio_blk.ko.xz: kernel/drivers/virtio/virtio.ko.xz kernel/drivers/virtio/virtio_ring.ko.xz\n\
+             kernel/drivers/virtio/virtio_ring.ko.xz:\n\
+             kernel/drivers/virtio/virtio.ko.xz:\n\
+             kernel/drivers/virtio/virtio_pci.ko.xz: kernel/drivers/virtio/virtio.ko.xz kernel/drivers/virtio/virtio_ring.ko.xz\n",
+        );
+        let order = load_order(
+            &dep,
+            &["virtio-pci".into(), "virtio_blk".into(), "ext4".into()],
+        )
+        .unwrap();
+        let names: Vec<String> = order.iter().map(|p| module_name(p)).collect();
+        assert_eq!(
+            names,
+            [
+                "virtio",
+                "virtio_ring",
+                "virtio_pci",
+                "virtio_blk",
+                "jbd2",
+                "mbcache",
+                "crc16",
+                "ext4"
+            ]
+        );
+        assert!(load_order(&dep, &["nonexistent".into()]).is_err());
+    }
+
+    #[test]
+    fn finds_an_ext4_file_system_by_label_and_uuid() {
+        let tmp = tempfile::tempdir().unwrap();
+        let img = tmp.path().join("dev/vdb");
+        fs::create_dir_all(tmp.path().join("dev")).unwrap();
+        fs::create_dir_all(tmp.path().join("sys/vda")).unwrap();
+        fs::create_dir_all(tmp.path().join("sys/vdb")).unwrap();
+        fs::write(tmp.path().join("dev/vda"), vec![0u8; 4096]).unwrap();
+        let out = std::process::Command::new("mkfs.ext4")
+            .args([
+                "-q",
+                "-F",
+                "-L",
+                "pvdata",
+                "-U",
+                "0b5f2d3c-1111-4222-8333-944455556666",
+            ])
+            .arg(&img)
+            .arg("4M")
+            .output()
+            .expect("mkfs.ext4 (e2fsprogs)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            ext4_identity(&img),
+            Some((
+                "pvdata".into(),
+                "0b5f2d3c-1111-4222-8333-944455556666".into()
+            ))
+        );
+        let (sys, dev) = (tmp.path().join("sys"), tmp.path().join("dev"));
+        let w = Duration::from_millis(10);
+        assert_eq!(
+            find_device(&DeviceSpec::Label("pvdata".into()), &sys, &dev, w).unwrap(),
+            img
+        );
+        assert_eq!(
+            find_device(
+                &DeviceSpec::Uuid("0b5f2d3c-1111-4222-8333-944455556666".into()),
+                &sys,
+                &dev,
+                w
+            )
+            .unwrap(),
+            img
+        );
+        let e = find_device(&DeviceSpec::Label("other".into()), &sys, &dev, w).unwrap_err();
+        assert!(e.to_string().contains("pv_modules"), "{e}");
+    }
+}
