@@ -219,7 +219,18 @@ pub fn load_modules(dir: &Path, wanted: &[String]) -> Result<Vec<String>> {
     }
     let dep_file = dir.join("modules.dep");
     let text = fs::read_to_string(&dep_file).map_err(|e| Error::io(&dep_file, e))?;
-    let order = load_order(&parse_modules_dep(&text), wanted)?;
+    // Modules built into the kernel need no loading.
+    let builtin: BTreeSet<String> = fs::read_to_string(dir.join("modules.builtin"))
+        .unwrap_or_default()
+        .lines()
+        .map(module_name)
+        .collect();
+    let wanted: Vec<String> = wanted
+        .iter()
+        .filter(|w| !builtin.contains(&w.replace('-', "_")))
+        .cloned()
+        .collect();
+    let order = load_order(&parse_modules_dep(&text), &wanted)?;
     let mut loaded = Vec::new();
     for rel in order {
         let path = dir.join(&rel);
@@ -288,6 +299,200 @@ fn is_mountpoint(p: &Path) -> bool {
                 .any(|l| l.split_whitespace().nth(4) == Some(&p.to_string_lossy()))
         })
         .unwrap_or(false)
+}
+
+/// Copy the initramfs (a `rootfs` mount, which pivot_root cannot leave)
+/// into a tmpfs and make that the root, as switch_root does; containers can
+/// then pivot_root into their own roots.
+fn leave_rootfs() -> Result<()> {
+    use nix::mount::{mount, umount2, MntFlags, MsFlags};
+    fs::create_dir_all("/proc").map_err(|e| Error::io("/proc", e))?;
+    mount(
+        Some("proc"),
+        "/proc",
+        Some("proc"),
+        MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(|e| Error::sys("mount proc", e))?;
+    let on_rootfs = fs::read_to_string("/proc/mounts")
+        .map(|m| {
+            m.lines().any(|l| l.starts_with("rootfs / "))
+                && !m
+                    .lines()
+                    .any(|l| l.split_whitespace().nth(1) == Some("/") && !l.starts_with("rootfs "))
+        })
+        .unwrap_or(false);
+    let _ = umount2("/proc", MntFlags::MNT_DETACH);
+    if !on_rootfs {
+        return Ok(());
+    }
+    let new = Path::new("/.newroot");
+    fs::create_dir_all(new).map_err(|e| Error::io(new, e))?;
+    mount(
+        Some("tmpfs"),
+        new,
+        Some("tmpfs"),
+        MsFlags::empty(),
+        Some("mode=0755"),
+    )
+    .map_err(|e| Error::sys("mount tmpfs for the new root", e))?;
+    for entry in fs::read_dir("/").map_err(|e| Error::io("/", e))?.flatten() {
+        let name = entry.file_name();
+        if [".newroot", "proc", "sys", "dev", "run"]
+            .iter()
+            .any(|n| name == *n)
+        {
+            continue;
+        }
+        copy_tree(&entry.path(), &new.join(&name))?;
+    }
+    std::env::set_current_dir(new).map_err(|e| Error::io(new, e))?;
+    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+        .map_err(|e| Error::sys("move the new root", e))?;
+    nix::unistd::chroot(".").map_err(|e| Error::sys("chroot", e))?;
+    std::env::set_current_dir("/").map_err(|e| Error::io("/", e))?;
+    Ok(())
+}
+
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    let meta = fs::symlink_metadata(from).map_err(|e| Error::io(from, e))?;
+    if meta.file_type().is_symlink() {
+        let target = fs::read_link(from).map_err(|e| Error::io(from, e))?;
+        symlink(target, to).map_err(|e| Error::io(to, e))?;
+    } else if meta.is_dir() {
+        fs::create_dir_all(to).map_err(|e| Error::io(to, e))?;
+        for entry in fs::read_dir(from)
+            .map_err(|e| Error::io(from, e))?
+            .flatten()
+        {
+            copy_tree(&entry.path(), &to.join(entry.file_name()))?;
+        }
+        fs::set_permissions(to, fs::Permissions::from_mode(meta.permissions().mode()))
+            .map_err(|e| Error::io(to, e))?;
+    } else if meta.is_file() {
+        fs::copy(from, to).map_err(|e| Error::io(to, e))?;
+    }
+    Ok(())
+}
+
+/// The running kernel's release (for /lib/modules/RELEASE).
+fn kernel_release() -> String {
+    nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Boot to the supervisor: file systems, modules, the data partition, the
+/// revision's BSP modules and firmware, then run until told to stop.
+fn boot(make_options: &dyn Fn(&Path, &str) -> Result<crate::supervisor::Options>) -> Result<()> {
+    leave_rootfs()?;
+    early_mounts()?;
+    let cmdline = fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let args = parse_cmdline(&cmdline)?;
+    let release = kernel_release();
+    let modules_dir = Path::new("/lib/modules").join(&release);
+    let mut wanted: Vec<String> = fs::read_to_string("/etc/pantavisor/modules")
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect();
+    wanted.extend(args.modules.iter().cloned());
+    let loaded = load_modules(&modules_dir, &wanted)?;
+    eprintln!(
+        "pantavisor: kernel {release}; modules loaded: {}",
+        loaded.join(" ")
+    );
+    let dev = find_device(
+        &args.storage,
+        Path::new("/sys/class/block"),
+        Path::new("/dev"),
+        args.wait,
+    )?;
+    let storage = Path::new("/storage");
+    fs::create_dir_all(storage).map_err(|e| Error::io(storage, e))?;
+    nix::mount::mount(
+        Some(&dev),
+        storage,
+        Some(args.fstype.as_str()),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(|e| {
+        Error::sys(
+            format!("mount {} ({}) on /storage", dev.display(), args.fstype),
+            e,
+        )
+    })?;
+    eprintln!("pantavisor: storage {} mounted", dev.display());
+    let text = fs::read_to_string(storage.join(&args.config)).unwrap_or_default();
+    let opts = make_options(storage, &text)?;
+    // The revision's kernel modules and firmware, from its BSP part.
+    let env = crate::bootenv::BootEnv::load_from(crate::bootenv::store_from_spec(
+        &opts.bootloader,
+        storage,
+    )?)?;
+    let rev = env
+        .try_rev
+        .clone()
+        .filter(|t| env.trying.as_deref() != Some(t))
+        .unwrap_or(env.rev.clone());
+    if let Ok(state) = crate::storage::Storage::open(storage).and_then(|s| s.state(&rev)) {
+        for (key, target) in [
+            ("bsp/modules.squashfs", "/lib/modules"),
+            ("bsp/firmware.squashfs", "/lib/firmware"),
+        ] {
+            if let Some(pvstate::Entry::Object(id)) = state.get(key) {
+                let image = storage.join("objects").join(id.to_string());
+                let target = if key.starts_with("bsp/modules") {
+                    modules_dir.clone()
+                } else {
+                    PathBuf::from(target)
+                };
+                fs::create_dir_all(&target).map_err(|e| Error::io(&target, e))?;
+                match crate::mounts::mount_squashfs(&image, &target) {
+                    Ok(()) => eprintln!(
+                        "pantavisor: {key} of revision {rev} on {}",
+                        target.display()
+                    ),
+                    Err(e) => eprintln!("pantavisor: {key} of revision {rev}: {e}"),
+                }
+            }
+        }
+    }
+    if let Some(dir) = opts.ctrl_socket.parent() {
+        fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    crate::supervisor::Daemon::new(opts)?.run()
+}
+
+/// PID 1: boot, run, and never return — stop, sync and power off when
+/// told to stop (SIGTERM/SIGINT, or ctrl-alt-del), reboot after a fatal
+/// error so that the bootloader's try latch falls back to the committed
+/// revision.
+pub fn pid1(make_options: impl Fn(&Path, &str) -> Result<crate::supervisor::Options>) -> ! {
+    use nix::sys::reboot::{reboot, set_cad_enabled, RebootMode};
+    // ctrl-alt-del sends us SIGINT instead of resetting the machine.
+    let _ = set_cad_enabled(false);
+    let mode = match boot(&make_options) {
+        Ok(()) => {
+            eprintln!("pantavisor: stopped; powering off");
+            RebootMode::RB_POWER_OFF
+        }
+        Err(e) => {
+            eprintln!("pantavisor: FATAL: {e}; rebooting in 5 s");
+            std::thread::sleep(Duration::from_secs(5));
+            RebootMode::RB_AUTOBOOT
+        }
+    };
+    nix::unistd::sync();
+    loop {
+        let _ = reboot(mode);
+        std::thread::sleep(Duration::from_secs(1));
+    }
 }
 
 #[cfg(test)]

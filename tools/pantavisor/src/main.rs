@@ -1,4 +1,5 @@
-//! `pantavisor`: the runtime daemon, in appengine mode.
+//! `pantavisor`: the runtime daemon — appengine mode as a plain root process,
+//! embedded mode when started as PID 1 (the /init of our initramfs).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -51,7 +52,59 @@ fn config_value(text: &str, key: &str) -> Option<String> {
         })
 }
 
+/// Options from the configuration text, with the paths and flags given.
+fn options(
+    text: &str,
+    storage: PathBuf,
+    ctrl_socket: PathBuf,
+    run_dir: PathBuf,
+    cgroup_parent: Option<String>,
+) -> Result<Options, String> {
+    let number = |key: &str, default: u64| -> Result<u64, String> {
+        match config_value(text, key) {
+            None => Ok(default),
+            Some(v) => v.parse().map_err(|_| format!("{key}={v}: not a number")),
+        }
+    };
+    Ok(Options {
+        storage,
+        ctrl_socket,
+        run_dir,
+        cgroup_parent: cgroup_parent
+            .or_else(|| config_value(text, "cgroup.parent"))
+            .unwrap_or_else(|| "pantavisor".into()),
+        log_max_bytes: number("log.maxsize", 1 << 20)?,
+        stop_timeout: Duration::from_secs(number("stop.timeout", 10)?),
+        goals_timeout: Duration::from_secs(number("update.goals_timeout", 120)?),
+        commit_delay: Duration::from_secs(number("update.commit_delay", 5)?),
+        verify_objects: number("update.verify_objects", 1)? != 0,
+        remote_listen: config_value(text, "remote.listen")
+            .map(|v| {
+                v.parse()
+                    .map_err(|_| format!("remote.listen={v}: not an ADDRESS:PORT"))
+            })
+            .transpose()?,
+        remote_token: config_value(text, "remote.token").filter(|t| !t.is_empty()),
+        bootloader: config_value(text, "bootloader").unwrap_or_else(|| "plain".into()),
+        signatures: config_value(text, "update.signatures")
+            .unwrap_or_else(|| "lenient".into())
+            .parse()?,
+    })
+}
+
 fn main() -> ExitCode {
+    if std::process::id() == 1 {
+        pantavisor::embedded::pid1(|storage, text| {
+            options(
+                text,
+                storage.to_path_buf(),
+                PathBuf::from("/run/pantavisor/pv-ctrl"),
+                PathBuf::from("/run/pantavisor-rs"),
+                None,
+            )
+            .map_err(|e| pantavisor::Error::Other(format!("config: {e}")))
+        })
+    }
     let cli = Cli::parse();
     let text = match &cli.config {
         Some(p) => match std::fs::read_to_string(p) {
@@ -63,41 +116,13 @@ fn main() -> ExitCode {
         },
         None => String::new(),
     };
-    let number = |key: &str, default: u64| -> Result<u64, String> {
-        match config_value(&text, key) {
-            None => Ok(default),
-            Some(v) => v.parse().map_err(|_| format!("{key}={v}: not a number")),
-        }
-    };
-    let opts = (|| -> Result<Options, String> {
-        Ok(Options {
-            storage: cli.storage.clone(),
-            ctrl_socket: cli.ctrl_socket.clone(),
-            run_dir: cli.run_dir.clone(),
-            cgroup_parent: cli
-                .cgroup_parent
-                .clone()
-                .or_else(|| config_value(&text, "cgroup.parent"))
-                .unwrap_or_else(|| "pantavisor".into()),
-            log_max_bytes: number("log.maxsize", 1 << 20)?,
-            stop_timeout: Duration::from_secs(number("stop.timeout", 10)?),
-            goals_timeout: Duration::from_secs(number("update.goals_timeout", 120)?),
-            commit_delay: Duration::from_secs(number("update.commit_delay", 5)?),
-            verify_objects: number("update.verify_objects", 1)? != 0,
-            remote_listen: config_value(&text, "remote.listen")
-                .map(|v| {
-                    v.parse()
-                        .map_err(|_| format!("remote.listen={v}: not an ADDRESS:PORT"))
-                })
-                .transpose()?,
-            remote_token: config_value(&text, "remote.token").filter(|t| !t.is_empty()),
-            bootloader: config_value(&text, "bootloader").unwrap_or_else(|| "plain".into()),
-            signatures: config_value(&text, "update.signatures")
-                .unwrap_or_else(|| "lenient".into())
-                .parse()?,
-        })
-    })();
-    let opts = match opts {
+    let opts = match options(
+        &text,
+        cli.storage.clone(),
+        cli.ctrl_socket.clone(),
+        cli.run_dir.clone(),
+        cli.cgroup_parent.clone(),
+    ) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("pantavisor: error: config: {e}");
