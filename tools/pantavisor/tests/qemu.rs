@@ -1,0 +1,232 @@
+//! A real kernel boots our daemon as PID 1: Debian's linux-image-amd64 and
+//! its modules (ci/mkimage), our initramfs (a static pantavisor as /init),
+//! a GPT disk whose ext4 data partition holds a pvroot with a busybox
+//! container. The guest reaches every group's goal; ctrl-alt-del stops the
+//! containers and powers off; the container's output is on the data
+//! partition afterwards. KVM when it works, TCG otherwise (said in the
+//! output). Needs root; ci/test installs qemu-system-x86 and the image tools.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn workspace_bin(name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_pantavisor")).with_file_name(name);
+    if !path.exists() {
+        run(Command::new(env!("CARGO")).args(["build", "-p", name]));
+    }
+    path
+}
+
+struct Guest {
+    child: Child,
+    serial: PathBuf,
+    monitor: PathBuf,
+    kvm: bool,
+}
+
+impl Guest {
+    fn boot(dir: &Path, disk: &Path, kvm: bool) -> Guest {
+        let serial = dir.join(if kvm { "serial-kvm.log" } else { "serial.log" });
+        let monitor = dir.join("monitor.sock");
+        let _ = fs::remove_file(&monitor);
+        let bsp = dir.join("bsp");
+        let mut cmd = Command::new("qemu-system-x86_64");
+        if kvm {
+            cmd.args(["-enable-kvm", "-cpu", "host"]);
+        }
+        cmd.args(["-m", "1024", "-smp", "2", "-display", "none", "-no-reboot"])
+            .arg("-kernel")
+            .arg(bsp.join("vmlinuz"))
+            .arg("-initrd")
+            .arg(bsp.join("initramfs.cpio.gz"))
+            .args([
+                "-append",
+                "console=ttyS0 pv_storage=LABEL=pvdata panic=-1 quiet",
+            ])
+            .arg("-drive")
+            .arg(format!("file={},if=virtio,format=raw", disk.display()))
+            .arg("-serial")
+            .arg(format!("file:{}", serial.display()))
+            .arg("-monitor")
+            .arg(format!("unix:{},server,nowait", monitor.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        Guest {
+            child: cmd
+                .spawn()
+                .expect("qemu-system-x86_64 (ci/test installs qemu-system-x86)"),
+            serial,
+            monitor,
+            kvm,
+        }
+    }
+
+    fn console(&self) -> String {
+        fs::read_to_string(&self.serial).unwrap_or_default()
+    }
+
+    fn wait_for(&mut self, text: &str, within: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < within {
+            if self.console().contains(text) {
+                return true;
+            }
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return self.console().contains(text);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        false
+    }
+
+    fn monitor(&self, command: &str) {
+        let mut s = UnixStream::connect(&self.monitor).expect("QEMU monitor");
+        writeln!(s, "{command}").unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn boots_as_pid1_runs_the_revision_and_powers_off() {
+    let uid = Command::new("id").arg("-u").output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&uid.stdout).trim(),
+        "0",
+        "needs root (ci/test runs it as root)"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    run(Command::new("bash")
+        .arg(root().join("ci/mkimage"))
+        .arg("bsp")
+        .arg(d));
+    // A container from Debian's static busybox.
+    let rootfs = d.join("rootfs/os/bin");
+    fs::create_dir_all(&rootfs).unwrap();
+    fs::copy("/bin/busybox", rootfs.join("busybox")).expect("busybox-static (ci/test installs it)");
+    for applet in ["sh", "sleep", "echo"] {
+        std::os::unix::fs::symlink("busybox", rootfs.join(applet)).unwrap();
+    }
+    fs::write(
+        d.join("gateway.yaml"),
+        r#"bsp:
+  kernel: bsp/vmlinuz
+  initrd: bsp/initramfs.cpio.gz
+  modules: bsp/modules
+containers:
+  os:
+    rootfs: rootfs/os
+    group: root
+    host_network: true
+    entrypoint: [/bin/sh, -c, "echo hello from the guest; exec sleep 100000"]
+core: [os]
+squashfs: {comp: zstd, mtime: 1700000000}
+"#,
+    )
+    .unwrap();
+    run(Command::new(workspace_bin("pvcompose"))
+        .args(["pvroot", "--quiet", "--manifest"])
+        .arg(d.join("gateway.yaml"))
+        .arg("--out")
+        .arg(d.join("pvroot")));
+    let disk = d.join("disk.img");
+    run(Command::new("bash")
+        .arg(root().join("ci/mkimage"))
+        .arg("disk")
+        .arg(d.join("pvroot"))
+        .arg(&disk)
+        .arg("512"));
+
+    // KVM if the guest kernel gets going under it, else TCG.
+    let mut guest = None;
+    if fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok()
+    {
+        let mut g = Guest::boot(d, &disk, true);
+        if g.wait_for("pantavisor:", Duration::from_secs(10)) {
+            guest = Some(g);
+        } else {
+            eprintln!("KVM opens but the guest did not reach /init in 10 s here; using TCG");
+            g.kill();
+        }
+    }
+    let mut guest = guest.unwrap_or_else(|| Guest::boot(d, &disk, false));
+    eprintln!("booting with {}", if guest.kvm { "KVM" } else { "TCG" });
+    let reached = guest.wait_for(
+        "group app: every container reached its goal",
+        Duration::from_secs(120),
+    );
+    let console = guest.console();
+    if !reached {
+        guest.kill();
+        panic!("the revision did not reach its goals:\n{console}");
+    }
+    for line in [
+        "storage /dev/vda1 mounted",
+        "bsp/modules.squashfs of revision 0",
+        "os: started",
+    ] {
+        assert!(console.contains(line), "{line}:\n{console}");
+    }
+    // ctrl-alt-del: SIGINT to PID 1, containers stopped, power off.
+    guest.monitor("sendkey ctrl-alt-delete");
+    let start = Instant::now();
+    let status = loop {
+        if let Ok(Some(s)) = guest.child.try_wait() {
+            break Some(s);
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let console = guest.console();
+    if status.is_none() {
+        guest.kill();
+        panic!("the guest did not power off:\n{console}");
+    }
+    assert!(
+        console.contains("stopping: containers in reverse group order")
+            && console.contains("stopped; powering off"),
+        "{console}"
+    );
+    // The container's output, on the data partition (read without mounting).
+    let out = Command::new("debugfs")
+        .arg("-R")
+        .arg("cat /logs/0/os/stdout.log")
+        .arg(format!("{}?offset=1048576", disk.display()))
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        log.contains("hello from the guest"),
+        "{log}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
