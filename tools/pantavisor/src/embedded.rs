@@ -386,7 +386,9 @@ fn kernel_release() -> String {
 
 /// Boot to the supervisor: file systems, modules, the data partition, the
 /// revision's BSP modules and firmware, then run until told to stop.
-fn boot(make_options: &dyn Fn(&Path, &str) -> Result<crate::supervisor::Options>) -> Result<()> {
+fn boot(
+    make_options: &dyn Fn(&Path, &str) -> Result<crate::supervisor::Options>,
+) -> Result<crate::supervisor::Stop> {
     leave_rootfs()?;
     early_mounts()?;
     let cmdline = fs::read_to_string("/proc/cmdline").unwrap_or_default();
@@ -469,6 +471,30 @@ fn boot(make_options: &dyn Fn(&Path, &str) -> Result<crate::supervisor::Options>
     crate::supervisor::Daemon::new(opts)?.run()
 }
 
+/// Unmount the data partition before a reboot (its journal is then clean).
+fn umount_storage() -> Result<()> {
+    crate::mounts::umount_all_below(Path::new("/storage"));
+    nix::mount::umount2("/storage", nix::mount::MntFlags::MNT_DETACH)
+        .map_err(|e| Error::sys("umount /storage", e))
+}
+
+/// reboot(2) with LINUX_REBOOT_CMD_RESTART2 and an argument; returns only
+/// when it failed.
+fn restart2(arg: &str) {
+    let Ok(c) = std::ffi::CString::new(arg) else {
+        return;
+    };
+    unsafe {
+        libc::syscall(
+            libc::SYS_reboot,
+            libc::LINUX_REBOOT_MAGIC1,
+            libc::LINUX_REBOOT_MAGIC2,
+            libc::LINUX_REBOOT_CMD_RESTART2,
+            c.as_ptr(),
+        );
+    }
+}
+
 /// PID 1: boot, run, and never return — stop, sync and power off when
 /// told to stop (SIGTERM/SIGINT, or ctrl-alt-del), reboot after a fatal
 /// error so that the bootloader's try latch falls back to the committed
@@ -478,9 +504,18 @@ pub fn pid1(make_options: impl Fn(&Path, &str) -> Result<crate::supervisor::Opti
     // ctrl-alt-del sends us SIGINT instead of resetting the machine.
     let _ = set_cad_enabled(false);
     let mode = match boot(&make_options) {
-        Ok(()) => {
+        Ok(crate::supervisor::Stop::Halt) => {
             eprintln!("pantavisor: stopped; powering off");
             RebootMode::RB_POWER_OFF
+        }
+        Ok(crate::supervisor::Stop::Reboot { why, arg }) => {
+            eprintln!("pantavisor: rebooting ({why})");
+            let _ = umount_storage();
+            nix::unistd::sync();
+            if let Some(arg) = arg {
+                restart2(&arg);
+            }
+            RebootMode::RB_AUTOBOOT
         }
         Err(e) => {
             eprintln!("pantavisor: FATAL: {e}; rebooting in 5 s");

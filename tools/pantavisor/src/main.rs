@@ -86,6 +86,7 @@ fn options(
             .transpose()?,
         remote_token: config_value(text, "remote.token").filter(|t| !t.is_empty()),
         bootloader: config_value(text, "bootloader").unwrap_or_else(|| "plain".into()),
+        real_reboot: false,
         signatures: config_value(text, "update.signatures")
             .unwrap_or_else(|| "lenient".into())
             .parse()?,
@@ -102,6 +103,10 @@ fn main() -> ExitCode {
                 PathBuf::from("/run/pantavisor-rs"),
                 None,
             )
+            .map(|o| Options {
+                real_reboot: true,
+                ..o
+            })
             .map_err(|e| pantavisor::Error::Other(format!("config: {e}")))
         })
     }
@@ -130,7 +135,7 @@ fn main() -> ExitCode {
         }
     };
     match Daemon::new(opts).and_then(Daemon::run) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("pantavisor: error: {e}");
             ExitCode::from(1)

@@ -60,6 +60,20 @@ pub struct Options {
     pub remote_token: Option<String>,
     /// Where the boot handshake lives (see [`crate::bootenv::store_from_spec`]).
     pub bootloader: String,
+    /// Embedded mode: reboot transitions, REBOOT_DEVICE and a crashed
+    /// `system` container really reboot (run() returns [`Stop::Reboot`]);
+    /// appengine mode brings the new revision up in place instead.
+    pub real_reboot: bool,
+}
+
+/// Why [`Daemon::run`] returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stop {
+    /// SIGTERM/SIGINT: every container stopped.
+    Halt,
+    /// Every container stopped for a reboot; `arg` for reboot(2)'s RESTART2
+    /// (the Raspberry Pi firmware's `0 tryboot`), if the bootloader wants one.
+    Reboot { why: String, arg: Option<String> },
 }
 
 pub(crate) struct GroupRt {
@@ -122,6 +136,8 @@ pub struct Daemon {
     pub(crate) next_client: u64,
     /// Why the system should reboot; appengine mode reports it instead.
     pub(crate) reboot_requested: Option<String>,
+    /// Set when the daemon stops in order to reboot (embedded mode).
+    pub(crate) reboot_now: Option<Stop>,
     /// Index of the group being stopped during shutdown.
     pub(crate) shutdown_group: Option<usize>,
     pub(crate) log_sizes: HashMap<PathBuf, u64>,
@@ -327,14 +343,16 @@ impl Daemon {
             clients: HashMap::new(),
             next_client: 0,
             reboot_requested: None,
+            reboot_now: None,
             shutdown_group: None,
             log_sizes: HashMap::new(),
             socket_inode,
         })
     }
 
-    /// Run until stopped by SIGTERM/SIGINT.
-    pub fn run(mut self) -> Result<()> {
+    /// Run until stopped by SIGTERM/SIGINT, or (embedded mode) until every
+    /// container stopped for a reboot.
+    pub fn run(mut self) -> Result<Stop> {
         self.advance_groups();
         self.install_factory_packages();
         let mut events = vec![EpollEvent::empty(); 64];
@@ -365,7 +383,7 @@ impl Daemon {
             }
             if self.shutdown_group.is_some() && self.advance_shutdown() {
                 self.finish_shutdown();
-                return Ok(());
+                return Ok(self.reboot_now.take().unwrap_or(Stop::Halt));
             }
         }
     }
@@ -578,7 +596,17 @@ impl Daemon {
         }
     }
 
-    fn request_reboot(&mut self, why: String) {
+    pub(crate) fn request_reboot(&mut self, why: String) {
+        if self.opts.real_reboot {
+            info!("rebooting: {why}");
+            self.reboot_requested = Some(why.clone());
+            self.reboot_now = Some(Stop::Reboot {
+                why,
+                arg: self.bootenv.reboot_arg(),
+            });
+            self.begin_shutdown();
+            return;
+        }
         warn!("reboot requested: {why} (appengine mode: the host is not rebooted)");
         self.reboot_requested = Some(why);
     }

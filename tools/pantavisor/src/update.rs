@@ -391,6 +391,23 @@ impl Daemon {
             self.update = Some(update);
             return;
         };
+        if update.reboot && self.opts.real_reboot {
+            // Embedded mode: every container is down; the boot environment
+            // already names the revision to try (or, for a rollback, only the
+            // committed one): the bootloader brings it up.
+            let why = if update.rollback {
+                format!("rolling back to {} needs a reboot", update.rev)
+            } else {
+                format!("revision {} needs a reboot", update.rev)
+            };
+            if !update.rollback {
+                let _ = self
+                    .storage
+                    .set_progress(&update.rev, "INPROGRESS", "Rebooting", 50);
+            }
+            self.request_reboot(why);
+            return;
+        }
         let env = crate::supervisor::ctr_env!(self);
         let mut kept = Vec::new();
         for mut c in std::mem::take(&mut self.ctrs) {
