@@ -95,7 +95,8 @@ pub fn spec(input: &BundleInput) -> Result<Value> {
             "config.json: process.args is empty",
         ));
     }
-    if process.get("capabilities").is_none() {
+    let default_caps = process.get("capabilities").is_none();
+    if default_caps {
         let caps = json!(DEFAULT_CAPS);
         process["capabilities"] = json!({"bounding": caps, "effective": caps, "permitted": caps});
     }
@@ -115,6 +116,15 @@ pub fn spec(input: &BundleInput) -> Result<Value> {
                 .collect()
         });
     let netns = namespaces.iter().any(|n| n["type"] == "network");
+    if default_caps && !netns {
+        // On the host's network a container is there to manage it (network
+        // managers, VPNs, modems): it may configure interfaces and routes.
+        for set in ["bounding", "effective", "permitted"] {
+            if let Some(list) = spec["process"]["capabilities"][set].as_array_mut() {
+                list.push(json!("CAP_NET_ADMIN"));
+            }
+        }
+    }
     let mut mounts = default_mounts(netns);
     // Volumes: their names resolve to directories on storage (or tmpfs).
     for m in spec["mounts"].as_array().cloned().unwrap_or_default() {
@@ -213,6 +223,11 @@ mod tests {
                 .len()
                 > 5
         );
+        // ...and may manage the host's network.
+        assert!(s["process"]["capabilities"]["effective"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("CAP_NET_ADMIN")));
     }
 
     #[test]

@@ -236,9 +236,14 @@ impl Daemon {
         };
         let (diff, transition) = plan(&self.state, &next);
         // The latch first: from here a daemon killed at any moment comes back
-        // on the old revision, and never tries this one twice.
+        // on the old revision, and never tries this one twice. A real reboot
+        // (embedded mode) leaves the try pending: the next boot begins it.
         self.bootenv.try_rev = Some(rev.to_string());
-        self.bootenv.trying = Some(rev.to_string());
+        self.bootenv.trying = if transition.reboot && self.opts.real_reboot {
+            None
+        } else {
+            Some(rev.to_string())
+        };
         if let Err(e) = self.bootenv.save() {
             return (500, json!({"Error": e.to_string()}));
         }

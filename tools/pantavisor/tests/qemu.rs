@@ -44,6 +44,10 @@ struct Guest {
 
 impl Guest {
     fn boot(dir: &Path, disk: &Path, kvm: bool) -> Guest {
+        Self::boot_with(dir, disk, kvm, &["-no-reboot"])
+    }
+
+    fn boot_with(dir: &Path, disk: &Path, kvm: bool, extra: &[&str]) -> Guest {
         let serial = dir.join(if kvm { "serial-kvm.log" } else { "serial.log" });
         let monitor = dir.join("monitor.sock");
         let _ = fs::remove_file(&monitor);
@@ -52,7 +56,8 @@ impl Guest {
         if kvm {
             cmd.args(["-enable-kvm", "-cpu", "host"]);
         }
-        cmd.args(["-m", "1024", "-smp", "2", "-display", "none", "-no-reboot"])
+        cmd.args(["-m", "1024", "-smp", "2", "-display", "none"])
+            .args(extra)
             .arg("-kernel")
             .arg(bsp.join("vmlinuz"))
             .arg("-initrd")
@@ -229,4 +234,247 @@ squashfs: {comp: zstd, mtime: 1700000000}
         "{log}{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// HTTP over TCP to the guest's remote API (forwarded port), with the token.
+fn remote(port: u16, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+    use std::io::Read;
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, serde_json::Value::Null);
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    let _ = write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tok\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let Some((head, body)) = out.split_once("\r\n\r\n") else {
+        return (0, serde_json::Value::Null);
+    };
+    (
+        head.split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0),
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+fn wait_remote(
+    port: u16,
+    path: &str,
+    within: Duration,
+    f: impl Fn(&serde_json::Value) -> bool,
+) -> Option<serde_json::Value> {
+    let start = Instant::now();
+    while start.elapsed() < within {
+        let (code, v) = remote(port, "GET", path, "");
+        if code == 200 && f(&v) {
+            return Some(v);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    None
+}
+
+fn pvr(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(workspace_bin("pvr"))
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pvr {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_reboot_transition_boots_the_try_and_a_failed_try_falls_back() {
+    let uid = Command::new("id").arg("-u").output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&uid.stdout).trim(),
+        "0",
+        "needs root"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    run(Command::new("bash")
+        .arg(root().join("ci/mkimage"))
+        .arg("bsp")
+        .arg(d));
+    let os = d.join("rootfs/os");
+    fs::create_dir_all(os.join("bin")).unwrap();
+    fs::create_dir_all(os.join("etc")).unwrap();
+    fs::copy("/bin/busybox", os.join("bin/busybox")).unwrap();
+    for applet in ["sh", "sleep", "echo", "ip", "cat"] {
+        std::os::unix::fs::symlink("busybox", os.join("bin").join(applet)).unwrap();
+    }
+    fs::write(os.join("etc/version"), "1\n").unwrap();
+    // The os container brings up QEMU's user network (guest 10.0.2.15).
+    fs::write(
+        d.join("gateway.yaml"),
+        r#"bsp:
+  kernel: bsp/vmlinuz
+  initrd: bsp/initramfs.cpio.gz
+  modules: bsp/modules
+containers:
+  os:
+    rootfs: rootfs/os
+    group: root
+    restart_policy: system
+    host_network: true
+    entrypoint: [/bin/sh, -c, "ip link set lo up; ip link set eth0 up; ip addr add 10.0.2.15/24 dev eth0; ip route add default via 10.0.2.2; echo version $(cat /etc/version); exec sleep 100000"]
+core: [os]
+config:
+  remote.listen: "0.0.0.0:12368"
+  remote.token: tok
+  update.commit_delay: "2"
+  update.goals_timeout: "30"
+  update.signatures: disabled
+squashfs: {comp: zstd, mtime: 1700000000}
+"#,
+    )
+    .unwrap();
+    run(Command::new(workspace_bin("pvcompose"))
+        .args(["pvroot", "--quiet", "--manifest"])
+        .arg(d.join("gateway.yaml"))
+        .arg("--out")
+        .arg(d.join("pvroot")));
+    // The daemon reads its configuration from the data partition.
+    let disk = d.join("disk.img");
+    run(Command::new("bash")
+        .arg(root().join("ci/mkimage"))
+        .arg("disk")
+        .arg(d.join("pvroot"))
+        .arg(&disk)
+        .arg("768"));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let fwd = format!("user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:12368");
+    let mut guest = Guest::boot_with(
+        d,
+        &disk,
+        false,
+        &["-netdev", &fwd, "-device", "virtio-net-pci,netdev=n0"],
+    );
+    let fail = |g: &mut Guest, what: &str| -> ! {
+        let c = g.console();
+        g.kill();
+        panic!("{what}:\n{c}")
+    };
+    if wait_remote(port, "/device-meta", Duration::from_secs(120), |v| {
+        v["pantavisor.revision"] == "0"
+    })
+    .is_none()
+    {
+        fail(&mut guest, "the remote API did not come up on revision 0");
+    }
+    // A new os (restart_policy system): a reboot transition.
+    let ws = d.join("ws");
+    pvr(
+        d,
+        &[
+            "--token",
+            "tok",
+            "clone",
+            &format!("http://127.0.0.1:{port}"),
+            ws.to_str().unwrap(),
+        ],
+    );
+    fs::write(os.join("etc/version"), "2\n").unwrap();
+    pvr(
+        &ws,
+        &[
+            "app",
+            "update",
+            "os",
+            "--from",
+            os.to_str().unwrap(),
+            "--mtime",
+            "1700000000",
+            "--comp",
+            "zstd",
+        ],
+    );
+    pvr(&ws, &["commit", "-m", "os 2"]);
+    pvr(&ws, &["--token", "tok", "post", "--rev", "locals/r1"]);
+    let (code, body) = remote(
+        port,
+        "POST",
+        "/commands",
+        r#"{"op":"LOCAL_RUN","payload":"locals/r1"}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    if wait_remote(
+        port,
+        "/steps/locals/r1/progress",
+        Duration::from_secs(180),
+        |v| v["status"] == "DONE",
+    )
+    .is_none()
+    {
+        fail(&mut guest, "locals/r1 was not committed after its reboot");
+    }
+    let console = guest.console();
+    assert!(
+        console.contains("rebooting (revision locals/r1 needs a reboot)"),
+        "{console}"
+    );
+    // A try whose os dies at once: the device falls back to locals/r1.
+    fs::write(
+        d.join("bad-args.json"),
+        r#"{"Entrypoint": ["/bin/sh", "-c", "echo broken; exit 3"]}"#,
+    )
+    .unwrap();
+    pvr(
+        &ws,
+        &[
+            "app",
+            "update",
+            "os",
+            "--from",
+            os.to_str().unwrap(),
+            "--arg-json",
+            d.join("bad-args.json").to_str().unwrap(),
+            "--mtime",
+            "1700000000",
+        ],
+    );
+    pvr(&ws, &["commit", "-m", "broken os"]);
+    pvr(&ws, &["--token", "tok", "post", "--rev", "locals/r2"]);
+    let (code, body) = remote(
+        port,
+        "POST",
+        "/commands",
+        r#"{"op":"LOCAL_RUN","payload":"locals/r2"}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    if wait_remote(
+        port,
+        "/steps/locals/r2/progress",
+        Duration::from_secs(240),
+        |v| v["status"] == "ERROR",
+    )
+    .is_none()
+    {
+        fail(&mut guest, "locals/r2 did not end in ERROR");
+    }
+    if wait_remote(port, "/device-meta", Duration::from_secs(180), |v| {
+        v["pantavisor.revision"] == "locals/r1"
+    })
+    .is_none()
+    {
+        fail(&mut guest, "the device is not back on locals/r1");
+    }
+    guest.kill();
 }
