@@ -75,7 +75,20 @@ fn signal_ready(socket: &std::path::Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// As PID 1 of a container, SIGTERM's default action is to be ignored:
+/// exit on it (and on SIGINT) so the container stops at once.
+fn exit_on_term() {
+    extern "C" fn bye(_: libc::c_int) {
+        unsafe { libc::_exit(0) }
+    }
+    unsafe {
+        libc::signal(libc::SIGTERM, bye as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGINT, bye as *const () as libc::sighandler_t);
+    }
+}
+
 fn main() -> ExitCode {
+    exit_on_term();
     let mut config_path = PathBuf::from("/etc/edge-app/edge.toml");
     let mut socket = PathBuf::from("/pantavisor/pv-ctrl");
     let mut args = std::env::args().skip(1);

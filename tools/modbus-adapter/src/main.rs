@@ -159,7 +159,20 @@ fn poll_slave(slave: Slave, prefix: String, client: Client, counters: Arc<Counte
     }
 }
 
+/// As PID 1 of a container, SIGTERM's default action is to be ignored:
+/// exit on it (and on SIGINT) so the container stops at once.
+fn exit_on_term() {
+    extern "C" fn bye(_: libc::c_int) {
+        unsafe { libc::_exit(0) }
+    }
+    unsafe {
+        libc::signal(libc::SIGTERM, bye as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGINT, bye as *const () as libc::sighandler_t);
+    }
+}
+
 fn main() -> ExitCode {
+    exit_on_term();
     let mut config_path = PathBuf::from("/etc/modbus-adapter/adapter.toml");
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {

@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# The reference gateway's inputs for `pvcompose pvroot`, in OUT:
+#   rootfs/os             busybox: brings up QEMU's user network (10.0.2.15), host network
+#   rootfs/mqtt-broker    Debian's mosquitto and its libraries, port 1883
+#   rootfs/modbus-adapter our static modbus-adapter; config polls SIM_ADDR (the simulator)
+#   rootfs/edge-app       our static edge-app; READY once connected
+#   config/…              the apps' _config overlays (adapter.toml, edge.toml)
+#   gateway.yaml          the manifest (BSP from OUT/bsp, which `ci/mkimage bsp OUT` makes)
+# Usage: ci/lib/gateway.sh OUT SIM_ADDR
+set -euo pipefail
+OUT=$1 SIM_ADDR=$2
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+export PATH="$HOME/.cargo/bin:$PATH"
+for t in /bin/busybox /usr/sbin/mosquitto; do
+    [ -x "$t" ] || { echo "gateway: $t missing (ci/test installs busybox-static and mosquitto)" >&2; exit 1; }
+done
+(cd "$ROOT" && RUSTFLAGS="-C target-feature=+crt-static" cargo build -q --release \
+    --target x86_64-unknown-linux-gnu -p edge-app -p modbus-adapter)
+BIN="$ROOT/target/x86_64-unknown-linux-gnu/release"
+rm -rf "$OUT/rootfs" "$OUT/config"
+mkdir -p "$OUT"/rootfs/{os,mqtt-broker,modbus-adapter,edge-app}
+
+busybox_into() {
+    mkdir -p "$1/bin"
+    cp /bin/busybox "$1/bin/busybox"
+    for a in sh ip sleep cat echo ls ps kill; do ln -sf busybox "$1/bin/$a"; done
+}
+busybox_into "$OUT/rootfs/os"
+
+# mosquitto with the libraries ldd names, and a configuration for the gateway.
+M="$OUT/rootfs/mqtt-broker"
+install -D /usr/sbin/mosquitto "$M/usr/sbin/mosquitto"
+for lib in $(ldd /usr/sbin/mosquitto | grep -o '/[^ ]*'); do
+    cp -L --parents "$lib" "$M/"
+done
+mkdir -p "$M/etc/mosquitto" "$M/tmp"
+printf 'listener 1883 0.0.0.0\nallow_anonymous true\nuser root\npersistence false\n' > "$M/etc/mosquitto/mosquitto.conf"
+printf 'root:x:0:0:root:/:/bin/sh\n' > "$M/etc/passwd"
+printf 'root:x:0:\n' > "$M/etc/group"
+
+for app in modbus-adapter edge-app; do
+    install -D "$BIN/$app" "$OUT/rootfs/$app/usr/bin/$app"
+    mkdir -p "$OUT/rootfs/$app/etc" "$OUT/rootfs/$app/pantavisor"
+done
+mkdir -p "$OUT/config/modbus-adapter/etc/modbus-adapter" "$OUT/config/edge-app/etc/edge-app"
+cat > "$OUT/config/modbus-adapter/etc/modbus-adapter/adapter.toml" <<TOML
+broker = "127.0.0.1:1883"
+topic_prefix = "sensors"
+[[slave]]
+name = "plc1"
+address = "$SIM_ADDR"
+poll_ms = 500
+[[slave.point]]
+name = "temperature"
+table = "input"
+register = 0
+type = "i16"
+scale = 0.1
+[[slave.point]]
+name = "pressure"
+table = "input"
+register = 1
+type = "u16"
+[[slave.point]]
+name = "flow"
+table = "input"
+register = 2
+type = "f32"
+TOML
+cat > "$OUT/config/edge-app/etc/edge-app/edge.toml" <<TOML
+broker = "127.0.0.1:1883"
+input = "sensors/#"
+output = "edge"
+window_s = 5
+[[rule]]
+topic = "sensors/+/temperature"
+min = -40.0
+max = 125.0
+detector = { zscore = { window = 20, threshold = 6.0 } }
+TOML
+
+cat > "$OUT/gateway.yaml" <<'YAML'
+bsp:
+  kernel: bsp/vmlinuz
+  initrd: bsp/initramfs.cpio.gz
+  modules: bsp/modules
+containers:
+  os:
+    rootfs: rootfs/os
+    group: root
+    restart_policy: system
+    host_network: true
+    entrypoint: [/bin/sh, -c, "ip link set lo up; ip link set eth0 up; ip addr add 10.0.2.15/24 dev eth0; ip route add default via 10.0.2.2; echo network up; exec sleep 2147483647"]
+  mqtt-broker:
+    rootfs: rootfs/mqtt-broker
+    group: platform
+    host_network: true
+    entrypoint: [/usr/sbin/mosquitto, -c, /etc/mosquitto/mosquitto.conf]
+  modbus-adapter:
+    rootfs: rootfs/modbus-adapter
+    group: app
+    host_network: true
+    restart_policy: container
+    auto_recovery: {policy: always, max_retries: 100, retry_delay: 1}
+    entrypoint: [/usr/bin/modbus-adapter]
+    config_dir: config/modbus-adapter
+  edge-app:
+    rootfs: rootfs/edge-app
+    group: app
+    host_network: true
+    status_goal: READY
+    restart_policy: container
+    auto_recovery: {policy: always, max_retries: 100, retry_delay: 1}
+    entrypoint: [/usr/bin/edge-app]
+    config_dir: config/edge-app
+core: [os, mqtt-broker, modbus-adapter, edge-app]
+config:
+  remote.listen: "0.0.0.0:12368"
+  remote.token: tok
+  update.commit_delay: "3"
+  update.goals_timeout: "40"
+  update.signatures: disabled
+squashfs: {comp: zstd, mtime: 1700000000}
+YAML
+echo "gateway: inputs in $OUT (simulator at $SIM_ADDR)" >&2

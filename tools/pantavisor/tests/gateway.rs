@@ -1,0 +1,455 @@
+//! The reference gateway under QEMU (ci/lib/gateway.sh): os, Debian's
+//! mosquitto, our modbus-adapter and edge-app, booted by our daemon as PID 1
+//! from Debian's kernel. The Modbus simulator runs on the host (the guest
+//! reaches it at 10.0.2.2); MQTT and the device's remote API are forwarded.
+//! Shown: every goal reached, aggregated values and an injected anomaly's
+//! alarm on MQTT, failure isolation, an over-the-air update of the edge-app
+//! with pvr (no reboot, only it restarts, bytes sent = its changed object +
+//! JSON), and a bad edge-app update rolled back on its own. Needs root.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn workspace_bin(package: &str, name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_pantavisor")).with_file_name(name);
+    if !path.exists() {
+        run(Command::new(env!("CARGO")).args(["build", "-p", package]));
+    }
+    path
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Kill(Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The device's remote API through the forwarded port.
+fn api(port: u16, method: &str, path: &str, body: &str) -> (u16, Value) {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, Value::Null);
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    let _ = write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tok\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let Some((head, body)) = out.split_once("\r\n\r\n") else {
+        return (0, Value::Null);
+    };
+    (
+        head.split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0),
+        serde_json::from_str(body).unwrap_or(Value::Null),
+    )
+}
+
+fn until<T>(within: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    while start.elapsed() < within {
+        if let Some(t) = f() {
+            return Some(t);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    None
+}
+
+fn pids(port: u16) -> Vec<(String, i64, String)> {
+    api(port, "GET", "/containers", "")
+        .1
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap_or("").to_string(),
+                c["pid"].as_i64().unwrap_or(-1),
+                c["status"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+fn pid_of(p: &[(String, i64, String)], name: &str) -> i64 {
+    p.iter().find(|c| c.0 == name).map(|c| c.1).unwrap_or(-1)
+}
+
+type Inbox = Arc<Mutex<Vec<(Instant, String, Value)>>>;
+
+fn watch(port: u16) -> Inbox {
+    let inbox: Inbox = Arc::default();
+    let mut opts = MqttOptions::new("test-watch", "127.0.0.1", port);
+    opts.set_keep_alive(Duration::from_secs(5));
+    let (client, mut conn) = Client::new(opts, 100);
+    let sink = inbox.clone();
+    std::thread::spawn(move || {
+        for ev in conn.iter() {
+            match ev {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    let _ = client.try_subscribe("#", QoS::AtLeastOnce);
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let v = serde_json::from_slice(&p.payload).unwrap_or(Value::Null);
+                    sink.lock()
+                        .unwrap()
+                        .push((Instant::now(), p.topic.clone(), v));
+                }
+                Ok(_) => {}
+                Err(_) => std::thread::sleep(Duration::from_millis(500)),
+            }
+        }
+    });
+    inbox
+}
+
+fn pvr(dir: &Path, args: &[&str]) -> String {
+    run(Command::new(workspace_bin("pvr", "pvr"))
+        .arg("-C")
+        .arg(dir)
+        .args(args))
+}
+
+#[test]
+fn the_reference_gateway_under_qemu() {
+    let uid = run(Command::new("id").arg("-u"));
+    assert_eq!(uid.trim(), "0", "needs root (ci/test runs it as root)");
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let sim_port = free_port();
+    let _sim = Kill(
+        Command::new(workspace_bin("modbus-adapter", "modbus-sim"))
+            .args(["--listen", &format!("127.0.0.1:{sim_port}")])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    run(Command::new("bash")
+        .arg(root().join("ci/mkimage"))
+        .arg("bsp")
+        .arg(d));
+    run(Command::new("bash")
+        .arg(root().join("ci/lib/gateway.sh"))
+        .arg(d)
+        .arg(format!("10.0.2.2:{sim_port}")));
+    run(Command::new(workspace_bin("pvcompose", "pvcompose"))
+        .args(["pvroot", "--quiet", "--manifest"])
+        .arg(d.join("gateway.yaml"))
+        .arg("--out")
+        .arg(d.join("pvroot")));
+    let disk = d.join("disk.img");
+    run(Command::new("bash")
+        .arg(root().join("ci/mkimage"))
+        .arg("disk")
+        .arg(d.join("pvroot"))
+        .arg(&disk)
+        .arg("768"));
+    let (mqtt, apip) = (free_port(), free_port());
+    let serial = d.join("serial.log");
+    let mut qemu = Kill(
+        Command::new("qemu-system-x86_64")
+            .args(["-m", "1024", "-smp", "2", "-display", "none", "-no-reboot"])
+            .arg("-kernel")
+            .arg(d.join("bsp/vmlinuz"))
+            .arg("-initrd")
+            .arg(d.join("bsp/initramfs.cpio.gz"))
+            .args(["-append", "console=ttyS0 pv_storage=LABEL=pvdata panic=-1 quiet"])
+            .arg("-drive")
+            .arg(format!("file={},if=virtio,format=raw", disk.display()))
+            .args(["-netdev", &format!("user,id=n0,hostfwd=tcp:127.0.0.1:{mqtt}-:1883,hostfwd=tcp:127.0.0.1:{apip}-:12368")])
+            .args(["-device", "virtio-net-pci,netdev=n0"])
+            .arg("-serial")
+            .arg(format!("file:{}", serial.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("qemu-system-x86_64"),
+    );
+    let console = || fs::read_to_string(&serial).unwrap_or_default();
+    let mut fail = |what: &str| -> ! {
+        let c = console();
+        let _ = qemu.0.kill();
+        panic!("{what}\n--- guest console:\n{c}");
+    };
+
+    // Every container at its goal, reported over the forwarded API.
+    let booted = Instant::now();
+    let Some(first) = until(Duration::from_secs(180), || {
+        let p = pids(apip);
+        (p.len() == 4
+            && p.iter().all(|c| c.2 == "STARTED" || c.2 == "READY")
+            && p.iter().any(|c| c.0 == "edge-app" && c.2 == "READY"))
+        .then_some(p)
+    }) else {
+        fail("the gateway did not reach its goals")
+    };
+    eprintln!(
+        "all goals {:.1} s after QEMU started: {first:?}",
+        booted.elapsed().as_secs_f64()
+    );
+
+    // Values from the simulator arrive aggregated; an anomaly raises an alarm.
+    let inbox = watch(mqtt);
+    if until(Duration::from_secs(60), || {
+        inbox
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(_, t, v)| {
+                t == "edge/agg/sensors/plc1/temperature" && v["count"].as_u64() >= Some(5)
+            })
+            .then_some(())
+    })
+    .is_none()
+    {
+        fail("no aggregate on edge/agg/sensors/plc1/temperature");
+    }
+    // Enough history for the detector (20 samples at 2 a second), then inject.
+    until(Duration::from_secs(30), || {
+        (inbox
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, t, _)| t == "sensors/plc1/temperature")
+            .count()
+            >= 25)
+            .then_some(())
+    });
+    let mut s = TcpStream::connect(("127.0.0.1", sim_port)).unwrap();
+    let req = modbus_adapter::frame::Frame {
+        transaction: 1,
+        unit: 1,
+        pdu: vec![6, 0, 100, 0, 3],
+    };
+    s.write_all(&req.encode()).unwrap();
+    let Some(alarm) = until(Duration::from_secs(30), || {
+        inbox
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(_, t, _)| t == "edge/alarms")
+            .map(|(_, _, v)| v.clone())
+    }) else {
+        fail("no alarm for the injected anomaly")
+    };
+    assert_eq!(alarm["topic"], "sensors/plc1/temperature", "{alarm}");
+
+    // Failure isolation: the edge-app restarted, the others untouched, and
+    // no message of the adapter lost meanwhile.
+    let before = pids(apip);
+    let mark = Instant::now();
+    let (code, body) = api(
+        apip,
+        "PUT",
+        "/containers/edge-app",
+        r#"{"action":"restart"}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    let Some(after) = until(Duration::from_secs(60), || {
+        let p = pids(apip);
+        (pid_of(&p, "edge-app") != pid_of(&before, "edge-app")
+            && p.iter().any(|c| c.0 == "edge-app" && c.2 == "READY"))
+        .then_some(p)
+    }) else {
+        fail("the edge-app did not come back READY")
+    };
+    for other in ["os", "mqtt-broker", "modbus-adapter"] {
+        assert_eq!(
+            pid_of(&after, other),
+            pid_of(&before, other),
+            "{other} restarted"
+        );
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let seqs: Vec<u64> = inbox
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(at, t, _)| *at >= mark && t == "sensors/plc1/temperature")
+        .filter_map(|(_, _, v)| v["seq"].as_u64())
+        .collect();
+    assert!(
+        seqs.len() >= 4 && seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "{seqs:?}"
+    );
+
+    // OTA: a new edge-app configuration (its window) with pvr.
+    let ws = d.join("ws");
+    pvr(
+        d,
+        &[
+            "--token",
+            "tok",
+            "clone",
+            &format!("http://127.0.0.1:{apip}"),
+            ws.to_str().unwrap(),
+        ],
+    );
+    let conf = ws.join("_config/edge-app/etc/edge-app/edge.toml");
+    fs::write(
+        &conf,
+        fs::read_to_string(&conf)
+            .unwrap()
+            .replace("window_s = 5", "window_s = 3"),
+    )
+    .unwrap();
+    pvr(&ws, &["commit", "-m", "edge-app: 3 s windows"]);
+    let json_len = fs::metadata(ws.join(".pvr/json")).unwrap().len();
+    let conf_len = fs::metadata(&conf).unwrap().len();
+    let posted = pvr(&ws, &["--token", "tok", "post", "--rev", "locals/ota"]);
+    assert!(
+        posted.contains(&format!("sent {} bytes (1 of ", conf_len + json_len)),
+        "only the changed object and the JSON: {posted}"
+    );
+    let before = pids(apip);
+    let (code, body) = api(
+        apip,
+        "POST",
+        "/commands",
+        r#"{"op":"LOCAL_RUN","payload":"locals/ota"}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    if until(Duration::from_secs(120), || {
+        let (_, v) = api(apip, "GET", "/steps/locals/ota/progress", "");
+        (v["status"] == "UPDATED" || v["status"] == "DONE").then_some(())
+    })
+    .is_none()
+    {
+        fail("locals/ota did not finish");
+    }
+    let after = pids(apip);
+    assert_ne!(
+        pid_of(&after, "edge-app"),
+        pid_of(&before, "edge-app"),
+        "edge-app restarted"
+    );
+    for other in ["os", "mqtt-broker", "modbus-adapter"] {
+        assert_eq!(
+            pid_of(&after, other),
+            pid_of(&before, other),
+            "{other} kept running"
+        );
+    }
+    assert!(!console().contains("rebooting"), "no reboot");
+    let mark = Instant::now();
+    if until(Duration::from_secs(30), || {
+        inbox
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(at, t, v)| {
+                *at >= mark
+                    && t == "edge/agg/sensors/plc1/temperature"
+                    && v["end_ms"]
+                        .as_u64()
+                        .zip(v["start_ms"].as_u64())
+                        .map(|(e, s)| e - s)
+                        == Some(3000)
+            })
+            .map(|_| ())
+    })
+    .is_none()
+    {
+        fail("no 3 s aggregate after the update");
+    }
+
+    // A bad edge-app (never READY: it cannot reach the control socket) rolls back.
+    fs::write(
+        d.join("bad.json"),
+        r#"{"Entrypoint": ["/usr/bin/edge-app", "--ctrl-socket", "/nowhere"]}"#,
+    )
+    .unwrap();
+    pvr(
+        &ws,
+        &[
+            "app",
+            "update",
+            "edge-app",
+            "--from",
+            d.join("rootfs/edge-app").to_str().unwrap(),
+            "--arg-json",
+            d.join("bad.json").to_str().unwrap(),
+        ],
+    );
+    pvr(&ws, &["commit", "-m", "never ready"]);
+    pvr(&ws, &["--token", "tok", "post", "--rev", "locals/bad"]);
+    let (code, body) = api(
+        apip,
+        "POST",
+        "/commands",
+        r#"{"op":"LOCAL_RUN","payload":"locals/bad"}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    if until(Duration::from_secs(150), || {
+        let (_, v) = api(apip, "GET", "/steps/locals/bad/progress", "");
+        (v["status"] == "ERROR").then_some(())
+    })
+    .is_none()
+    {
+        fail("locals/bad was not rolled back");
+    }
+    if until(Duration::from_secs(60), || {
+        let (_, v) = api(apip, "GET", "/device-meta", "");
+        (v["pantavisor.revision"] == "locals/ota"
+            && pids(apip)
+                .iter()
+                .any(|c| c.0 == "edge-app" && c.2 == "READY"))
+        .then_some(())
+    })
+    .is_none()
+    {
+        fail("not back on locals/ota with a READY edge-app");
+    }
+    let mark = Instant::now();
+    if until(Duration::from_secs(30), || {
+        inbox
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(at, t, _)| *at >= mark && t == "edge/agg/sensors/plc1/temperature")
+            .then_some(())
+    })
+    .is_none()
+    {
+        fail("the gateway stopped working after the rollback");
+    }
+}
