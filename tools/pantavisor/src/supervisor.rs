@@ -1169,11 +1169,18 @@ impl Daemon {
     }
 
     fn device_meta(&self) -> Value {
+        // The daemon's resident memory (VmRSS of /proc/self/status), in kB.
+        let rss_kb = fs::read_to_string("/proc/self/status").ok().and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        });
         json!({
             "pantavisor.version": env!("CARGO_PKG_VERSION"),
-            "pantavisor.mode": "appengine",
+            "pantavisor.mode": if self.opts.real_reboot { "embedded" } else { "appengine" },
             "pantavisor.revision": self.rev,
             "pantavisor.reboot-requested": self.reboot_requested,
+            "pantavisor.rss_kb": rss_kb,
         })
     }
 
