@@ -1158,10 +1158,28 @@ impl Daemon {
                     self.restart_now(i);
                 }
             }
+            Some("kill") => {
+                // A signal to the container's init, as a crash would end it:
+                // what follows is its auto_recovery's business (docker kill).
+                let sig = serde_json::from_slice::<Value>(body)
+                    .ok()
+                    .and_then(|v| v.get("signal").and_then(Value::as_i64))
+                    .unwrap_or(9);
+                let Ok(signal) = Signal::try_from(sig as i32) else {
+                    return (400, json!({"Error": format!("signal {sig}: not a signal")}));
+                };
+                let Some(pid) = self.ctrs[i].pid else {
+                    return (409, json!({"Error": format!("{name} is not running")}));
+                };
+                if let Err(e) = nix::sys::signal::kill(Pid::from_raw(pid), signal) {
+                    return (500, json!({"Error": format!("kill {name}: {e}")}));
+                }
+                info!("{name}: sent {signal} on request");
+            }
             _ => {
                 return (
                     400,
-                    json!({"Error": "body must be {\"action\": \"stop\" | \"start\" | \"restart\"}"}),
+                    json!({"Error": "body must be {\"action\": \"stop\" | \"start\" | \"restart\" | \"kill\"}"}),
                 )
             }
         }

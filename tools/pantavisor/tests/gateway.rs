@@ -273,15 +273,16 @@ fn the_reference_gateway_under_qemu() {
     };
     assert_eq!(alarm["topic"], "sensors/plc1/temperature", "{alarm}");
 
-    // Failure isolation: the edge-app restarted, the others untouched, and
-    // no message of the adapter lost meanwhile.
+    // Failure isolation: the edge-app's process killed (SIGKILL, as a crash)
+    // comes back per its auto_recovery; the others untouched, and no message
+    // of the adapter lost meanwhile.
     let before = pids(apip);
     let mark = Instant::now();
     let (code, body) = api(
         apip,
         "PUT",
         "/containers/edge-app",
-        r#"{"action":"restart"}"#,
+        r#"{"action":"kill","signal":9}"#,
     );
     assert_eq!(code, 200, "{body}");
     let Some(after) = until(Duration::from_secs(60), || {

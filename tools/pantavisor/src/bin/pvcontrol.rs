@@ -77,12 +77,14 @@ fn main() -> ExitCode {
     let call: Result<(&str, String, String), String> = match &cli.command {
         Command::Containers { action, name } => match (action.as_str(), name) {
             ("ls", None) => Ok(("GET", "/containers".into(), String::new())),
-            ("stop" | "start" | "restart", Some(n)) => Ok((
+            ("stop" | "start" | "restart" | "kill", Some(n)) => Ok((
                 "PUT",
                 format!("/containers/{n}"),
                 format!("{{\"action\":\"{action}\"}}"),
             )),
-            _ => usage("pvcontrol containers ls | stop NAME | start NAME | restart NAME"),
+            _ => {
+                usage("pvcontrol containers ls | stop NAME | start NAME | restart NAME | kill NAME")
+            }
         },
         Command::Groups { action } if action == "ls" => {
             Ok(("GET", "/groups".into(), String::new()))
