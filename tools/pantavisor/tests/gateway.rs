@@ -8,46 +8,17 @@
 //! JSON), and a bad edge-app update rolled back on its own. Needs root.
 
 use std::fs;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod guest;
+
+use guest::*;
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn workspace_bin(package: &str, name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_pantavisor")).with_file_name(name);
-    if !path.exists() {
-        run(Command::new(env!("CARGO")).args(["build", "-p", package]));
-    }
-    path
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Kill(Child);
 impl Drop for Kill {
@@ -55,31 +26,6 @@ impl Drop for Kill {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// The device's remote API through the forwarded port.
-fn api(port: u16, method: &str, path: &str, body: &str) -> (u16, Value) {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
-        return (0, Value::Null);
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-    let _ = write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tok\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    let Some((head, body)) = out.split_once("\r\n\r\n") else {
-        return (0, Value::Null);
-    };
-    (
-        head.split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0),
-        serde_json::from_str(body).unwrap_or(Value::Null),
-    )
 }
 
 fn until<T>(within: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
@@ -140,13 +86,6 @@ fn watch(port: u16) -> Inbox {
         }
     });
     inbox
-}
-
-fn pvr(dir: &Path, args: &[&str]) -> String {
-    run(Command::new(workspace_bin("pvr", "pvr"))
-        .arg("-C")
-        .arg(dir)
-        .args(args))
 }
 
 #[test]

@@ -6,34 +6,15 @@
 //! partition afterwards. KVM when it works, TCG otherwise (said in the
 //! output). Needs root; ci/test installs qemu-system-x86 and the image tools.
 
+mod guest;
+
+use guest::*;
 use std::fs;
 use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn run(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn workspace_bin(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_pantavisor")).with_file_name(name);
-    if !path.exists() {
-        run(Command::new(env!("CARGO")).args(["build", "-p", name]));
-    }
-    path
-}
 
 struct Guest {
     child: Child,
@@ -152,7 +133,7 @@ squashfs: {comp: zstd, mtime: 1700000000}
 "#,
     )
     .unwrap();
-    run(Command::new(workspace_bin("pvcompose"))
+    run(Command::new(workspace_bin("pvcompose", "pvcompose"))
         .args(["pvroot", "--quiet", "--manifest"])
         .arg(d.join("gateway.yaml"))
         .arg("--out")
@@ -236,32 +217,6 @@ squashfs: {comp: zstd, mtime: 1700000000}
     );
 }
 
-/// HTTP over TCP to the guest's remote API (forwarded port), with the token.
-fn remote(port: u16, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
-    use std::io::Read;
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return (0, serde_json::Value::Null);
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-    let _ = write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tok\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    let Some((head, body)) = out.split_once("\r\n\r\n") else {
-        return (0, serde_json::Value::Null);
-    };
-    (
-        head.split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0),
-        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
-    )
-}
-
 fn wait_remote(
     port: u16,
     path: &str,
@@ -270,29 +225,13 @@ fn wait_remote(
 ) -> Option<serde_json::Value> {
     let start = Instant::now();
     while start.elapsed() < within {
-        let (code, v) = remote(port, "GET", path, "");
+        let (code, v) = api(port, "GET", path, "");
         if code == 200 && f(&v) {
             return Some(v);
         }
         std::thread::sleep(Duration::from_millis(500));
     }
     None
-}
-
-fn pvr(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new(workspace_bin("pvr"))
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "pvr {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]
@@ -342,7 +281,7 @@ squashfs: {comp: zstd, mtime: 1700000000}
 "#,
     )
     .unwrap();
-    run(Command::new(workspace_bin("pvcompose"))
+    run(Command::new(workspace_bin("pvcompose", "pvcompose"))
         .args(["pvroot", "--quiet", "--manifest"])
         .arg(d.join("gateway.yaml"))
         .arg("--out")
@@ -408,7 +347,7 @@ squashfs: {comp: zstd, mtime: 1700000000}
     );
     pvr(&ws, &["commit", "-m", "os 2"]);
     pvr(&ws, &["--token", "tok", "post", "--rev", "locals/r1"]);
-    let (code, body) = remote(
+    let (code, body) = api(
         port,
         "POST",
         "/commands",
@@ -452,7 +391,7 @@ squashfs: {comp: zstd, mtime: 1700000000}
     );
     pvr(&ws, &["commit", "-m", "broken os"]);
     pvr(&ws, &["--token", "tok", "post", "--rev", "locals/r2"]);
-    let (code, body) = remote(
+    let (code, body) = api(
         port,
         "POST",
         "/commands",
