@@ -110,43 +110,29 @@ fn the_reference_gateway_under_qemu() {
         .arg(root().join("ci/lib/gateway.sh"))
         .arg(d)
         .arg(format!("10.0.2.2:{sim_port}")));
-    run(Command::new(workspace_bin("pvcompose", "pvcompose"))
-        .args(["pvroot", "--quiet", "--manifest"])
-        .arg(d.join("gateway.yaml"))
-        .arg("--out")
-        .arg(d.join("pvroot")));
     let disk = d.join("disk.img");
-    run(Command::new("bash")
-        .arg(root().join("ci/mkimage"))
-        .arg("disk")
-        .arg(d.join("pvroot"))
-        .arg(&disk)
-        .arg("768"));
+    compose_disk(d, &disk, "768");
     let (mqtt, apip) = (free_port(), free_port());
-    let serial = d.join("serial.log");
-    let mut qemu = Kill(
-        Command::new("qemu-system-x86_64")
-            .args(["-m", "1024", "-smp", "2", "-display", "none", "-no-reboot"])
-            .arg("-kernel")
-            .arg(d.join("bsp/vmlinuz"))
-            .arg("-initrd")
-            .arg(d.join("bsp/initramfs.cpio.gz"))
-            .args(["-append", "console=ttyS0 pv_storage=LABEL=pvdata panic=-1 quiet"])
-            .arg("-drive")
-            .arg(format!("file={},if=virtio,format=raw", disk.display()))
-            .args(["-netdev", &format!("user,id=n0,hostfwd=tcp:127.0.0.1:{mqtt}-:1883,hostfwd=tcp:127.0.0.1:{apip}-:12368")])
-            .args(["-device", "virtio-net-pci,netdev=n0"])
-            .arg("-serial")
-            .arg(format!("file:{}", serial.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("qemu-system-x86_64"),
+    let fwd = format!(
+        "user,id=n0,hostfwd=tcp:127.0.0.1:{mqtt}-:1883,hostfwd=tcp:127.0.0.1:{apip}-:12368"
     );
+    let mut guest = Guest::boot_with(
+        d,
+        &disk,
+        false,
+        &[
+            "-no-reboot",
+            "-netdev",
+            &fwd,
+            "-device",
+            "virtio-net-pci,netdev=n0",
+        ],
+    );
+    let serial = guest.serial.clone();
     let console = || fs::read_to_string(&serial).unwrap_or_default();
     let mut fail = |what: &str| -> ! {
         let c = console();
-        let _ = qemu.0.kill();
+        guest.kill();
         panic!("{what}\n--- guest console:\n{c}");
     };
 

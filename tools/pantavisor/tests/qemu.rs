@@ -10,90 +10,8 @@ mod guest;
 
 use guest::*;
 use std::fs;
-use std::io::Write;
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-struct Guest {
-    child: Child,
-    serial: PathBuf,
-    monitor: PathBuf,
-    kvm: bool,
-}
-
-impl Guest {
-    fn boot(dir: &Path, disk: &Path, kvm: bool) -> Guest {
-        Self::boot_with(dir, disk, kvm, &["-no-reboot"])
-    }
-
-    fn boot_with(dir: &Path, disk: &Path, kvm: bool, extra: &[&str]) -> Guest {
-        let serial = dir.join(if kvm { "serial-kvm.log" } else { "serial.log" });
-        let monitor = dir.join("monitor.sock");
-        let _ = fs::remove_file(&monitor);
-        let bsp = dir.join("bsp");
-        let mut cmd = Command::new("qemu-system-x86_64");
-        if kvm {
-            cmd.args(["-enable-kvm", "-cpu", "host"]);
-        }
-        cmd.args(["-m", "1024", "-smp", "2", "-display", "none"])
-            .args(extra)
-            .arg("-kernel")
-            .arg(bsp.join("vmlinuz"))
-            .arg("-initrd")
-            .arg(bsp.join("initramfs.cpio.gz"))
-            .args([
-                "-append",
-                "console=ttyS0 pv_storage=LABEL=pvdata panic=-1 quiet",
-            ])
-            .arg("-drive")
-            .arg(format!("file={},if=virtio,format=raw", disk.display()))
-            .arg("-serial")
-            .arg(format!("file:{}", serial.display()))
-            .arg("-monitor")
-            .arg(format!("unix:{},server,nowait", monitor.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        Guest {
-            child: cmd
-                .spawn()
-                .expect("qemu-system-x86_64 (ci/test installs qemu-system-x86)"),
-            serial,
-            monitor,
-            kvm,
-        }
-    }
-
-    fn console(&self) -> String {
-        fs::read_to_string(&self.serial).unwrap_or_default()
-    }
-
-    fn wait_for(&mut self, text: &str, within: Duration) -> bool {
-        let start = Instant::now();
-        while start.elapsed() < within {
-            if self.console().contains(text) {
-                return true;
-            }
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return self.console().contains(text);
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        false
-    }
-
-    fn monitor(&self, command: &str) {
-        let mut s = UnixStream::connect(&self.monitor).expect("QEMU monitor");
-        writeln!(s, "{command}").unwrap();
-        std::thread::sleep(Duration::from_millis(300));
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[test]
 fn boots_as_pid1_runs_the_revision_and_powers_off() {
@@ -133,18 +51,8 @@ squashfs: {comp: zstd, mtime: 1700000000}
 "#,
     )
     .unwrap();
-    run(Command::new(workspace_bin("pvcompose", "pvcompose"))
-        .args(["pvroot", "--quiet", "--manifest"])
-        .arg(d.join("gateway.yaml"))
-        .arg("--out")
-        .arg(d.join("pvroot")));
     let disk = d.join("disk.img");
-    run(Command::new("bash")
-        .arg(root().join("ci/mkimage"))
-        .arg("disk")
-        .arg(d.join("pvroot"))
-        .arg(&disk)
-        .arg("512"));
+    compose_disk(d, &disk, "512");
 
     // KVM if the guest kernel gets going under it, else TCG.
     let mut guest = None;
@@ -281,19 +189,9 @@ squashfs: {comp: zstd, mtime: 1700000000}
 "#,
     )
     .unwrap();
-    run(Command::new(workspace_bin("pvcompose", "pvcompose"))
-        .args(["pvroot", "--quiet", "--manifest"])
-        .arg(d.join("gateway.yaml"))
-        .arg("--out")
-        .arg(d.join("pvroot")));
     // The daemon reads its configuration from the data partition.
     let disk = d.join("disk.img");
-    run(Command::new("bash")
-        .arg(root().join("ci/mkimage"))
-        .arg("disk")
-        .arg(d.join("pvroot"))
-        .arg(&disk)
-        .arg("768"));
+    compose_disk(d, &disk, "768");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -2,11 +2,13 @@
 //! Helpers of the QEMU tests: paths, commands, workspace binaries, and the
 //! device's remote API through a forwarded port (token `tok`).
 
+use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -71,4 +73,107 @@ pub fn pvr(dir: &Path, args: &[&str]) -> String {
         .arg("-C")
         .arg(dir)
         .args(args))
+}
+
+/// A QEMU guest booting the BSP of `dir` (ci/mkimage bsp) from `disk`,
+/// its serial console in a file, its monitor on a socket; killed when dropped.
+pub struct Guest {
+    pub child: Child,
+    pub serial: PathBuf,
+    pub monitor: PathBuf,
+    pub kvm: bool,
+}
+
+impl Guest {
+    pub fn boot(dir: &Path, disk: &Path, kvm: bool) -> Guest {
+        Self::boot_with(dir, disk, kvm, &["-no-reboot"])
+    }
+
+    pub fn boot_with(dir: &Path, disk: &Path, kvm: bool, extra: &[&str]) -> Guest {
+        let serial = dir.join(if kvm { "serial-kvm.log" } else { "serial.log" });
+        let monitor = dir.join("monitor.sock");
+        let _ = fs::remove_file(&monitor);
+        let bsp = dir.join("bsp");
+        let mut cmd = Command::new("qemu-system-x86_64");
+        if kvm {
+            cmd.args(["-enable-kvm", "-cpu", "host"]);
+        }
+        cmd.args(["-m", "1024", "-smp", "2", "-display", "none"])
+            .args(extra)
+            .arg("-kernel")
+            .arg(bsp.join("vmlinuz"))
+            .arg("-initrd")
+            .arg(bsp.join("initramfs.cpio.gz"))
+            .args([
+                "-append",
+                "console=ttyS0 pv_storage=LABEL=pvdata panic=-1 quiet",
+            ])
+            .arg("-drive")
+            .arg(format!("file={},if=virtio,format=raw", disk.display()))
+            .arg("-serial")
+            .arg(format!("file:{}", serial.display()))
+            .arg("-monitor")
+            .arg(format!("unix:{},server,nowait", monitor.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        Guest {
+            child: cmd
+                .spawn()
+                .expect("qemu-system-x86_64 (ci/test installs qemu-system-x86)"),
+            serial,
+            monitor,
+            kvm,
+        }
+    }
+
+    pub fn console(&self) -> String {
+        fs::read_to_string(&self.serial).unwrap_or_default()
+    }
+
+    pub fn wait_for(&mut self, text: &str, within: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < within {
+            if self.console().contains(text) {
+                return true;
+            }
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return self.console().contains(text);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        false
+    }
+
+    pub fn monitor(&self, command: &str) {
+        let mut s = UnixStream::connect(&self.monitor).expect("QEMU monitor");
+        writeln!(s, "{command}").unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `pvcompose pvroot` of `dir/gateway.yaml` into `dir/pvroot`, then
+/// `ci/mkimage disk` of it into `disk` (`size_mb` MiB).
+pub fn compose_disk(dir: &Path, disk: &Path, size_mb: &str) {
+    run(Command::new(workspace_bin("pvcompose", "pvcompose"))
+        .args(["pvroot", "--quiet", "--manifest"])
+        .arg(dir.join("gateway.yaml"))
+        .arg("--out")
+        .arg(dir.join("pvroot")));
+    run(Command::new("bash")
+        .arg(root().join("ci/mkimage"))
+        .arg("disk")
+        .arg(dir.join("pvroot"))
+        .arg(disk)
+        .arg(size_mb));
 }
