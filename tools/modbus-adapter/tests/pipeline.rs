@@ -260,14 +260,23 @@ detector = {{ zscore = {{ window = 20, threshold = 6.0 }} }}
     );
 
     // Inject an anomaly (holding register 100 = seconds) over Modbus, once
-    // the detector has history (its window is 20 samples, 5 a second).
-    wait_for(&inbox, Duration::from_secs(15), "25 samples", &logs, |m| {
-        (m.iter()
-            .filter(|(t, _)| t == "sensors/sim/temperature")
-            .count()
-            >= 25)
-            .then_some(())
-    });
+    // the edge-app's detector has history (its window is 20 samples): count
+    // what the edge-app itself aggregated, not what the adapter published —
+    // the edge-app may have started later (it is built on first use).
+    wait_for(
+        &inbox,
+        Duration::from_secs(30),
+        "20 aggregated samples",
+        &logs,
+        |m| {
+            (m.iter()
+                .filter(|(t, _)| t == "edge/agg/sensors/sim/temperature")
+                .filter_map(|(_, v)| v["count"].as_u64())
+                .sum::<u64>()
+                >= 20)
+                .then_some(())
+        },
+    );
     // Now the anomaly.
     let mut s = TcpStream::connect(("127.0.0.1", sim_port)).unwrap();
     let req = Frame {
