@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The reference gateway's inputs for `pvcompose pvroot`, in OUT:
-#   rootfs/os             busybox: brings up QEMU's user network (10.0.2.15), host network
+#   rootfs/os             busybox: brings up QEMU's user network with udhcpc, host network
 #   rootfs/mqtt-broker    Debian's mosquitto and its libraries, port 1883
 #   rootfs/modbus-adapter our static modbus-adapter; config polls SIM_ADDR (the simulator)
 #   rootfs/edge-app       our static edge-app; READY once connected
@@ -23,9 +23,10 @@ mkdir -p "$OUT"/rootfs/{os,mqtt-broker,modbus-adapter,edge-app}
 busybox_into() {
     mkdir -p "$1/bin"
     cp /bin/busybox "$1/bin/busybox"
-    for a in sh ip sleep cat echo ls ps kill; do ln -sf busybox "$1/bin/$a"; done
+    for a in sh ip sleep cat echo ls ps kill grep udhcpc; do ln -sf busybox "$1/bin/$a"; done
 }
 busybox_into "$OUT/rootfs/os"
+install -D -m 0755 "$ROOT/ci/lib/udhcpc.script" "$OUT/rootfs/os/etc/udhcpc.script"
 
 # mosquitto with the libraries ldd names, and a configuration for the gateway.
 M="$OUT/rootfs/mqtt-broker"
@@ -90,7 +91,7 @@ containers:
     group: root
     restart_policy: system
     host_network: true
-    entrypoint: [/bin/sh, -c, "ip link set lo up; ip link set eth0 up; ip addr add 10.0.2.15/24 dev eth0; ip route add default via 10.0.2.2; echo network up; exec sleep 2147483647"]
+    entrypoint: [/bin/sh, -c, "ip link set lo up; exec udhcpc -f -i eth0 -s /etc/udhcpc.script -t 10 -T 1 -A 2"]
   mqtt-broker:
     rootfs: rootfs/mqtt-broker
     group: platform

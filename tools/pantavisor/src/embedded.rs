@@ -1,11 +1,9 @@
 //! Embedded mode: what `pantavisor` does as PID 1 of an initramfs before the
 //! supervisor takes over — the kernel command line, the early file systems,
-//! kernel modules (in `modules.dep` order, compressed ones decompressed by
-//! the kernel), finding and mounting the data partition — and what it does
+//! the modules needed to reach storage (see `kmod`), finding and mounting the data partition — and what it does
 //! at the end: stop, sync, reboot(2). The pieces that only read files are
 //! plain functions, tested on their own.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -162,94 +160,6 @@ pub fn find_device(
     }
 }
 
-/// `modules.dep`: module path (relative to the modules dir) → its dependencies.
-pub fn parse_modules_dep(text: &str) -> BTreeMap<String, Vec<String>> {
-    text.lines()
-        .filter_map(|l| {
-            let (m, deps) = l.split_once(':')?;
-            Some((
-                m.trim().to_string(),
-                deps.split_whitespace().map(str::to_string).collect(),
-            ))
-        })
-        .collect()
-}
-
-/// A module's name from its path: `kernel/fs/ext4/ext4.ko.xz` → `ext4`
-/// (`-` and `_` are the same to the kernel).
-pub fn module_name(path: &str) -> String {
-    let file = path.rsplit('/').next().unwrap_or(path);
-    file.split(".ko").next().unwrap_or(file).replace('-', "_")
-}
-
-/// The module files to load for `wanted`, dependencies first, each once.
-pub fn load_order(dep: &BTreeMap<String, Vec<String>>, wanted: &[String]) -> Result<Vec<String>> {
-    let by_name: BTreeMap<String, &String> = dep.keys().map(|p| (module_name(p), p)).collect();
-    let mut order = Vec::new();
-    let mut seen = BTreeSet::new();
-    fn visit(
-        path: &String,
-        dep: &BTreeMap<String, Vec<String>>,
-        seen: &mut BTreeSet<String>,
-        order: &mut Vec<String>,
-    ) {
-        if !seen.insert(path.clone()) {
-            return;
-        }
-        for d in dep.get(path).into_iter().flatten() {
-            visit(d, dep, seen, order);
-        }
-        order.push(path.clone());
-    }
-    for w in wanted {
-        let path = by_name
-            .get(&w.replace('-', "_"))
-            .ok_or_else(|| Error::Other(format!("module {w}: not in modules.dep")))?;
-        visit(path, dep, &mut seen, &mut order);
-    }
-    Ok(order)
-}
-
-/// Load the modules (and what they need) from `dir` (lib/modules/VERSION).
-/// Built-in or already loaded ones are fine; compressed ones (.ko.xz,
-/// .ko.zst, .ko.gz) are handed to the kernel to decompress.
-pub fn load_modules(dir: &Path, wanted: &[String]) -> Result<Vec<String>> {
-    if wanted.is_empty() {
-        return Ok(Vec::new());
-    }
-    let dep_file = dir.join("modules.dep");
-    let text = fs::read_to_string(&dep_file).map_err(|e| Error::io(&dep_file, e))?;
-    // Modules built into the kernel need no loading.
-    let builtin: BTreeSet<String> = fs::read_to_string(dir.join("modules.builtin"))
-        .unwrap_or_default()
-        .lines()
-        .map(module_name)
-        .collect();
-    let wanted: Vec<String> = wanted
-        .iter()
-        .filter(|w| !builtin.contains(&w.replace('-', "_")))
-        .cloned()
-        .collect();
-    let order = load_order(&parse_modules_dep(&text), &wanted)?;
-    let mut loaded = Vec::new();
-    for rel in order {
-        let path = dir.join(&rel);
-        let file = fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
-        let compressed = !rel.ends_with(".ko");
-        let flags = if compressed {
-            nix::kmod::ModuleInitFlags::from_bits_retain(4) // MODULE_INIT_COMPRESSED_FILE
-        } else {
-            nix::kmod::ModuleInitFlags::empty()
-        };
-        match nix::kmod::finit_module(&file, c"", flags) {
-            Ok(()) => loaded.push(module_name(&rel)),
-            Err(nix::errno::Errno::EEXIST) => {}
-            Err(e) => return Err(Error::sys(format!("load module {rel}"), e)),
-        }
-    }
-    Ok(loaded)
-}
-
 /// proc, sys, devtmpfs, devpts, /run and the cgroup2 hierarchy, as an init
 /// must mount them; each skipped when already there.
 pub fn early_mounts() -> Result<()> {
@@ -403,7 +313,11 @@ fn boot(
         .map(str::to_string)
         .collect();
     wanted.extend(args.modules.iter().cloned());
-    let loaded = load_modules(&modules_dir, &wanted)?;
+    let loaded = if wanted.is_empty() {
+        Vec::new()
+    } else {
+        crate::kmod::ModuleTree::open(&modules_dir)?.load_all(&wanted)?
+    };
     eprintln!(
         "pantavisor: kernel {release}; modules loaded: {}",
         loaded.join(" ")
@@ -442,6 +356,7 @@ fn boot(
         .clone()
         .filter(|t| env.trying.as_deref() != Some(t))
         .unwrap_or(env.rev.clone());
+    let mut have_modules = false;
     if let Ok(state) = crate::storage::Storage::open(storage).and_then(|s| s.state(&rev)) {
         for (key, target) in [
             ("bsp/modules.squashfs", "/lib/modules"),
@@ -456,19 +371,55 @@ fn boot(
                 };
                 fs::create_dir_all(&target).map_err(|e| Error::io(&target, e))?;
                 match crate::mounts::mount_squashfs(&image, &target) {
-                    Ok(()) => eprintln!(
-                        "pantavisor: {key} of revision {rev} on {}",
-                        target.display()
-                    ),
+                    Ok(()) => {
+                        eprintln!(
+                            "pantavisor: {key} of revision {rev} on {}",
+                            target.display()
+                        );
+                        have_modules |= key.starts_with("bsp/modules");
+                    }
                     Err(e) => eprintln!("pantavisor: {key} of revision {rev}: {e}"),
                 }
             }
         }
     }
+    if have_modules {
+        revision_modules(&modules_dir, &rev);
+    }
     if let Some(dir) = opts.ctrl_socket.parent() {
         fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
     crate::supervisor::Daemon::new(opts)?.run()
+}
+
+/// The modules the running revision needs: those its module tree lists
+/// (`modules-load.d/*.conf`) and those of the devices no driver has claimed
+/// yet. One that fails is reported and the boot goes on: the containers
+/// that need it fail their goals, and a try revision is rolled back.
+fn revision_modules(dir: &Path, rev: &str) {
+    let mut tree = match crate::kmod::ModuleTree::open(dir) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("pantavisor: modules of revision {rev}: {e}");
+            return;
+        }
+    };
+    let listed = crate::kmod::listed_modules(dir);
+    let devices = crate::kmod::unclaimed_modaliases(Path::new("/sys/devices"));
+    let for_devices = tree.for_devices(&devices);
+    let mut wanted = listed.clone();
+    wanted.extend(for_devices.iter().filter(|m| !listed.contains(m)).cloned());
+    let done = tree.load_each(&wanted);
+    eprintln!(
+        "pantavisor: modules of revision {rev}: listed [{}], for {} unclaimed devices [{}]; loaded [{}]",
+        listed.join(" "),
+        devices.len(),
+        for_devices.join(" "),
+        done.loaded.join(" ")
+    );
+    for f in done.failed {
+        eprintln!("pantavisor: module {f}");
+    }
 }
 
 /// Unmount the data partition before a reboot (its journal is then clean).
@@ -553,40 +504,6 @@ mod tests {
         );
         assert!(parse_cmdline("pv_storage=sda1").is_err());
         assert!(parse_cmdline("pv_storage.wait=soon").is_err());
-    }
-
-    #[test]
-    fn modules_load_dependencies_first_once() {
-        let dep = parse_modules_dep(
-            "kernel/fs/ext4/ext4.ko.xz: kernel/fs/jbd2/jbd2.ko.xz kernel/fs/mbcache.ko.xz kernel/lib/crc16.ko.xz\n\
-             kernel/fs/jbd2/jbd2.ko.xz:\n\
-             kernel/fs/mbcache.ko.xz:\n\
-             kernel/lib/crc16.ko.xz:\n\
-             kernel/drivers/block/virtio_blk.ko.xz: kernel/drivers/virtio/virtio.ko.xz kernel/drivers/virtio/virtio_ring.ko.xz\n\
-             kernel/drivers/virtio/virtio_ring.ko.xz:\n\
-             kernel/drivers/virtio/virtio.ko.xz:\n\
-             kernel/drivers/virtio/virtio_pci.ko.xz: kernel/drivers/virtio/virtio.ko.xz kernel/drivers/virtio/virtio_ring.ko.xz\n",
-        );
-        let order = load_order(
-            &dep,
-            &["virtio-pci".into(), "virtio_blk".into(), "ext4".into()],
-        )
-        .unwrap();
-        let names: Vec<String> = order.iter().map(|p| module_name(p)).collect();
-        assert_eq!(
-            names,
-            [
-                "virtio",
-                "virtio_ring",
-                "virtio_pci",
-                "virtio_blk",
-                "jbd2",
-                "mbcache",
-                "crc16",
-                "ext4"
-            ]
-        );
-        assert!(load_order(&dep, &["nonexistent".into()]).is_err());
     }
 
     #[test]

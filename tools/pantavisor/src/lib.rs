@@ -14,6 +14,7 @@ pub mod container;
 pub mod embedded;
 pub mod error;
 pub mod http;
+pub mod kmod;
 pub mod lxc;
 #[macro_use]
 pub mod log;

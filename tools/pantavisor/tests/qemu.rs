@@ -88,6 +88,20 @@ squashfs: {comp: zstd, mtime: 1700000000}
     ] {
         assert!(console.contains(line), "{line}:\n{console}");
     }
+    // The revision's own modules: what its module tree lists (overlay, for
+    // the containers) and the driver of QEMU's default network card (e1000),
+    // which nothing in the initramfs claimed, found by its PCI alias.
+    let modules = console
+        .lines()
+        .find(|l| l.contains("modules of revision 0:"))
+        .unwrap_or_else(|| panic!("no module line:\n{console}"));
+    eprintln!("{modules}");
+    assert!(modules.contains("listed [overlay]"), "{modules}");
+    let loaded = modules.split("loaded [").nth(1).unwrap_or("");
+    assert!(
+        loaded.contains("overlay") && loaded.contains("e1000"),
+        "{modules}"
+    );
     // ctrl-alt-del: SIGINT to PID 1, containers stopped, power off.
     guest.monitor("sendkey ctrl-alt-delete");
     let start = Instant::now();
@@ -160,11 +174,16 @@ fn a_reboot_transition_boots_the_try_and_a_failed_try_falls_back() {
     fs::create_dir_all(os.join("bin")).unwrap();
     fs::create_dir_all(os.join("etc")).unwrap();
     fs::copy("/bin/busybox", os.join("bin/busybox")).unwrap();
-    for applet in ["sh", "sleep", "echo", "ip", "cat"] {
+    for applet in ["sh", "sleep", "echo", "ip", "cat", "grep", "udhcpc"] {
         std::os::unix::fs::symlink("busybox", os.join("bin").join(applet)).unwrap();
     }
+    fs::copy(
+        root().join("ci/lib/udhcpc.script"),
+        os.join("etc/udhcpc.script"),
+    )
+    .unwrap();
     fs::write(os.join("etc/version"), "1\n").unwrap();
-    // The os container brings up QEMU's user network (guest 10.0.2.15).
+    // The os container brings up QEMU's user network with DHCP.
     fs::write(
         d.join("gateway.yaml"),
         r#"bsp:
@@ -177,7 +196,7 @@ containers:
     group: root
     restart_policy: system
     host_network: true
-    entrypoint: [/bin/sh, -c, "ip link set lo up; ip link set eth0 up; ip addr add 10.0.2.15/24 dev eth0; ip route add default via 10.0.2.2; echo version $(cat /etc/version); exec sleep 100000"]
+    entrypoint: [/bin/sh, -c, "ip link set lo up; echo version $(cat /etc/version); exec udhcpc -f -i eth0 -s /etc/udhcpc.script -t 10 -T 1 -A 2"]
 core: [os]
 config:
   remote.listen: "0.0.0.0:12368"

@@ -48,6 +48,39 @@ fn file_name(path: &Path) -> Result<String> {
     Ok(name)
 }
 
+/// The directory whose contents become `modules.squashfs`. Pantavisor
+/// mounts that image on `/lib/modules/$(uname -r)`, so its root must be one
+/// kernel's module directory (`modules.dep` at the top). A tree holding
+/// `lib/modules/RELEASE/` (a rootfs, as Yocto deploys it) is accepted when
+/// it holds exactly one release.
+pub fn modules_root(dir: &Path) -> Result<PathBuf> {
+    let lib = dir.join("lib/modules");
+    if !lib.is_dir() {
+        return Ok(dir.to_path_buf());
+    }
+    let mut releases: Vec<String> = fs::read_dir(&lib)
+        .map_err(|e| ComposeError::io(&lib, e))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    releases.sort();
+    match releases.as_slice() {
+        [one] => Ok(lib.join(one)),
+        [] => Err(ComposeError::input(format!(
+            "{}: no kernel release directory in it",
+            lib.display()
+        ))),
+        many => Err(ComposeError::input(format!(
+            "{}: modules of {} kernels ({}); give the one the BSP boots as --modules {}/RELEASE",
+            lib.display(),
+            many.len(),
+            many.join(", "),
+            lib.display()
+        ))),
+    }
+}
+
 fn put_file(store: &ObjectStore, path: &Path) -> Result<pvstate::ObjectId> {
     let meta = fs::metadata(path).map_err(|e| ComposeError::io(path, e))?;
     if !meta.is_file() {
@@ -120,7 +153,8 @@ pub fn compose(
     if !addons.is_empty() {
         run.addons = Some(addons);
     }
-    let trees: Vec<(&str, &PathBuf)> = [("modules", &job.modules), ("firmware", &job.firmware)]
+    let modules = job.modules.as_deref().map(modules_root).transpose()?;
+    let trees: Vec<(&str, &PathBuf)> = [("modules", &modules), ("firmware", &job.firmware)]
         .into_iter()
         .filter_map(|(n, p)| p.as_ref().map(|p| (n, p)))
         .collect();

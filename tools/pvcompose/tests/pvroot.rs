@@ -326,11 +326,31 @@ fn a_prebuilt_bsp_part_can_be_used() {
         bsp.to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{o}{e}");
+    // The image's root is the release's directory: it is mounted on
+    // /lib/modules/$(uname -r).
     let modules = Mounted::new(&part_object(&bsp, "bsp/modules.squashfs"));
     assert_eq!(
-        fs::read(modules.path().join("lib/modules/6.1.0/kernel/e1000.ko")).unwrap(),
+        fs::read(modules.path().join("kernel/e1000.ko")).unwrap(),
         vec![1u8; 50_000]
     );
+    drop(modules);
+    // Modules of two kernels: which one is meant must be said.
+    fs::create_dir_all(d.join("bsp/modules/lib/modules/6.6.0/kernel")).unwrap();
+    let (code, o, e) = pvcompose(&[
+        "bsp",
+        "--kernel",
+        d.join("bsp/bzImage").to_str().unwrap(),
+        "--initrd",
+        d.join("bsp/initrd.cpio.gz").to_str().unwrap(),
+        "--modules",
+        d.join("bsp/modules").to_str().unwrap(),
+        "--out",
+        d.join("parts/bsp2").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{o}{e}");
+    assert!(e.contains("modules of 2 kernels (6.1.0, 6.6.0)"), "{e}");
+    assert!(!d.join("parts/bsp2/pvrexport.tgz").exists());
+    fs::remove_dir_all(d.join("bsp/modules/lib/modules/6.6.0")).unwrap();
     let manifest = fs::read_to_string(d.join("gateway.yaml")).unwrap();
     let start = manifest.find("bsp:").unwrap();
     let end = manifest.find("containers:").unwrap();
