@@ -1,29 +1,34 @@
-//! `modbus-adapter`: polls the Modbus TCP slaves of its register map and
-//! publishes each point, scaled and typed, to `<prefix>/<slave>/<point>` as
+//! `modbus-adapter`: polls the Modbus slaves of its register map — over TCP,
+//! or RTU on a serial line shared by the slaves on it — and publishes each
+//! point, scaled and typed, to `<prefix>/<slave>/<point>` as
 //! `{"v": VALUE, "seq": N, "ts": MS}` (seq counts a slave's polls, so a
-//! subscriber sees any loss). A slave or broker outage is retried with
+//! subscriber sees any loss). A slave, line or broker outage is retried with
 //! backoff; `<prefix>/_adapter/metrics` reports polls and errors.
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use modbus_adapter::config::{Config, Slave};
+use modbus_adapter::config::{Block, Config, Link, Slave};
 use modbus_adapter::decode::{raw, scaled};
 use modbus_adapter::frame::{read_request, read_response, Frame, FrameError};
+use modbus_adapter::rtu;
+use modbus_adapter::serial::{LineSettings, Serial};
 use rumqttc::{Client, MqttOptions, QoS};
 use serde_json::json;
 
 const USAGE: &str = "usage: modbus-adapter [--config FILE]
 
-Polls Modbus TCP slaves and publishes their registers to MQTT. FILE (default
-/etc/modbus-adapter/adapter.toml, the container's _config overlay) holds the
-broker, the topic prefix and, per slave, its address, unit, poll period and
-points (table, register, type, scale, offset, byte and word order).";
+Polls Modbus slaves, over TCP or RTU on serial lines, and publishes their
+registers to MQTT. FILE (default /etc/modbus-adapter/adapter.toml, the
+container's _config overlay) holds the broker, the topic prefix and, per slave,
+its TCP address or serial device (baud, parity, stop bits), unit, poll period
+and points (table, register, type, scale, offset, byte and word order).";
 
 #[derive(Default)]
 struct Counters {
@@ -39,8 +44,90 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// One request/answer on the connection.
-fn transact(s: &mut TcpStream, request: &Frame) -> std::io::Result<Frame> {
+/// Why a request got no usable answer.
+enum Failure {
+    /// The connection or line broke: open it again.
+    Link(String),
+    /// This slave did not answer well; the link is fine.
+    Slave(String),
+}
+
+/// A connection to slaves.
+enum Conn {
+    Tcp {
+        stream: TcpStream,
+        transaction: u16,
+    },
+    Rtu {
+        line: Serial,
+        gap: Duration,
+        timeout: Duration,
+    },
+}
+
+impl Conn {
+    /// One request and its answer's PDU.
+    fn transact(&mut self, unit: u8, pdu: Vec<u8>) -> Result<Vec<u8>, Failure> {
+        match self {
+            Conn::Tcp {
+                stream,
+                transaction,
+            } => {
+                *transaction = transaction.wrapping_add(1);
+                let req = Frame {
+                    transaction: *transaction,
+                    unit,
+                    pdu,
+                };
+                tcp_transact(stream, &req)
+                    .map(|f| f.pdu)
+                    .map_err(|e| Failure::Link(e.to_string()))
+            }
+            Conn::Rtu { line, gap, timeout } => {
+                line.discard_input();
+                line.send(&rtu::encode(unit, &pdu), *gap)
+                    .map_err(|e| Failure::Link(format!("write: {e}")))?;
+                let deadline = Instant::now() + *timeout;
+                let mut buf = Vec::new();
+                loop {
+                    match rtu::decode(&buf, rtu::From::Slave) {
+                        Ok((u, answer, _)) if u == unit => return Ok(answer),
+                        Ok((u, _, _)) => {
+                            return Err(Failure::Slave(format!("an answer from unit {u}")))
+                        }
+                        Err(FrameError::Invalid(m)) => {
+                            // Noise: let the line fall silent, then give up this read.
+                            let _ = line.drain_until_silent(*gap);
+                            return Err(Failure::Slave(m));
+                        }
+                        Err(FrameError::Incomplete) => {}
+                    }
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(Failure::Slave(if buf.is_empty() {
+                            format!("no answer within {timeout:?}")
+                        } else {
+                            format!("{} bytes of an answer within {timeout:?}", buf.len())
+                        }));
+                    }
+                    // Within a frame, a pause longer than the gap ends it.
+                    let wait = if buf.is_empty() {
+                        left
+                    } else {
+                        left.min(*gap * 4)
+                    };
+                    match line.read_timeout(&mut buf, wait) {
+                        Ok(_) => {}
+                        Err(e) => return Err(Failure::Link(format!("read: {e}"))),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One request/answer on a TCP connection.
+fn tcp_transact(s: &mut TcpStream, request: &Frame) -> std::io::Result<Frame> {
     s.write_all(&request.encode())?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 512];
@@ -62,100 +149,224 @@ fn transact(s: &mut TcpStream, request: &Frame) -> std::io::Result<Frame> {
     }
 }
 
-fn poll_slave(slave: Slave, prefix: String, client: Client, counters: Arc<Counters>) {
-    let blocks = slave.blocks(8);
-    let mut backoff = Duration::from_secs(1);
-    let mut seq: u64 = 0;
-    let mut transaction: u16 = 0;
-    loop {
-        let addr = slave
-            .address
-            .to_socket_addrs()
-            .ok()
-            .and_then(|mut a| a.next());
-        let stream = addr.and_then(|a| TcpStream::connect_timeout(&a, Duration::from_secs(3)).ok());
-        let Some(mut s) = stream else {
-            counters.errors.fetch_add(1, Ordering::Relaxed);
-            eprintln!(
-                "modbus-adapter: {} ({}): unreachable; retry in {:?}",
-                slave.name, slave.address, backoff
-            );
-            std::thread::sleep(backoff);
-            backoff = (backoff * 2).min(Duration::from_secs(30));
-            continue;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-        let _ = s.set_nodelay(true);
-        eprintln!(
-            "modbus-adapter: {} ({}): connected",
-            slave.name, slave.address
-        );
-        backoff = Duration::from_secs(1);
-        let mut next = Instant::now();
-        'poll: loop {
-            let mut values = Vec::new();
-            for b in &blocks {
-                transaction = transaction.wrapping_add(1);
-                let req = Frame {
-                    transaction,
-                    unit: slave.unit,
-                    pdu: read_request(b.table.function(), b.start, b.count),
-                };
-                let answer = match transact(&mut s, &req) {
+/// A slave's polling: its reads, sequence number and next due time.
+struct Poller {
+    slave: Slave,
+    blocks: Vec<Block>,
+    seq: u64,
+    next: Instant,
+    /// Polls in a row that got no answer at all. A silent slave on a shared
+    /// line is polled less often (up to every 30 s), as each costs the
+    /// line a whole answer timeout its neighbours then wait for.
+    silent: u32,
+}
+
+/// Where values go.
+#[derive(Clone)]
+struct Sink {
+    prefix: String,
+    client: Client,
+    counters: Arc<Counters>,
+}
+
+impl Poller {
+    fn new(slave: Slave) -> Poller {
+        Poller {
+            blocks: slave.blocks(8),
+            slave,
+            seq: 0,
+            next: Instant::now(),
+            silent: 0,
+        }
+    }
+
+    /// Read every block once and publish the values. Err when the link broke.
+    fn poll(&mut self, conn: &mut Conn, sink: &Sink) -> Result<(), String> {
+        let mut values = Vec::new();
+        let mut answered = false;
+        for b in &self.blocks {
+            let function = b.table.function();
+            let answer =
+                match conn.transact(self.slave.unit, read_request(function, b.start, b.count)) {
                     Ok(a) => a,
-                    Err(e) => {
-                        counters.errors.fetch_add(1, Ordering::Relaxed);
-                        eprintln!("modbus-adapter: {}: {e}; reconnecting", slave.name);
-                        break 'poll;
+                    Err(Failure::Link(e)) => {
+                        sink.counters.errors.fetch_add(1, Ordering::Relaxed);
+                        return Err(e);
                     }
-                };
-                match read_response(&answer.pdu, b.table.function(), b.count) {
-                    Ok(regs) => {
-                        for &i in &b.points {
-                            let p = &slave.points[i];
-                            let at = (p.register - b.start) as usize;
-                            if let Some(r) = raw(&regs[at..], p.ty, p.byte_order, p.word_order) {
-                                values.push((p.name.clone(), scaled(r, p.scale, p.offset)));
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        counters.errors.fetch_add(1, Ordering::Relaxed);
+                    Err(Failure::Slave(e)) => {
+                        sink.counters.errors.fetch_add(1, Ordering::Relaxed);
                         eprintln!(
                             "modbus-adapter: {} {:?} {}+{}: {e}",
-                            slave.name, b.table, b.start, b.count
+                            self.slave.name, b.table, b.start, b.count
                         );
+                        continue;
+                    }
+                };
+            answered = true;
+            match read_response(&answer, function, b.count) {
+                Ok(regs) => {
+                    for &i in &b.points {
+                        let p = &self.slave.points[i];
+                        let at = (p.register - b.start) as usize;
+                        if let Some(r) = raw(&regs[at..], p.ty, p.byte_order, p.word_order) {
+                            values.push((p.name.clone(), scaled(r, p.scale, p.offset)));
+                        }
                     }
                 }
-            }
-            counters.polls.fetch_add(1, Ordering::Relaxed);
-            seq += 1;
-            let ts = now_ms();
-            for (point, v) in values {
-                let payload = json!({"v": v, "seq": seq, "ts": ts}).to_string();
-                // Blocks while the broker is away and the queue is full: the
-                // poll pauses instead of dropping what it read.
-                if client
-                    .publish(
-                        format!("{prefix}/{}/{point}", slave.name),
-                        QoS::AtLeastOnce,
-                        false,
-                        payload,
-                    )
-                    .is_ok()
-                {
-                    counters.published.fetch_add(1, Ordering::Relaxed);
+                Err(e) => {
+                    sink.counters.errors.fetch_add(1, Ordering::Relaxed);
+                    eprintln!(
+                        "modbus-adapter: {} {:?} {}+{}: {e}",
+                        self.slave.name, b.table, b.start, b.count
+                    );
                 }
             }
-            next += Duration::from_millis(slave.poll_ms);
-            let now = Instant::now();
-            if next > now {
-                std::thread::sleep(next - now);
-            } else {
-                next = now;
+        }
+        sink.counters.polls.fetch_add(1, Ordering::Relaxed);
+        self.seq += 1;
+        let ts = now_ms();
+        for (point, v) in values {
+            let payload = json!({"v": v, "seq": self.seq, "ts": ts}).to_string();
+            // Blocks while the broker is away and the queue is full: the
+            // poll pauses instead of dropping what it read.
+            if sink
+                .client
+                .publish(
+                    format!("{}/{}/{point}", sink.prefix, self.slave.name),
+                    QoS::AtLeastOnce,
+                    false,
+                    payload,
+                )
+                .is_ok()
+            {
+                sink.counters.published.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.silent = if answered { 0 } else { self.silent + 1 };
+        let period = Duration::from_millis(self.slave.poll_ms);
+        self.next += if self.silent > 1 {
+            (period * 2u32.pow(self.silent.min(8) - 1))
+                .clamp(period, Duration::from_secs(30).max(period))
+        } else {
+            period
+        };
+        let now = Instant::now();
+        if self.next < now {
+            self.next = now; // late: no burst to catch up
+        }
+        Ok(())
+    }
+}
+
+fn sleep_until(t: Instant) {
+    let now = Instant::now();
+    if t > now {
+        std::thread::sleep(t - now);
+    }
+}
+
+/// Poll the slaves of one link — a TCP slave, or every slave on one serial
+/// line, in turn as they fall due — reopening the link with backoff.
+fn run_link(
+    mut pollers: Vec<Poller>,
+    open: impl Fn() -> Result<Conn, String>,
+    what: String,
+    sink: Sink,
+) {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let mut conn = match open() {
+            Ok(c) => c,
+            Err(e) => {
+                sink.counters.errors.fetch_add(1, Ordering::Relaxed);
+                eprintln!("modbus-adapter: {what}: {e}; retry in {backoff:?}");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                continue;
+            }
+        };
+        eprintln!("modbus-adapter: {what}: connected");
+        backoff = Duration::from_secs(1);
+        loop {
+            let Some(p) = pollers.iter_mut().min_by_key(|p| p.next) else {
+                return;
+            };
+            sleep_until(p.next);
+            if let Err(e) = p.poll(&mut conn, &sink) {
+                eprintln!("modbus-adapter: {what}: {e}; reconnecting");
+                break;
             }
         }
         std::thread::sleep(backoff);
+    }
+}
+
+fn open_tcp(address: &str) -> Result<Conn, String> {
+    let addr = address
+        .to_socket_addrs()
+        .map_err(|e| format!("unreachable ({e})"))?
+        .next()
+        .ok_or("unreachable (no address)")?;
+    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(3))
+        .map_err(|e| format!("unreachable ({e})"))?;
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let _ = stream.set_nodelay(true);
+    Ok(Conn::Tcp {
+        stream,
+        transaction: 0,
+    })
+}
+
+fn open_rtu(path: &Path, line: LineSettings, timeout_ms: u64) -> Result<Conn, String> {
+    let serial = Serial::open(path, line).map_err(|e| e.to_string())?;
+    Ok(Conn::Rtu {
+        line: serial,
+        gap: Duration::from_micros(rtu::frame_gap_us(line.baud)),
+        timeout: Duration::from_millis(timeout_ms),
+    })
+}
+
+/// Start a thread per TCP slave and per serial line.
+fn start_polling(config: &Config, sink: &Sink) {
+    let mut lines: BTreeMap<String, (LineSettings, u64, Vec<Poller>)> = BTreeMap::new();
+    for slave in config.slaves.clone() {
+        let link = slave.link().map(|l| match l {
+            Link::Tcp(a) => Err(a.to_string()),
+            Link::Rtu {
+                path,
+                line,
+                timeout_ms,
+            } => Ok((path.to_string(), line, timeout_ms)),
+        });
+        match link {
+            Ok(Err(address)) => {
+                let what = format!("{} ({address})", slave.name);
+                let sink = sink.clone();
+                std::thread::spawn(move || {
+                    run_link(vec![Poller::new(slave)], || open_tcp(&address), what, sink)
+                });
+            }
+            Ok(Ok((path, line, timeout_ms))) => {
+                let entry = lines.entry(path).or_insert((line, timeout_ms, Vec::new()));
+                entry.1 = entry.1.max(timeout_ms);
+                entry.2.push(Poller::new(slave));
+            }
+            // Config::parse has checked every link already.
+            Err(e) => eprintln!("modbus-adapter: {e}; not polled"),
+        }
+    }
+    for (path, (line, timeout_ms, pollers)) in lines {
+        let names: Vec<&str> = pollers.iter().map(|p| p.slave.name.as_str()).collect();
+        let what = format!("{path} ({}, {})", line.describe(), names.join(", "));
+        let sink = sink.clone();
+        std::thread::spawn(move || {
+            run_link(
+                pollers,
+                || open_rtu(Path::new(&path), line, timeout_ms),
+                what,
+                sink,
+            )
+        });
     }
 }
 
@@ -218,14 +429,14 @@ fn main() -> ExitCode {
     opts.set_clean_session(false);
     let (client, mut connection) = Client::new(opts, 10_000);
     let counters = Arc::new(Counters::default());
-    for slave in config.slaves.clone() {
-        let (c, k, p) = (
-            client.clone(),
-            counters.clone(),
-            config.topic_prefix.clone(),
-        );
-        std::thread::spawn(move || poll_slave(slave, p, c, k));
-    }
+    start_polling(
+        &config,
+        &Sink {
+            prefix: config.topic_prefix.clone(),
+            client: client.clone(),
+            counters: counters.clone(),
+        },
+    );
     {
         let (c, k, p) = (
             client.clone(),

@@ -339,3 +339,196 @@ detector = {{ zscore = {{ window = 20, threshold = 6.0 }} }}
     );
     drop(broker);
 }
+
+/// Two linked pseudo-terminals, as a USB RS-485 adapter wired to a meter
+/// would be: the adapter opens `a`, the simulator `b`.
+fn serial_pair(dir: &Path) -> (Proc, PathBuf, PathBuf) {
+    assert!(
+        Path::new("/usr/bin/socat").exists(),
+        "socat is not installed (ci/test installs it)"
+    );
+    let (a, b) = (dir.join("ttyA"), dir.join("ttyB"));
+    let _ = fs::remove_file(&a);
+    let _ = fs::remove_file(&b);
+    let p = spawn(
+        Command::new("/usr/bin/socat").arg("-d").args([
+            format!("pty,raw,echo=0,link={}", a.display()),
+            format!("pty,raw,echo=0,link={}", b.display()),
+        ]),
+        &dir.join("socat.log"),
+    );
+    let start = Instant::now();
+    while !(a.exists() && b.exists()) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "socat made no ptys"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (p, a, b)
+}
+
+#[test]
+fn rtu_slaves_share_a_serial_line_and_survive_it_going_away() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let mqtt_port = free_port();
+    let _broker = mosquitto(d, mqtt_port);
+    let inbox = watch(mqtt_port);
+    let (mut line, a, b) = serial_pair(d);
+    let sim_bin = workspace_bin("modbus-adapter", "modbus-sim");
+    // Units 1 and 2 on the line, 38400 8N2; every 7th answer corrupted.
+    let sim_args = [
+        "--serial",
+        b.to_str().unwrap(),
+        "--baud",
+        "38400",
+        "--parity",
+        "none",
+        "--unit",
+        "1",
+        "--unit",
+        "2",
+        "--noise",
+        "7",
+    ];
+    let mut sim = spawn(Command::new(&sim_bin).args(sim_args), &d.join("sim.log"));
+    let serial = a.display();
+    fs::write(
+        d.join("adapter.toml"),
+        format!(
+            r#"broker = "127.0.0.1:{mqtt_port}"
+[[slave]]
+name = "meter1"
+serial = "{serial}"
+baud = 38400
+parity = "none"
+unit = 1
+poll_ms = 100
+timeout_ms = 300
+[[slave.point]]
+name = "temperature"
+table = "input"
+register = 0
+type = "i16"
+scale = 0.1
+[[slave]]
+name = "meter2"
+serial = "{serial}"
+baud = 38400
+parity = "none"
+unit = 2
+poll_ms = 150
+timeout_ms = 300
+[[slave.point]]
+name = "pressure"
+table = "input"
+register = 1
+type = "u16"
+[[slave]]
+name = "absent"
+serial = "{serial}"
+baud = 38400
+parity = "none"
+unit = 9
+poll_ms = 200
+timeout_ms = 300
+[[slave.point]]
+name = "x"
+table = "holding"
+register = 0
+type = "u16"
+"#
+        ),
+    )
+    .unwrap();
+    let _adapter = spawn(
+        Command::new(env!("CARGO_BIN_EXE_modbus-adapter"))
+            .arg("--config")
+            .arg(d.join("adapter.toml")),
+        &d.join("adapter.log"),
+    );
+    let logs = || {
+        ["adapter.log", "sim.log", "socat.log"]
+            .iter()
+            .map(|f| {
+                format!(
+                    "--- {f}\n{}",
+                    fs::read_to_string(d.join(f)).unwrap_or_default()
+                )
+            })
+            .collect::<String>()
+    };
+    let count =
+        |msgs: &[(String, Value)], topic: &str| msgs.iter().filter(|(t, _)| t == topic).count();
+    wait_for(
+        &inbox,
+        Duration::from_secs(20),
+        "values from both meters",
+        &logs,
+        |m| {
+            (count(m, "sensors/meter1/temperature") >= 20
+                && count(m, "sensors/meter2/pressure") >= 10)
+                .then_some(())
+        },
+    );
+    // The line is set up as configured (termios of the adapter's end).
+    let stty = Command::new("stty")
+        .arg("-F")
+        .arg(&a)
+        .arg("-a")
+        .output()
+        .unwrap();
+    let stty = String::from_utf8_lossy(&stty.stdout);
+    assert!(
+        stty.contains("speed 38400")
+            && stty.contains("-parenb")
+            && stty.contains(" cstopb")
+            && stty.contains(" cs8"),
+        "{stty}"
+    );
+    {
+        let msgs = inbox.lock().unwrap();
+        for (t, v) in msgs.iter() {
+            let x = v["v"].as_f64().unwrap_or(f64::NAN);
+            match t.as_str() {
+                "sensors/meter1/temperature" => assert!((14.9..=25.1).contains(&x), "{t} {v}"),
+                "sensors/meter2/pressure" => assert!((1002.0..=1024.0).contains(&x), "{t} {v}"),
+                "sensors/absent/x" => panic!("a value from a slave that is not there: {v}"),
+                _ => {}
+            }
+        }
+    }
+    let log = fs::read_to_string(d.join("adapter.log")).unwrap();
+    assert!(
+        log.contains("absent Holding 0+1: no answer within 300ms"),
+        "{}",
+        logs()
+    );
+    assert!(
+        log.contains("CRC"),
+        "the corrupted answers were not caught:\n{}",
+        logs()
+    );
+    // The line goes away (the USB adapter is unplugged) and comes back.
+    let _ = line.0.kill();
+    let _ = line.0.wait();
+    let _ = sim.0.kill();
+    let _ = sim.0.wait();
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = count(&inbox.lock().unwrap(), "sensors/meter1/temperature");
+    (line, _, _) = serial_pair(d);
+    sim = spawn(Command::new(&sim_bin).args(sim_args), &d.join("sim2.log"));
+    wait_for(
+        &inbox,
+        Duration::from_secs(30),
+        "values after the line came back",
+        &logs,
+        |m| (count(m, "sensors/meter1/temperature") >= before + 10).then_some(()),
+    );
+    let log = fs::read_to_string(d.join("adapter.log")).unwrap();
+    assert!(log.contains("reconnecting"), "{}", logs());
+    assert!(log.matches(": connected").count() >= 2, "{}", logs());
+    drop(sim);
+    drop(line);
+}
