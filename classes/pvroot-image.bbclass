@@ -110,6 +110,16 @@ def pvroot_bsp_tree(d, workdir):
             modules = os.path.join(workdir, "modules")
             bb.utils.mkdirhier(os.path.join(modules, "lib"))
             shutil.move(src, os.path.join(modules, "lib", "modules"))
+            # What the BSP image loads at boot (KERNEL_MODULE_AUTOLOAD) is the
+            # revision's list: modules-load.d in the module tree, which
+            # pantavisor reads after mounting modules.squashfs.
+            confs = sorted(glob.glob(os.path.join(rootfs, "etc/modules-load.d/*.conf")) +
+                           glob.glob(os.path.join(rootfs, "usr/lib/modules-load.d/*.conf")))
+            for release in glob.glob(os.path.join(modules, "lib", "modules", "*")):
+                if confs and os.path.isdir(release):
+                    bb.utils.mkdirhier(os.path.join(release, "modules-load.d"))
+                    for conf in confs:
+                        shutil.copy(conf, os.path.join(release, "modules-load.d"))
         src = os.path.join(rootfs, prefix, "firmware")
         if firmware is None and os.path.isdir(src) and os.listdir(src):
             firmware = src

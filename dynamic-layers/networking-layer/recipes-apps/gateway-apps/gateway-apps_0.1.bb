@@ -1,7 +1,7 @@
 SUMMARY = "Services of the reference gateway's app containers"
-DESCRIPTION = "The broker configuration, placeholder edge-app and modbus-adapter services \
-(busybox + mosquitto clients) until the Rust apps land, an S3 exporter, an Azure IoT Hub \
-bridge configuration, the LTE modem entry point and an OPC UA server (open62541)."
+DESCRIPTION = "The broker configuration, an S3 exporter, an Azure IoT Hub bridge \
+configuration, the LTE modem entry point and an OPC UA server (open62541). The edge-app and \
+modbus-adapter are the Rust ones (recipes-apps/gateway-rs)."
 HOMEPAGE = "https://github.com/meta-pantavisor-rs/meta-pantavisor-rs"
 LICENSE = "MIT"
 LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/MIT;md5=0835ade698e0bcf8506ecda2f7b4f302"
@@ -10,8 +10,6 @@ DEPENDS = "open62541"
 
 SRC_URI = " \
     file://mosquitto-gateway.conf \
-    file://edge-app \
-    file://modbus-adapter \
     file://s3-export \
     file://modem-start \
     file://azure-bridge.conf \
@@ -28,24 +26,18 @@ do_install() {
     install -d ${D}${bindir} ${D}${sbindir} ${D}${sysconfdir}/mosquitto/conf.d ${D}${sysconfdir}/mosquitto/azure.d
     install -m 0644 ${S}/mosquitto-gateway.conf ${D}${sysconfdir}/mosquitto/gateway.conf
     install -m 0644 ${S}/azure-bridge.conf ${D}${sysconfdir}/mosquitto/azure-bridge.conf
-    install -m 0755 ${S}/edge-app ${D}${bindir}/edge-app
-    install -m 0755 ${S}/modbus-adapter ${D}${bindir}/modbus-adapter
     install -m 0755 ${S}/s3-export ${D}${bindir}/s3-export
     install -m 0755 ${S}/modem-start ${D}${sbindir}/modem-start
     install -m 0755 ${B}/opcua-server ${D}${bindir}/opcua-server
 }
 
-PACKAGES =+ "${PN}-broker ${PN}-edge-app ${PN}-modbus-adapter ${PN}-s3-export ${PN}-azure-bridge ${PN}-modem ${PN}-opcua"
+PACKAGES =+ "${PN}-broker ${PN}-s3-export ${PN}-azure-bridge ${PN}-modem ${PN}-opcua"
 FILES:${PN}-broker = "${sysconfdir}/mosquitto/gateway.conf ${sysconfdir}/mosquitto/conf.d"
-FILES:${PN}-edge-app = "${bindir}/edge-app"
-FILES:${PN}-modbus-adapter = "${bindir}/modbus-adapter"
 FILES:${PN}-s3-export = "${bindir}/s3-export"
 FILES:${PN}-azure-bridge = "${sysconfdir}/mosquitto/azure-bridge.conf ${sysconfdir}/mosquitto/azure.d"
 FILES:${PN}-modem = "${sbindir}/modem-start"
 FILES:${PN}-opcua = "${bindir}/opcua-server"
 RDEPENDS:${PN}-broker = "mosquitto"
-RDEPENDS:${PN}-edge-app = "busybox mosquitto-clients"
-RDEPENDS:${PN}-modbus-adapter = "busybox mosquitto-clients"
 RDEPENDS:${PN}-s3-export = "busybox mosquitto-clients curl ca-certificates"
 RDEPENDS:${PN}-azure-bridge = "mosquitto ca-certificates"
 RDEPENDS:${PN}-modem = "busybox dbus modemmanager"

@@ -1,10 +1,10 @@
-SUMMARY = "Modbus TCP adapter container: polls slaves and publishes registers to MQTT"
-DESCRIPTION = "Polls holding registers of Modbus TCP slaves and publishes them to MQTT; a busybox placeholder until the Rust modbus-adapter lands."
+SUMMARY = "Modbus adapter container: polls TCP and RTU slaves and publishes registers to MQTT"
+DESCRIPTION = "The Rust modbus-adapter (pvrs-modbus-adapter): polls Modbus TCP slaves and RTU slaves on serial lines per the register map of its _config overlay and publishes the values to MQTT."
 LICENSE = "MIT"
 
 inherit core-image pvcontainer
 
-IMAGE_INSTALL = "gateway-apps-modbus-adapter"
+IMAGE_INSTALL = "pvrs-modbus-adapter"
 
 PVCONTAINER_HOST_NETWORK = "1"
 PVCONTAINER_ENTRYPOINT = "/usr/bin/modbus-adapter"
