@@ -6,9 +6,13 @@
 #   rootfs/edge-app       our static edge-app; READY once connected
 #   config/…              the apps' _config overlays (adapter.toml, edge.toml)
 #   gateway.yaml          the manifest (BSP from OUT/bsp, which `ci/mkimage bsp OUT` makes)
-# Usage: ci/lib/gateway.sh OUT SIM_ADDR
+# Usage: ci/lib/gateway.sh OUT SIM_ADDR [RTU_DEVICE]
+#   SIM_ADDR    the Modbus TCP simulator as the guest reaches it (10.0.2.2:PORT)
+#   RTU_DEVICE  a serial line of the guest (/dev/ttyS1) with a Modbus RTU slave on
+#               it, unit 7 at 38400 8N2: the adapter polls it too (slave meter1)
+#               and the modbus-adapter container gets the device
 set -euo pipefail
-OUT=$1 SIM_ADDR=$2
+OUT=$1 SIM_ADDR=$2 RTU=${3:-}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 export PATH="$HOME/.cargo/bin:$PATH"
 for t in /bin/busybox /usr/sbin/mosquitto; do
@@ -68,6 +72,23 @@ table = "input"
 register = 2
 type = "f32"
 TOML
+if [ -n "$RTU" ]; then
+    cat >> "$OUT/config/modbus-adapter/etc/modbus-adapter/adapter.toml" <<TOML
+[[slave]]
+name = "meter1"
+serial = "$RTU"
+baud = 38400
+parity = "none"
+unit = 7
+poll_ms = 500
+timeout_ms = 500
+[[slave.point]]
+name = "pressure"
+table = "input"
+register = 1
+type = "u16"
+TOML
+fi
 cat > "$OUT/config/edge-app/etc/edge-app/edge.toml" <<TOML
 broker = "127.0.0.1:1883"
 input = "sensors/#"
@@ -123,4 +144,8 @@ config:
   update.signatures: disabled
 squashfs: {comp: zstd, mtime: 1700000000}
 YAML
-echo "gateway: inputs in $OUT (simulator at $SIM_ADDR)" >&2
+if [ -n "$RTU" ]; then
+    sed -i "s|^    config_dir: config/modbus-adapter\$|&\n    devices: [$RTU]|" "$OUT/gateway.yaml"
+    grep -q "devices: \[$RTU\]" "$OUT/gateway.yaml" || { echo "gateway: could not add $RTU" >&2; exit 1; }
+fi
+echo "gateway: inputs in $OUT (simulator at $SIM_ADDR${RTU:+, an RTU slave on $RTU of the guest})" >&2

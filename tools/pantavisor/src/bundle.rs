@@ -66,6 +66,47 @@ fn default_devices() -> Vec<Value> {
         .collect()
 }
 
+/// A `linux.devices` entry given by path only (as pvcompose writes them):
+/// its type, numbers, mode and owner are the host node's, now — device
+/// numbers are the running kernel's business, not the image's.
+fn host_device(container: &str, d: &mut Value) -> Result<()> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    if d.get("major").is_some() && d.get("minor").is_some() && d.get("type").is_some() {
+        return Ok(());
+    }
+    let path = d["path"].as_str().unwrap_or("").to_string();
+    let meta = std::fs::metadata(&path).map_err(|e| {
+        Error::container(
+            container,
+            format!("device {path:?} is not on this device ({e}); is its driver loaded?"),
+        )
+    })?;
+    let kind = if meta.file_type().is_char_device() {
+        "c"
+    } else if meta.file_type().is_block_device() {
+        "b"
+    } else {
+        return Err(Error::container(
+            container,
+            format!("{path:?} is not a device node"),
+        ));
+    };
+    let rdev = meta.rdev();
+    d["type"] = json!(kind);
+    d["major"] = json!(nix::sys::stat::major(rdev));
+    d["minor"] = json!(nix::sys::stat::minor(rdev));
+    if d.get("fileMode").is_none() {
+        d["fileMode"] = json!(meta.mode() & 0o7777);
+    }
+    if d.get("uid").is_none() {
+        d["uid"] = json!(meta.uid());
+    }
+    if d.get("gid").is_none() {
+        d["gid"] = json!(meta.gid());
+    }
+    Ok(())
+}
+
 /// The complete runtime spec.
 pub fn spec(input: &BundleInput) -> Result<Value> {
     let cfg = input.config;
@@ -155,7 +196,25 @@ pub fn spec(input: &BundleInput) -> Result<Value> {
     let mut linux = Value::Object(linux);
     linux["namespaces"] = json!(namespaces);
     linux["cgroupsPath"] = json!(input.cgroup);
-    if linux.get("devices").is_none() {
+    if let Some(list) = linux.get_mut("devices").and_then(Value::as_array_mut) {
+        let mut allow = Vec::new();
+        for d in list.iter_mut() {
+            host_device(input.name, d)?;
+            allow.push(json!({"allow": true, "type": d["type"], "major": d["major"], "minor": d["minor"], "access": "rwm"}));
+        }
+        // The cgroup device rules (v1; v2 as libcontainer is built here
+        // does not filter) let the container use what it was given.
+        if !linux["resources"].is_object() {
+            linux["resources"] = json!({});
+        }
+        let rules = &mut linux["resources"]["devices"];
+        if !rules.is_array() {
+            *rules = json!([]);
+        }
+        if let Some(rules) = rules.as_array_mut() {
+            rules.extend(allow);
+        }
+    } else {
         linux["devices"] = json!(default_devices());
     }
     if linux.get("maskedPaths").is_none() {
@@ -228,6 +287,46 @@ mod tests {
             .as_array()
             .unwrap()
             .contains(&json!("CAP_NET_ADMIN")));
+    }
+
+    #[test]
+    fn host_devices_get_their_numbers_and_a_cgroup_rule() {
+        fn input(c: &Value) -> BundleInput<'_> {
+            BundleInput {
+                name: "modbus",
+                config: c,
+                rootfs: Path::new("/r"),
+                volumes: &[],
+                ctrl_socket: Path::new("/c"),
+                cgroup: "/p/modbus",
+            }
+        }
+        let c = json!({"process": {"args": ["/x"]}, "linux": {"devices": [{"path": "/dev/null"}, {"path": "/dev/zero", "type": "c", "major": 1, "minor": 5}]}});
+        let s = spec(&input(&c)).unwrap();
+        let null = &s["linux"]["devices"][0];
+        assert_eq!(
+            (
+                null["type"].as_str(),
+                null["major"].as_u64(),
+                null["minor"].as_u64()
+            ),
+            (Some("c"), Some(1), Some(3))
+        );
+        assert_eq!(null["fileMode"], 0o666);
+        let rules = s["linux"]["resources"]["devices"].as_array().unwrap();
+        assert_eq!(rules.len(), 2);
+        assert_eq!(
+            rules[0],
+            json!({"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"})
+        );
+        for (path, why) in [
+            ("/dev/ttyNOPE9", "is not on this device"),
+            ("/etc/hostname", "not a device node"),
+        ] {
+            let c = json!({"process": {"args": ["/x"]}, "linux": {"devices": [{"path": path}]}});
+            let e = spec(&input(&c)).unwrap_err().to_string();
+            assert!(e.contains(why), "{path}: {e}");
+        }
     }
 
     #[test]

@@ -2,6 +2,9 @@
 //! mosquitto, our modbus-adapter and edge-app, booted by our daemon as PID 1
 //! from Debian's kernel. The Modbus simulator runs on the host (the guest
 //! reaches it at 10.0.2.2); MQTT and the device's remote API are forwarded.
+//! A second simulator is a Modbus RTU slave on the guest's second serial
+//! line (ttyS1, wired to a host pty through socat), which the adapter's
+//! container gets as a device.
 //! Shown: every goal reached, aggregated values and an injected anomaly's
 //! alarm on MQTT, failure isolation, an over-the-air update of the edge-app
 //! with pvr (no reboot, only it restarts, bytes sent = its changed object +
@@ -109,12 +112,18 @@ fn the_reference_gateway_under_qemu() {
     run(Command::new("bash")
         .arg(root().join("ci/lib/gateway.sh"))
         .arg(d)
-        .arg(format!("10.0.2.2:{sim_port}")));
+        .arg(format!("10.0.2.2:{sim_port}"))
+        .arg("/dev/ttyS1"));
     let disk = d.join("disk.img");
     compose_disk(d, &disk, "768");
     let (mqtt, apip) = (free_port(), free_port());
     let fwd = format!(
         "user,id=n0,hostfwd=tcp:127.0.0.1:{mqtt}-:1883,hostfwd=tcp:127.0.0.1:{apip}-:12368"
+    );
+    let rtu_sock = d.join("rtu.sock");
+    let rtu_chardev = format!(
+        "socket,id=rtu,path={},server=on,wait=off",
+        rtu_sock.display()
     );
     let mut guest = Guest::boot_with(
         d,
@@ -126,7 +135,34 @@ fn the_reference_gateway_under_qemu() {
             &fwd,
             "-device",
             "virtio-net-pci,netdev=n0",
+            "-chardev",
+            &rtu_chardev,
+            "-device",
+            "isa-serial,chardev=rtu",
         ],
+    );
+    // The guest's ttyS1 ends in QEMU's socket; socat makes a pty of it for
+    // the RTU simulator (unit 7, 38400 8N2, as gateway.sh configures).
+    until(Duration::from_secs(10), || rtu_sock.exists().then_some(()))
+        .expect("QEMU made no socket for ttyS1");
+    let tty = d.join("ttyRTU");
+    let _line = Kill(
+        Command::new("socat")
+            .arg(format!("pty,raw,echo=0,link={}", tty.display()))
+            .arg(format!("unix-connect:{}", rtu_sock.display()))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("socat (ci/test installs it)"),
+    );
+    until(Duration::from_secs(10), || tty.exists().then_some(())).expect("socat made no pty");
+    let _rtu_sim = Kill(
+        Command::new(workspace_bin("modbus-adapter", "modbus-sim"))
+            .arg("--serial")
+            .arg(&tty)
+            .args(["--baud", "38400", "--parity", "none", "--unit", "7"])
+            .stderr(fs::File::create(d.join("rtu-sim.log")).unwrap())
+            .spawn()
+            .unwrap(),
     );
     let serial = guest.serial.clone();
     let console = || fs::read_to_string(&serial).unwrap_or_default();
@@ -167,6 +203,23 @@ fn the_reference_gateway_under_qemu() {
     .is_none()
     {
         fail("no aggregate on edge/agg/sensors/plc1/temperature");
+    }
+    // The RTU slave's values, through the guest's serial line.
+    if until(Duration::from_secs(60), || {
+        let msgs = inbox.lock().unwrap();
+        let v: Vec<f64> = msgs
+            .iter()
+            .filter(|(_, t, _)| t == "sensors/meter1/pressure")
+            .filter_map(|(_, _, v)| v["v"].as_f64())
+            .collect();
+        (v.len() >= 5).then_some(v)
+    })
+    .is_none_or(|v| !v.iter().all(|x| (1002.0..=1024.0).contains(x)))
+    {
+        let rtu = fs::read_to_string(d.join("rtu-sim.log")).unwrap_or_default();
+        fail(&format!(
+            "no plausible values from the RTU slave on ttyS1\n--- rtu sim:\n{rtu}"
+        ));
     }
     // Enough history for the detector (20 samples at 2 a second), then inject.
     until(Duration::from_secs(30), || {

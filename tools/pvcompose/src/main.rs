@@ -279,6 +279,9 @@ struct SettingsArgs {
     /// Share the host's network namespace.
     #[arg(long)]
     host_network: bool,
+    /// A host device node the container gets (e.g. /dev/ttyS1). Repeatable.
+    #[arg(long = "device")]
+    devices: Vec<String>,
 }
 
 fn parse_enum<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, String> {
@@ -307,6 +310,7 @@ impl SettingsArgs {
             workdir: self.workdir.clone(),
             user: self.user.clone(),
             host_network: self.host_network,
+            devices: self.devices.clone(),
         }
     }
 }

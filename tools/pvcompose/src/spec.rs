@@ -55,6 +55,11 @@ pub struct ContainerSettings {
     /// Share the host's network namespace.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub host_network: bool,
+    /// Host device nodes the container gets, by path (`/dev/ttyS1`): a
+    /// serial line, a modem, a GPIO chip. Their numbers are looked up on
+    /// the device when the container starts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<String>,
 }
 
 /// A parsed `volumes` entry.
@@ -163,6 +168,7 @@ impl ContainerSettings {
                 "PV_EXPORTS" => s.exports = string_list(&ctx(k), v)?,
                 "PV_SERVICES" => s.services = Some(enum_value(&ctx(k), v)?),
                 "PV_HOST_NETWORK" => s.host_network = v.as_bool().unwrap_or(v.as_str() == Some("yes")),
+                "PV_DEVICES" => s.devices = string_list(&ctx(k), v)?,
                 "Entrypoint" => s.entrypoint = Some(string_list(&ctx(k), v)?),
                 "Cmd" => s.args = Some(string_list(&ctx(k), v)?),
                 "Env" => s.env = string_list(&ctx(k), v)?,
@@ -170,7 +176,7 @@ impl ContainerSettings {
                 "User" => s.user = v.as_str().filter(|u| !u.is_empty()).map(str::to_string),
                 other => {
                     return Err(ComposeError::input(format!(
-                        "{origin}: unsupported key \"{other}\"; known: PV_GROUP, PV_STATUS_GOAL, PV_RESTART_POLICY, PV_AUTO_RECOVERY, PV_ROLES, PV_VOLUMES, PV_EXPORTS, PV_SERVICES, PV_HOST_NETWORK, Entrypoint, Cmd, Env, WorkingDir, User"
+                        "{origin}: unsupported key \"{other}\"; known: PV_GROUP, PV_STATUS_GOAL, PV_RESTART_POLICY, PV_AUTO_RECOVERY, PV_ROLES, PV_VOLUMES, PV_EXPORTS, PV_SERVICES, PV_HOST_NETWORK, PV_DEVICES, Entrypoint, Cmd, Env, WorkingDir, User"
                     )))
                 }
             }
@@ -197,7 +203,7 @@ impl ContainerSettings {
         macro_rules! take_vec {
             ($($f:ident),*) => { $( if !other.$f.is_empty() { self.$f = other.$f; } )* };
         }
-        take_vec!(roles, volumes, exports, env);
+        take_vec!(roles, volumes, exports, env, devices);
         self.host_network |= other.host_network;
         self
     }
@@ -312,6 +318,25 @@ impl ContainerSettings {
         if !self.host_network {
             namespaces.push(json!({"type": "network"}));
         }
+        let mut linux = json!({"namespaces": namespaces});
+        if !self.devices.is_empty() {
+            let mut devices = Vec::new();
+            for d in &self.devices {
+                let ok = d.starts_with("/dev/")
+                    && d.len() > 5
+                    && !d.split('/').any(|c| c == "..")
+                    && !d.ends_with('/');
+                if !ok {
+                    return Err(ComposeError::input(format!(
+                        "device \"{d}\": expected a device node's path under /dev, e.g. /dev/ttyS1"
+                    )));
+                }
+                if !devices.iter().any(|v: &Value| v["path"] == d.as_str()) {
+                    devices.push(json!({"path": d}));
+                }
+            }
+            linux["devices"] = json!(devices);
+        }
         Ok(json!({
             "ociVersion": "1.0.2",
             "process": {
@@ -324,7 +349,7 @@ impl ContainerSettings {
             "root": {"path": "rootfs", "readonly": false},
             "hostname": name,
             "mounts": mounts,
-            "linux": {"namespaces": namespaces},
+            "linux": linux,
         }))
     }
 }
@@ -440,5 +465,32 @@ mod tests {
         let merged = base.overlay(flags);
         assert_eq!(merged.group.as_deref(), Some("platform"));
         assert_eq!(merged.env, vec!["A=1"]);
+    }
+
+    #[test]
+    fn devices_go_to_the_oci_config_by_path() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = ContainerSettings::from_json(
+            &json!({"PV_DEVICES": ["/dev/ttyS1", "/dev/ttyUSB0", "/dev/ttyS1"], "Entrypoint": ["/bin/a"]}),
+            "args.json",
+        )
+        .unwrap();
+        let c = s.oci_config("modbus", tmp.path()).unwrap();
+        assert_eq!(
+            c["linux"]["devices"],
+            json!([{"path": "/dev/ttyS1"}, {"path": "/dev/ttyUSB0"}])
+        );
+        let none = ContainerSettings::default()
+            .oci_config("x", tmp.path())
+            .unwrap();
+        assert!(none["linux"].get("devices").is_none());
+        for bad in ["ttyS1", "/dev/", "/dev/../etc/shadow", "/etc/passwd"] {
+            let s = ContainerSettings {
+                devices: vec![bad.into()],
+                ..Default::default()
+            };
+            let e = s.oci_config("x", tmp.path()).unwrap_err().to_string();
+            assert!(e.contains("under /dev"), "{bad}: {e}");
+        }
     }
 }
