@@ -20,7 +20,7 @@ PVROOT_CONTAINERS ??= ""
 PVROOT_IMAGE_BSP ??= "core-image-minimal"
 # The initramfs image booted with the BSP kernel (our daemon as /init).
 PVROOT_INITRAMFS ?= "pantavisor-initramfs"
-# Every part is signed with this PKCS#8 EC P-256 key; empty: unsigned. The
+# Every part is signed with this PEM key (EC P-256, P-384 or RSA); empty: unsigned. The
 # layer's key is a developer key known to everyone: see files/keys/README.md.
 PVROOT_SIGN_KEY ?= "${PANTAVISOR_RS_BASE}/files/keys/dev.key"
 # PEM public keys / CA certificates the device trusts (config/trust/).

@@ -93,32 +93,30 @@ pub struct Manifest {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SignSettings {
-    /// PKCS#8 PEM EC P-256 private key; each part gets `_sigs/PART.json` (ES256).
+    /// PEM private key, EC P-256, EC P-384 or RSA (PKCS#8, SEC1 or PKCS#1);
+    /// each part gets `_sigs/PART.json` (ES256, ES384 or RS256).
     pub key: PathBuf,
 }
 
-fn load_signing_key(path: &Path) -> Result<p256::ecdsa::SigningKey> {
-    use p256::pkcs8::DecodePrivateKey;
+fn load_signing_key(path: &Path) -> Result<pvstate::sig::PrivateKey> {
     let pem = fs::read_to_string(path).map_err(|e| ComposeError::io(path, e))?;
-    p256::ecdsa::SigningKey::from_pkcs8_pem(&pem).map_err(|e| {
-        ComposeError::input(format!(
-            "sign.key {}: not a PKCS#8 EC P-256 private key: {e}",
-            path.display()
-        ))
-    })
+    pvstate::sig::PrivateKey::from_pem(&pem)
+        .map_err(|e| ComposeError::input(format!("sign.key {}: {e}", path.display())))
 }
 
 /// Add `_sigs/PART.json` for each part, replacing a signature it carried.
 fn sign_parts<'a>(
     state: &mut State,
     parts: impl IntoIterator<Item = &'a str>,
-    key: &p256::ecdsa::SigningKey,
-) {
+    key: &pvstate::sig::PrivateKey,
+) -> Result<()> {
     for part in parts {
         let (include, exclude) = pvstate::sig::part_globs(part);
-        let doc = pvstate::sig::sign(state, key, &include, &exclude);
+        let doc = pvstate::sig::sign_with(state, key, &[], &include, &exclude)
+            .map_err(|e| ComposeError::input(format!("signing {part}: {e}")))?;
         state.insert(format!("_sigs/{part}.json"), Entry::Signature(doc));
     }
+    Ok(())
 }
 
 /// A mapping whose keys must be unique (YAML parsers keep the last of two).
@@ -507,7 +505,7 @@ pub fn assemble(
     })?;
     if let Some(key) = &signing {
         let parts = std::iter::once("bsp").chain(manifest.core.iter().map(String::as_str));
-        sign_parts(&mut rev0, parts, key);
+        sign_parts(&mut rev0, parts, key)?;
     }
     let trail = root.join("trails/0/.pvr");
     fs::create_dir_all(&trail).map_err(|e| ComposeError::io(&trail, e))?;
@@ -520,7 +518,7 @@ pub fn assemble(
         for name in &manifest.optional {
             let mut state = states[name].clone();
             if let Some(key) = &signing {
-                sign_parts(&mut state, [name.as_str()], key);
+                sign_parts(&mut state, [name.as_str()], key)?;
             }
             let state = &state;
             let mut with_rev0 = rev0.to_value();

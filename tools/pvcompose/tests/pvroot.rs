@@ -402,7 +402,7 @@ fn a_signed_pvroot_verifies_strictly_and_a_bad_key_is_refused() {
         "-algorithm",
         "EC",
         "-pkeyopt",
-        "ec_paramgen_curve:P-256",
+        "ec_paramgen_curve:P-384",
         "-out",
         "dev.key",
     ]);
@@ -440,7 +440,7 @@ fn a_signed_pvroot_verifies_strictly_and_a_bad_key_is_refused() {
     assert!(pkg.entries().contains_key("_sigs/modbus-adapter.json"));
     let (problems, _) = pvstate::sig::check(&pkg, pvstate::sig::Mode::Strict, &trusted);
     assert!(problems.is_empty(), "{problems:?}");
-    // Not a P-256 key: a clear error and no output.
+    // (Verified with the P-384 public key: ES384.) An RSA key signs with RS256.
     run(&[
         "genpkey",
         "-algorithm",
@@ -450,9 +450,20 @@ fn a_signed_pvroot_verifies_strictly_and_a_bad_key_is_refused() {
         "-out",
         "dev.key",
     ]);
+    run(&["pkey", "-in", "dev.key", "-pubout", "-out", "dev.pub"]);
+    let out_rsa = d.join("pvroot-rsa");
+    let (code, o, e) = assemble(&g, &out_rsa, &["--quiet"]);
+    assert_eq!(code, 0, "{o}{e}");
+    let trusted =
+        pvstate::sig::trust_store_from_pem(&fs::read_to_string(d.join("dev.pub")).unwrap())
+            .unwrap();
+    let (problems, _) = pvstate::sig::check(&rev0(&out_rsa), pvstate::sig::Mode::Lenient, &trusted);
+    assert!(problems.is_empty(), "{problems:?}");
+    // Not a private key (a public one): a clear error and no output.
+    fs::copy(d.join("dev.pub"), d.join("dev.key")).unwrap();
     let out2 = d.join("pvroot2");
     let (code, _, e) = assemble(&g, &out2, &["--quiet"]);
     assert_ne!(code, 0);
-    assert!(e.contains("sign.key") && e.contains("P-256"), "{e}");
+    assert!(e.contains("sign.key") && e.contains("private key"), "{e}");
     assert!(!out2.exists());
 }
