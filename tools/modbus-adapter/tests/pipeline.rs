@@ -393,55 +393,45 @@ fn rtu_slaves_share_a_serial_line_and_survive_it_going_away() {
         "7",
     ];
     let mut sim = spawn(Command::new(&sim_bin).args(sim_args), &d.join("sim.log"));
-    let serial = a.display();
-    fs::write(
-        d.join("adapter.toml"),
-        format!(
-            r#"broker = "127.0.0.1:{mqtt_port}"
-[[slave]]
-name = "meter1"
-serial = "{serial}"
-baud = 38400
-parity = "none"
-unit = 1
-poll_ms = 100
-timeout_ms = 300
-[[slave.point]]
-name = "temperature"
+    // Three slaves on the line (unit 9 is not there), one point each.
+    let mut toml = format!("broker = \"127.0.0.1:{mqtt_port}\"\n");
+    for (name, unit, poll_ms, point) in [
+        (
+            "meter1",
+            1,
+            100,
+            r#"name = "temperature"
 table = "input"
 register = 0
 type = "i16"
-scale = 0.1
-[[slave]]
-name = "meter2"
-serial = "{serial}"
-baud = 38400
-parity = "none"
-unit = 2
-poll_ms = 150
-timeout_ms = 300
-[[slave.point]]
-name = "pressure"
+scale = 0.1"#,
+        ),
+        (
+            "meter2",
+            2,
+            150,
+            r#"name = "pressure"
 table = "input"
 register = 1
-type = "u16"
-[[slave]]
-name = "absent"
-serial = "{serial}"
-baud = 38400
-parity = "none"
-unit = 9
-poll_ms = 200
-timeout_ms = 300
-[[slave.point]]
-name = "x"
+type = "u16""#,
+        ),
+        (
+            "absent",
+            9,
+            200,
+            r#"name = "x"
 table = "holding"
 register = 0
-type = "u16"
-"#
+type = "u16""#,
         ),
-    )
-    .unwrap();
+    ] {
+        toml += &format!(
+            "[[slave]]\nname = \"{name}\"\nserial = \"{}\"\nbaud = 38400\nparity = \"none\"\n\
+             unit = {unit}\npoll_ms = {poll_ms}\ntimeout_ms = 300\n[[slave.point]]\n{point}\n",
+            a.display()
+        );
+    }
+    fs::write(d.join("adapter.toml"), toml).unwrap();
     let _adapter = spawn(
         Command::new(env!("CARGO_BIN_EXE_modbus-adapter"))
             .arg("--config")
