@@ -358,17 +358,9 @@ fn boot(
         .unwrap_or(env.rev.clone());
     let mut have_modules = false;
     if let Ok(state) = crate::storage::Storage::open(storage).and_then(|s| s.state(&rev)) {
-        for (key, target) in [
-            ("bsp/modules.squashfs", "/lib/modules"),
-            ("bsp/firmware.squashfs", "/lib/firmware"),
-        ] {
-            if let Some(pvstate::Entry::Object(id)) = state.get(key) {
+        for (key, target) in bsp_volumes(&state, &release) {
+            if let Some(pvstate::Entry::Object(id)) = state.get(&key) {
                 let image = storage.join("objects").join(id.to_string());
-                let target = if key.starts_with("bsp/modules") {
-                    modules_dir.clone()
-                } else {
-                    PathBuf::from(target)
-                };
                 fs::create_dir_all(&target).map_err(|e| Error::io(&target, e))?;
                 match crate::mounts::mount_squashfs(&image, &target) {
                     Ok(()) => {
@@ -390,6 +382,32 @@ fn boot(
         fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
     crate::supervisor::Daemon::new(opts)?.run()
+}
+
+/// The BSP's module and firmware images of a revision and where they go,
+/// as `bsp/run.json` names them: `modules_RELEASE` (one image per kernel,
+/// as Raspberry Pi A/B BSPs have) before `modules`, then `firmware`.
+pub fn bsp_volumes(state: &pvstate::State, release: &str) -> Vec<(String, PathBuf)> {
+    let run = match state.get("bsp/run.json") {
+        Some(pvstate::Entry::BspRun(r)) => Some(r),
+        _ => None,
+    };
+    let modules = run.and_then(|r| {
+        r.extra
+            .get(&format!("modules_{release}"))
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+            .or_else(|| r.modules.clone())
+    });
+    let firmware = run.and_then(|r| r.firmware.clone());
+    let mut out = Vec::new();
+    if let Some(m) = modules.filter(|m| !m.is_empty()) {
+        out.push((format!("bsp/{m}"), Path::new("/lib/modules").join(release)));
+    }
+    if let Some(f) = firmware.filter(|f| !f.is_empty()) {
+        out.push((format!("bsp/{f}"), PathBuf::from("/lib/firmware")));
+    }
+    out
 }
 
 /// The modules the running revision needs: those its module tree lists
@@ -504,6 +522,50 @@ mod tests {
         );
         assert!(parse_cmdline("pv_storage=sda1").is_err());
         assert!(parse_cmdline("pv_storage.wait=soon").is_err());
+    }
+
+    #[test]
+    fn the_bsp_names_its_module_and_firmware_images() {
+        let id = |c: char| -> pvstate::ObjectId { c.to_string().repeat(64).parse().unwrap() };
+        let run = |extra: serde_json::Value| {
+            let mut r: pvstate::model::BspRun = serde_json::from_value(serde_json::json!({
+                "linux": "kernel.img", "initrd": "pantavisor",
+                "modules": "modules.squashfs", "firmware": "firmware.squashfs"
+            }))
+            .unwrap();
+            if let serde_json::Value::Object(m) = extra {
+                r.extra.extend(m);
+            }
+            let mut s = pvstate::State::new();
+            s.insert("bsp/run.json", pvstate::Entry::BspRun(r));
+            s.insert("bsp/modules.squashfs", pvstate::Entry::Object(id('a')));
+            s
+        };
+        let plain = bsp_volumes(&run(serde_json::json!({})), "6.1.0-56-amd64");
+        assert_eq!(
+            plain,
+            [
+                (
+                    "bsp/modules.squashfs".to_string(),
+                    PathBuf::from("/lib/modules/6.1.0-56-amd64")
+                ),
+                (
+                    "bsp/firmware.squashfs".to_string(),
+                    PathBuf::from("/lib/firmware")
+                )
+            ]
+        );
+        let per_kernel =
+            run(serde_json::json!({"modules_6.6.31-v8+": "modules_6.6.31-v8+.squashfs"}));
+        assert_eq!(
+            bsp_volumes(&per_kernel, "6.6.31-v8+")[0].0,
+            "bsp/modules_6.6.31-v8+.squashfs"
+        );
+        assert_eq!(
+            bsp_volumes(&per_kernel, "6.6.31-v7l+")[0].0,
+            "bsp/modules.squashfs"
+        );
+        assert!(bsp_volumes(&pvstate::State::new(), "6.1").is_empty());
     }
 
     #[test]
