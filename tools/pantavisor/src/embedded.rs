@@ -378,6 +378,13 @@ fn boot(
     if have_modules {
         revision_modules(&modules_dir, &rev);
     }
+    // The module tables were read and dropped: give the C library's freed
+    // heap back, as PID 1 stays resident from here on.
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free memory.
+    unsafe {
+        libc::malloc_trim(0);
+    }
     if let Some(dir) = opts.ctrl_socket.parent() {
         fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }

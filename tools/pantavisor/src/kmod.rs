@@ -59,19 +59,16 @@ pub fn load_order(dep: &BTreeMap<String, Vec<String>>, wanted: &[String]) -> Res
     Ok(order)
 }
 
-/// `modules.alias`: (pattern, module) in file order.
-pub fn parse_modules_alias(text: &str) -> Vec<(String, String)> {
-    text.lines()
-        .filter_map(|l| {
-            let mut w = l.split_whitespace();
-            if w.next()? != "alias" {
-                return None;
-            }
-            let pattern = w.next()?;
-            let module = w.next()?;
-            Some((pattern.to_string(), module.replace('-', "_")))
-        })
-        .collect()
+/// `modules.alias` (`alias PATTERN MODULE` lines): (pattern, module) in file
+/// order, borrowed from the text (it is tens of thousands of lines).
+pub fn parse_modules_alias(text: &str) -> impl Iterator<Item = (&str, &str)> {
+    text.lines().filter_map(|l| {
+        let mut w = l.split_whitespace();
+        if w.next()? != "alias" {
+            return None;
+        }
+        Some((w.next()?, w.next()?))
+    })
 }
 
 /// fnmatch(3) without flags, the way modprobe matches aliases: `*`, `?` and
@@ -180,15 +177,20 @@ pub fn unclaimed_modaliases(sys_devices: &Path) -> Vec<String> {
     found.into_iter().collect()
 }
 
-/// The modules whose aliases match those of `devices`, each once.
-pub fn modules_for_devices(aliases: &[(String, String)], devices: &[String]) -> Vec<String> {
+/// The modules whose aliases (`modules.alias` text) match those of
+/// `devices`, each once, in the file's order.
+pub fn modules_for_devices(aliases: &str, devices: &[String]) -> Vec<String> {
     let mut out = Vec::new();
     let mut seen = BTreeSet::new();
-    for dev in devices {
-        for (pattern, module) in aliases {
-            if glob_match(pattern.as_bytes(), dev.as_bytes()) && seen.insert(module.clone()) {
-                out.push(module.clone());
-            }
+    for (pattern, module) in parse_modules_alias(aliases) {
+        let module = module.replace('-', "_");
+        if !seen.contains(&module)
+            && devices
+                .iter()
+                .any(|d| glob_match(pattern.as_bytes(), d.as_bytes()))
+        {
+            seen.insert(module.clone());
+            out.push(module);
         }
     }
     out
@@ -256,7 +258,7 @@ impl ModuleTree {
     /// The modules of `modules.alias` that match the devices' aliases.
     pub fn for_devices(&self, devices: &[String]) -> Vec<String> {
         let text = fs::read_to_string(self.dir.join("modules.alias")).unwrap_or_default();
-        modules_for_devices(&parse_modules_alias(&text), devices)
+        modules_for_devices(&text, devices)
     }
 
     /// Load one module and what it needs, dependencies first. Built-in and
@@ -411,16 +413,15 @@ mod tests {
             .unwrap();
         let devices = unclaimed_modaliases(sys);
         assert_eq!(devices, ["virtio:d00000001v00001AF4"]);
-        let aliases = parse_modules_alias(
-            "# Aliases extracted from modules themselves.\n\
+        let aliases = "# Aliases extracted from modules themselves.\n\
              alias virtio:d00000001v* virtio_net\n\
              alias virtio:d00000002v* virtio_blk\n\
              alias cpu:type:x86,ven*fam*mod*:feature:*0001* aesni-intel\n\
              alias pci:v00001AF4d*sv*sd*bc*sc*i* virtio_pci\n\
-             alias virtio:d00000001v* net-failover-test\n",
-        );
+             alias virtio:d00000001v* net-failover-test\n\
+             alias virtio:d00000001v* virtio-net\n";
         assert_eq!(
-            modules_for_devices(&aliases, &devices),
+            modules_for_devices(aliases, &devices),
             ["virtio_net", "net_failover_test"]
         );
     }

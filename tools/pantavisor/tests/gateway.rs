@@ -149,7 +149,10 @@ fn the_reference_gateway_under_qemu() {
     let _line = Kill(
         Command::new("socat")
             .arg(format!("pty,raw,echo=0,link={}", tty.display()))
-            .arg(format!("unix-connect:{}", rtu_sock.display()))
+            .arg(format!(
+                "unix-connect:{},retry=50,interval=0.2",
+                rtu_sock.display()
+            ))
             .stderr(Stdio::null())
             .spawn()
             .expect("socat (ci/test installs it)"),
