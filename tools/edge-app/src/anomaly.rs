@@ -17,14 +17,33 @@ pub trait Detector {
     fn observe(&mut self, v: f64) -> Option<Anomaly>;
 }
 
+/// The share of |mean| below which a standard deviation is not trusted.
+pub const RELATIVE_STD_FLOOR: f64 = 1e-3;
+
+/// How many standard deviations `v` is from `mean`. The deviation is floored
+/// at `min_std` and at 0.1 % of |mean|: a quantized signal (0.1 °C steps)
+/// that sat flat for a whole window has a deviation of 0, and its next step
+/// of one count is not an anomaly. With no floor at all (a signal flat at
+/// 0 and `min_std` 0), any change is one.
+pub fn score(v: f64, mean: f64, sd: f64, min_std: f64) -> f64 {
+    let sd = sd.max(min_std).max(RELATIVE_STD_FLOOR * mean.abs());
+    if sd > 0.0 {
+        (v - mean).abs() / sd
+    } else if v == mean {
+        0.0
+    } else {
+        f64::INFINITY
+    }
+}
+
 /// Rolling z-score over the last `window` values: |v - mean| / stddev.
-/// Silent until `min_samples` values are in; a flat history (stddev 0)
-/// makes any change an anomaly.
+/// Silent until `min_samples` values are in.
 #[derive(Debug, Clone)]
 pub struct ZScore {
     window: usize,
     min_samples: usize,
     threshold: f64,
+    min_std: f64,
     values: std::collections::VecDeque<f64>,
 }
 
@@ -35,8 +54,15 @@ impl ZScore {
             window,
             min_samples: (window / 2).max(2),
             threshold,
+            min_std: 0.0,
             values: Default::default(),
         }
+    }
+
+    /// The smallest standard deviation to divide by, in the value's units.
+    pub fn min_std(mut self, min_std: f64) -> Self {
+        self.min_std = min_std.max(0.0);
+        self
     }
 }
 
@@ -47,14 +73,7 @@ impl Detector for ZScore {
             let n = self.values.len() as f64;
             let mean = self.values.iter().sum::<f64>() / n;
             let var = self.values.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
-            let sd = var.sqrt();
-            let score = if sd > 0.0 {
-                (v - mean).abs() / sd
-            } else if v == mean {
-                0.0
-            } else {
-                f64::INFINITY
-            };
+            let score = score(v, mean, var.sqrt(), self.min_std);
             if score > self.threshold {
                 found = Some(Anomaly {
                     value: v,
@@ -78,6 +97,7 @@ impl Detector for ZScore {
 pub struct Ewma {
     alpha: f64,
     threshold: f64,
+    min_std: f64,
     warmup: u32,
     seen: u32,
     mean: f64,
@@ -90,11 +110,18 @@ impl Ewma {
         Ewma {
             alpha,
             threshold,
+            min_std: 0.0,
             warmup: (2.0 / alpha).ceil() as u32,
             seen: 0,
             mean: 0.0,
             var: 0.0,
         }
+    }
+
+    /// The smallest standard deviation to divide by, in the value's units.
+    pub fn min_std(mut self, min_std: f64) -> Self {
+        self.min_std = min_std.max(0.0);
+        self
     }
 }
 
@@ -106,8 +133,7 @@ impl Detector for Ewma {
             return None;
         }
         let diff = v - self.mean;
-        let sd = self.var.sqrt();
-        let score = if sd > 0.0 { diff.abs() / sd } else { 0.0 };
+        let score = score(v, self.mean, self.var.sqrt(), self.min_std);
         let found = (self.seen >= self.warmup && score > self.threshold).then_some(Anomaly {
             value: v,
             expected: self.mean,
@@ -151,12 +177,25 @@ mod tests {
         for v in [1.0, 100.0] {
             assert!(z.observe(v).is_none());
         }
-        // Flat history: any change is an anomaly.
-        let mut z = ZScore::new(4, 3.0);
-        for _ in 0..4 {
-            assert!(z.observe(5.0).is_none());
+        // A quantized signal flat for the whole window (25.0 at a sine's
+        // top in 0.1 steps): its next step is no anomaly, a jump is.
+        let mut z = ZScore::new(20, 6.0);
+        for _ in 0..20 {
+            assert!(z.observe(25.0).is_none());
         }
-        assert!(z.observe(5.1).unwrap().score.is_infinite());
+        assert!(z.observe(24.9).is_none());
+        let a = z.observe(75.0).unwrap();
+        assert!(a.score > 100.0 && a.expected > 24.9, "{a:?}");
+        // Flat at 0: no floor from the mean, so any change is an anomaly,
+        // unless min_std says what is noise.
+        let mut z = ZScore::new(4, 3.0);
+        let mut zf = ZScore::new(4, 3.0).min_std(0.05);
+        for _ in 0..4 {
+            assert!(z.observe(0.0).is_none() && zf.observe(0.0).is_none());
+        }
+        assert!(z.observe(0.1).unwrap().score.is_infinite());
+        assert!(zf.observe(0.1).is_none());
+        assert!(zf.observe(1.0).is_some());
     }
 
     #[test]
@@ -181,5 +220,12 @@ mod tests {
             alarms.iter().all(|&i| i == 150 || (200..240).contains(&i)),
             "{alarms:?}"
         );
+        // Flat, then one count: no alarm; a jump: one.
+        let mut e = Ewma::new(0.2, 5.0);
+        for _ in 0..30 {
+            assert!(e.observe(25.0).is_none());
+        }
+        assert!(e.observe(24.9).is_none());
+        assert!(e.observe(75.0).is_some());
     }
 }

@@ -13,6 +13,9 @@
 //! max = 125.0
 //! deadband = 0.2
 //! detector = { zscore = { window = 60, threshold = 4.0 } }
+//! # or { ewma = { alpha = 0.1, threshold = 5.0 } }; either takes min_std,
+//! # the smallest standard deviation to divide by (default 0; at least
+//! # 0.1 % of |mean| in any case)
 //! ```
 
 use serde::Deserialize;
@@ -63,17 +66,33 @@ pub struct Rule {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(rename_all = "lowercase", deny_unknown_fields)]
 pub enum DetectorConfig {
-    Zscore { window: usize, threshold: f64 },
-    Ewma { alpha: f64, threshold: f64 },
+    Zscore {
+        window: usize,
+        threshold: f64,
+        #[serde(default)]
+        min_std: f64,
+    },
+    Ewma {
+        alpha: f64,
+        threshold: f64,
+        #[serde(default)]
+        min_std: f64,
+    },
 }
 
 impl DetectorConfig {
     pub fn build(&self) -> Box<dyn Detector + Send> {
         match *self {
-            DetectorConfig::Zscore { window, threshold } => {
-                Box::new(ZScore::new(window, threshold))
-            }
-            DetectorConfig::Ewma { alpha, threshold } => Box::new(Ewma::new(alpha, threshold)),
+            DetectorConfig::Zscore {
+                window,
+                threshold,
+                min_std,
+            } => Box::new(ZScore::new(window, threshold).min_std(min_std)),
+            DetectorConfig::Ewma {
+                alpha,
+                threshold,
+                min_std,
+            } => Box::new(Ewma::new(alpha, threshold).min_std(min_std)),
         }
     }
 }
