@@ -1,8 +1,9 @@
 //! Embedded mode: what `pantavisor` does as PID 1 of an initramfs before the
 //! supervisor takes over — the kernel command line, the early file systems,
-//! the modules needed to reach storage (see `kmod`), finding and mounting the data partition — and what it does
-//! at the end: stop, sync, reboot(2). The pieces that only read files are
-//! plain functions, tested on their own.
+//! the modules needed to reach storage, finding and mounting the data
+//! partition, the revision's module and firmware images and the modules it
+//! needs (see `kmod`) — and what it does at the end: stop, sync, reboot(2).
+//! The pieces that only read files are plain functions, tested on their own.
 
 use std::fs;
 use std::io::{Read, Seek, SeekFrom};
