@@ -134,6 +134,31 @@ pub trait Registers {
     fn write_holding(&mut self, address: u16, values: &[u16]) -> bool;
 }
 
+/// Holding and input registers in memory, from address 0; a write past the
+/// holding table's end is refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RegisterTable {
+    pub holding: Vec<u16>,
+    pub input: Vec<u16>,
+}
+
+impl Registers for RegisterTable {
+    fn holding(&self) -> &[u16] {
+        &self.holding
+    }
+    fn input(&self) -> &[u16] {
+        &self.input
+    }
+    fn write_holding(&mut self, address: u16, values: &[u16]) -> bool {
+        let a = address as usize;
+        if a + values.len() > self.holding.len() {
+            return false;
+        }
+        self.holding[a..a + values.len()].copy_from_slice(values);
+        true
+    }
+}
+
 /// The answer PDU a server gives to a request PDU.
 pub fn serve(request: &[u8], regs: &mut dyn Registers) -> Vec<u8> {
     let Some(&function) = request.first() else {
@@ -205,28 +230,6 @@ pub fn serve(request: &[u8], regs: &mut dyn Registers) -> Vec<u8> {
 mod tests {
     use super::*;
 
-    struct Table {
-        holding: Vec<u16>,
-        input: Vec<u16>,
-    }
-
-    impl Registers for Table {
-        fn holding(&self) -> &[u16] {
-            &self.holding
-        }
-        fn input(&self) -> &[u16] {
-            &self.input
-        }
-        fn write_holding(&mut self, address: u16, values: &[u16]) -> bool {
-            let a = address as usize;
-            if a + values.len() > self.holding.len() {
-                return false;
-            }
-            self.holding[a..a + values.len()].copy_from_slice(values);
-            true
-        }
-    }
-
     #[test]
     fn mbap_round_trip_and_partial_input() {
         let f = Frame {
@@ -248,7 +251,7 @@ mod tests {
 
     #[test]
     fn server_answers_and_client_reads() {
-        let mut t = Table {
+        let mut t = RegisterTable {
             holding: vec![0; 10],
             input: (100..110).collect(),
         };

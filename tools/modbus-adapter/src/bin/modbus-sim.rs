@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use modbus_adapter::frame::{serve, Frame, FrameError, Registers};
+use modbus_adapter::frame::{serve, Frame, FrameError, RegisterTable, Registers};
 use modbus_adapter::rtu;
 use modbus_adapter::serial::{valid_baud, LineSettings, Parity, Serial};
 
@@ -27,25 +27,24 @@ TCP on ADDRESS:PORT (default 0.0.0.0:5020), or RTU on a serial DEVICE
 (default 19200 8E1, unit 1; --unit again for more slaves on the line;
 --noise N corrupts one byte of every Nth answer, to exercise CRC checks).";
 
+/// The registers, and until when the injected anomaly lasts.
 struct Table {
-    holding: Vec<u16>,
-    input: Vec<u16>,
+    regs: RegisterTable,
     anomaly_until: Option<Instant>,
 }
 
 impl Registers for Table {
     fn holding(&self) -> &[u16] {
-        &self.holding
+        self.regs.holding()
     }
     fn input(&self) -> &[u16] {
-        &self.input
+        self.regs.input()
     }
     fn write_holding(&mut self, address: u16, values: &[u16]) -> bool {
-        let a = address as usize;
-        if a + values.len() > self.holding.len() {
+        if !self.regs.write_holding(address, values) {
             return false;
         }
-        self.holding[a..a + values.len()].copy_from_slice(values);
+        let a = address as usize;
         if a <= 100 && 100 < a + values.len() {
             let secs = values[100 - a];
             self.anomaly_until = Some(Instant::now() + Duration::from_secs(secs as u64));
@@ -62,15 +61,15 @@ fn update(t: &mut Table, started: Instant) {
     if t.anomaly_until.is_some_and(|u| Instant::now() < u) {
         temp += 50.0;
     }
-    t.input[0] = ((temp * 10.0).round() as i16) as u16;
-    t.input[1] = (1013.0 + 10.0 * (tau * s / 30.0).sin()).round() as u16;
+    t.regs.input[0] = ((temp * 10.0).round() as i16) as u16;
+    t.regs.input[1] = (1013.0 + 10.0 * (tau * s / 30.0).sin()).round() as u16;
     let flow = (12.5 + 2.5 * (tau * s / 20.0).sin()) as f32;
     let bits = flow.to_bits();
-    t.input[2] = (bits >> 16) as u16;
-    t.input[3] = bits as u16;
+    t.regs.input[2] = (bits >> 16) as u16;
+    t.regs.input[3] = bits as u16;
     let up = s as u32;
-    t.input[4] = (up >> 16) as u16;
-    t.input[5] = up as u16;
+    t.regs.input[4] = (up >> 16) as u16;
+    t.regs.input[5] = up as u16;
 }
 
 fn client(mut s: TcpStream, table: Arc<Mutex<Table>>, started: Instant) {
@@ -237,8 +236,10 @@ fn main() -> ExitCode {
     }
     let started = Instant::now();
     let table = Arc::new(Mutex::new(Table {
-        holding: vec![0; 128],
-        input: vec![0; 6],
+        regs: RegisterTable {
+            holding: vec![0; 128],
+            input: vec![0; 6],
+        },
         anomaly_until: None,
     }));
     if let Some(path) = serial {
