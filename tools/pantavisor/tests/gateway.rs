@@ -314,22 +314,14 @@ fn the_reference_gateway_under_qemu() {
             .replace("window_s = 5", "window_s = 3"),
     )
     .unwrap();
-    pvr(&ws, &["commit", "-m", "edge-app: 3 s windows"]);
+    let before = pids(apip);
+    let posted = commit_post_run(&ws, apip, "edge-app: 3 s windows", "locals/ota");
     let json_len = fs::metadata(ws.join(".pvr/json")).unwrap().len();
     let conf_len = fs::metadata(&conf).unwrap().len();
-    let posted = pvr(&ws, &["--token", "tok", "post", "--rev", "locals/ota"]);
     assert!(
         posted.contains(&format!("sent {} bytes (1 of ", conf_len + json_len)),
         "only the changed object and the JSON: {posted}"
     );
-    let before = pids(apip);
-    let (code, body) = api(
-        apip,
-        "POST",
-        "/commands",
-        r#"{"op":"LOCAL_RUN","payload":"locals/ota"}"#,
-    );
-    assert_eq!(code, 200, "{body}");
     if until(Duration::from_secs(120), || {
         let (_, v) = api(apip, "GET", "/steps/locals/ota/progress", "");
         (v["status"] == "UPDATED" || v["status"] == "DONE").then_some(())
@@ -392,15 +384,7 @@ fn the_reference_gateway_under_qemu() {
             d.join("bad.json").to_str().unwrap(),
         ],
     );
-    pvr(&ws, &["commit", "-m", "never ready"]);
-    pvr(&ws, &["--token", "tok", "post", "--rev", "locals/bad"]);
-    let (code, body) = api(
-        apip,
-        "POST",
-        "/commands",
-        r#"{"op":"LOCAL_RUN","payload":"locals/bad"}"#,
-    );
-    assert_eq!(code, 200, "{body}");
+    commit_post_run(&ws, apip, "never ready", "locals/bad");
     if until(Duration::from_secs(150), || {
         let (_, v) = api(apip, "GET", "/steps/locals/bad/progress", "");
         (v["status"] == "ERROR").then_some(())

@@ -262,15 +262,7 @@ squashfs: {comp: zstd, mtime: 1700000000}
             "zstd",
         ],
     );
-    pvr(&ws, &["commit", "-m", "os 2"]);
-    pvr(&ws, &["--token", "tok", "post", "--rev", "locals/r1"]);
-    let (code, body) = api(
-        port,
-        "POST",
-        "/commands",
-        r#"{"op":"LOCAL_RUN","payload":"locals/r1"}"#,
-    );
-    assert_eq!(code, 200, "{body}");
+    commit_post_run(&ws, port, "os 2", "locals/r1");
     if wait_remote(
         port,
         "/steps/locals/r1/progress",
@@ -306,15 +298,7 @@ squashfs: {comp: zstd, mtime: 1700000000}
             "1700000000",
         ],
     );
-    pvr(&ws, &["commit", "-m", "broken os"]);
-    pvr(&ws, &["--token", "tok", "post", "--rev", "locals/r2"]);
-    let (code, body) = api(
-        port,
-        "POST",
-        "/commands",
-        r#"{"op":"LOCAL_RUN","payload":"locals/r2"}"#,
-    );
-    assert_eq!(code, 200, "{body}");
+    commit_post_run(&ws, port, "broken os", "locals/r2");
     if wait_remote(
         port,
         "/steps/locals/r2/progress",

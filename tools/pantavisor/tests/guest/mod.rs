@@ -75,6 +75,22 @@ pub fn pvr(dir: &Path, args: &[&str]) -> String {
         .args(args))
 }
 
+/// In the pvr workspace `ws`: commit with `message`, post it to the device
+/// on `port` as `rev` and ask it to run that revision (LOCAL_RUN). Returns
+/// what `pvr post` printed.
+pub fn commit_post_run(ws: &Path, port: u16, message: &str, rev: &str) -> String {
+    pvr(ws, &["commit", "-m", message]);
+    let posted = pvr(ws, &["--token", "tok", "post", "--rev", rev]);
+    let (code, body) = api(
+        port,
+        "POST",
+        "/commands",
+        &format!(r#"{{"op":"LOCAL_RUN","payload":"{rev}"}}"#),
+    );
+    assert_eq!(code, 200, "LOCAL_RUN {rev}: {body}");
+    posted
+}
+
 /// A QEMU guest booting the BSP of `dir` (ci/mkimage bsp) from `disk`,
 /// its serial console in a file, its monitor on a socket; killed when dropped.
 pub struct Guest {
