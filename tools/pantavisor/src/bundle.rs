@@ -35,8 +35,6 @@ pub struct BundleInput<'a> {
     pub rootfs: &'a Path,
     /// Volume name (storage key) -> directory on the host.
     pub volumes: &'a [(String, PathBuf)],
-    /// The control socket to bind at /pantavisor/pv-ctrl.
-    pub ctrl_socket: &'a Path,
     /// cgroup path, e.g. /pantavisor/edge-app.
     pub cgroup: &'a str,
 }
@@ -129,7 +127,7 @@ pub fn spec(input: &BundleInput) -> Result<Value> {
     if process
         .get("args")
         .and_then(Value::as_array)
-        .is_none_or(|a| a.is_empty())
+        .map_or(true, |a| a.is_empty())
     {
         return Err(Error::container(
             input.name,
@@ -190,7 +188,6 @@ pub fn spec(input: &BundleInput) -> Result<Value> {
         }
         mounts.push(m);
     }
-    mounts.push(json!({"destination": "/pantavisor/pv-ctrl", "type": "bind", "source": input.ctrl_socket, "options": ["bind", "rw"]}));
     spec["mounts"] = json!(mounts);
     let linux = spec["linux"].as_object().cloned().unwrap_or_default();
     let mut linux = Value::Object(linux);
@@ -258,7 +255,6 @@ mod tests {
             config: &config,
             rootfs: Path::new("/run/pv/app/rootfs"),
             volumes: &vols,
-            ctrl_socket: Path::new("/run/pv/ctrl"),
             cgroup: "/pantavisor/app",
         })
         .unwrap();
@@ -268,7 +264,8 @@ mod tests {
         assert!(mounts
             .iter()
             .any(|m| m["source"] == "/storage/disks/perm/app/docker--var-lib-app"));
-        assert!(mounts
+        // The control socket is bound by the container's mount, not the spec.
+        assert!(!mounts
             .iter()
             .any(|m| m["destination"] == "/pantavisor/pv-ctrl"));
         // No network namespace asked: /sys is bound from the host.
@@ -297,7 +294,6 @@ mod tests {
                 config: c,
                 rootfs: Path::new("/r"),
                 volumes: &[],
-                ctrl_socket: Path::new("/c"),
                 cgroup: "/p/modbus",
             }
         }
@@ -337,7 +333,6 @@ mod tests {
             config: c,
             rootfs: Path::new("/r"),
             volumes: &[],
-            ctrl_socket: Path::new("/c"),
             cgroup: "/p/a",
         };
         assert!(spec(&input(&base))

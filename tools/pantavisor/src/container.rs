@@ -250,6 +250,16 @@ impl Ctr {
             &layer.join("work"),
             &dir.join("rootfs"),
         )?;
+        // The control socket at /pantavisor/pv-ctrl, bound here rather than by
+        // a spec mount: libcontainer 0.5 makes a directory for a bind mount
+        // whose source is no regular file, a socket included. A tmpfs keeps
+        // the mount point out of the writable layer; the rootfs's recursive
+        // bind carries both into the container.
+        let pv = dir.join("rootfs").join("pantavisor");
+        mounts::mount_tmpfs(&pv, "mode=755,size=64k")?;
+        let target = pv.join("pv-ctrl");
+        fs::write(&target, b"").map_err(|e| Error::io(&target, e))?;
+        mounts::bind(env.ctrl_socket, &target)?;
         self.status = Status::Mounted;
         Ok(())
     }
@@ -297,7 +307,6 @@ impl Ctr {
             config: &config,
             rootfs: &rootfs,
             volumes: &volumes,
-            ctrl_socket: env.ctrl_socket,
             cgroup: &cgroup,
         })?;
         let spec_path = bundle_dir.join("config.json");

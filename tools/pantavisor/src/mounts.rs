@@ -136,6 +136,23 @@ pub fn mount_tmpfs(target: &Path, options: &str) -> Result<()> {
     .map_err(|e| Error::sys(format!("tmpfs on {}", target.display()), e))
 }
 
+/// Bind `source` (a file, socket or directory) onto the existing `target`.
+pub fn bind(source: &Path, target: &Path) -> Result<()> {
+    mount(
+        Some(source),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| {
+        Error::sys(
+            format!("bind {} on {}", source.display(), target.display()),
+            e,
+        )
+    })
+}
+
 /// Unmount `target` (lazily, so a busy mount cannot block shutdown).
 pub fn umount(target: &Path) -> Result<()> {
     match umount2(target, MntFlags::MNT_DETACH) {

@@ -157,7 +157,7 @@ impl Platform {
             && self
                 .variant
                 .as_deref()
-                .is_none_or(|v| p["variant"].as_str() == Some(v))
+                .map_or(true, |v| p["variant"].as_str() == Some(v))
     }
 }
 

@@ -140,7 +140,7 @@ fn serve_rtu(
                 }
                 let mut frame = rtu::encode(unit, &answer);
                 answered += 1;
-                if noise > 0 && answered.is_multiple_of(noise) {
+                if noise > 0 && answered % noise == 0 {
                     let last = frame.len() - 3;
                     frame[last] ^= 0x55;
                 }
