@@ -224,6 +224,9 @@ do_pvroot[file-checksums] += "${@' '.join(p + ':True' for p in (d.getVar('PVROOT
 PVROOT_RPI_TRYBOOT ?= "0"
 # nooelint: oelint.vars.specific - rpi is meta-raspberrypi's machine override
 IMAGE_FSTYPES:rpi = "ext4 wic.bz2 wic.bmap"
+# The layouts are in files/wic, where wrynose looks (BBPATH/files/wic);
+# scarthgap looks in BBPATH/wic only, so the layer's folder is named here.
+WKS_SEARCH_PATH:prepend = "${PANTAVISOR_RS_BASE}/files/wic:"
 # nooelint: oelint.vars.specific - rpi is meta-raspberrypi's machine override
 WKS_FILE:rpi = "${@'pantavisor-rpi-tryboot.wks.in' if bb.utils.to_boolean(d.getVar('PVROOT_RPI_TRYBOOT')) else 'pantavisor-rpi.wks.in'}"
 # nooelint: oelint.vars.specific - rpi is meta-raspberrypi's machine override
