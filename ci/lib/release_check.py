@@ -18,6 +18,7 @@ then each overlay; mappings merged key by key), without fetching anything.
 Usage: release_check.py [LAYERDIR] [--json | --series]
   --json: the resolved configurations (for ci/yocto-releases)
   --series: only print the declared series
+  --summarize-dump FILE: one line of a `kas dump` output (for ci/yocto-releases)
 """
 import glob
 import json
@@ -153,6 +154,19 @@ def check(layer):
 def main():
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     layer = os.path.abspath(args[0] if args else os.path.join(os.path.dirname(__file__), "..", ".."))
+    if "--summarize-dump" in sys.argv:
+        with open(args[0]) as f:
+            d = yaml.safe_load(f)
+        def layers(repo):
+            named = (repo or {}).get("layers")
+            if named is None:
+                return "."
+            return ",".join(name for name, v in named.items() if v != "disabled") or "no layers"
+        repos = " ".join("%s@%s(%s)" % (k, ((v or {}).get("commit") or "local")[:12], layers(v))
+                         for k, v in sorted(d["repos"].items()))
+        print("machine %s, distro %s, target %s, local_conf_header %s; repos %s" % (
+            d.get("machine"), d.get("distro"), d.get("target"), "+".join(sorted(d.get("local_conf_header") or {})), repos))
+        return 0
     if "--series" in sys.argv:
         print(" ".join(layer_series(layer)))
         return 0
