@@ -17,9 +17,12 @@ PATH:
    the pvroot's top level are printed;
 4. do_pvroot runs again with a wrong PVROOT_CONTAINERS entry, twice (a recipe
    that deploys no pvrexport; a malformed mc: entry): each must fail with the
-   class's own message and no traceback.
+   class's own message and no traceback;
+5. pantavisor-rs is parsed with RUSTVERSION = "1.75%" (scarthgap without the
+   mixin): it must be skipped, saying which Rust it needs.
 
 Usage: class_exec.py --stage DIR --bsp DIR (ci/mkimage bsp output) --busybox PATH
+       class_exec.py --rust-skip-only      (step 5 alone)
 """
 import argparse
 import glob
@@ -186,12 +189,35 @@ def pvroot(tinfoil, tmpdir, deploy, extra=None):
     return d, ok, log, d.getVar("IMAGE_ROOTFS")
 
 
+def rust_skip(tinfoil):
+    """pantavisor-rs with too old a Rust is skipped at parse time, with the reason."""
+    config = bb.data.createCopy(tinfoil.config_data)
+    config.setVar("RUSTVERSION", "1.75%")
+    try:
+        tinfoil.parse_recipe_file(tinfoil.get_recipe_file("pantavisor-rs"), config_data=config)
+        text = "parsed, not skipped"
+    except Exception as e:  # the server reports the SkipRecipe as a failed command
+        text = str(e)
+    reason = next((line.strip() for line in text.splitlines() if "needs Rust >=" in line), None)
+    say("pantavisor-rs with RUSTVERSION 1.75%%: %s" % (("skipped: " + reason) if reason else "WRONG: " + text))
+    if not reason:
+        raise SystemExit("class_exec: pantavisor-rs was not skipped for an old Rust")
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--stage", required=True)
-    ap.add_argument("--bsp", required=True)
-    ap.add_argument("--busybox", required=True)
+    ap.add_argument("--stage")
+    ap.add_argument("--bsp")
+    ap.add_argument("--busybox")
+    ap.add_argument("--rust-skip-only", action="store_true")
     args = ap.parse_args()
+    if args.rust_skip_only:
+        with bb.tinfoil.Tinfoil() as tinfoil:
+            tinfoil.prepare(config_only=False, quiet=2)
+            rust_skip(tinfoil)
+        return
+    if not (args.stage and args.bsp and args.busybox):
+        ap.error("--stage, --bsp and --busybox are needed")
     stage = os.path.abspath(args.stage)
     tmpdir = os.path.join(stage, "tmp")
     if not shutil.which("pvcompose"):
@@ -242,6 +268,7 @@ def main():
                 print(log)
         if bad:
             raise SystemExit("class_exec: %d wrong entries not refused by the class" % bad)
+        rust_skip(tinfoil)
     say("done")
 
 
