@@ -4,7 +4,6 @@
 //! READY to Pantavisor once connected; survives broker outages.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -57,24 +56,6 @@ fn parse_value(payload: &[u8]) -> Option<f64> {
     j.get("v").or_else(|| j.get("value"))?.as_f64()
 }
 
-fn signal_ready(socket: &std::path::Path) -> std::io::Result<()> {
-    let mut s = std::os::unix::net::UnixStream::connect(socket)?;
-    let body = r#"{"type":"ready"}"#;
-    write!(
-        s,
-        "POST /signal HTTP/1.1\r\nHost: pv-ctrl\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut answer = String::new();
-    s.read_to_string(&mut answer)?;
-    if !answer.starts_with("HTTP/1.1 2") {
-        return Err(std::io::Error::other(
-            answer.lines().next().unwrap_or("").to_string(),
-        ));
-    }
-    Ok(())
-}
-
 /// As PID 1 of a container, SIGTERM's default action is to be ignored:
 /// exit on it (and on SIGINT) so the container stops at once.
 fn exit_on_term() {
@@ -90,7 +71,7 @@ fn exit_on_term() {
 fn main() -> ExitCode {
     exit_on_term();
     let mut config_path = PathBuf::from("/etc/edge-app/edge.toml");
-    let mut socket = PathBuf::from("/pantavisor/pv-ctrl");
+    let mut socket = PathBuf::from(pvctrl::proto::CONTAINER_SOCKET);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match (a.as_str(), args.next()) {
@@ -157,7 +138,7 @@ fn main() -> ExitCode {
                     eprintln!("edge-app: subscribe: {e}");
                 }
                 if !ready {
-                    match signal_ready(&socket) {
+                    match pvctrl::Client::socket(&socket).signal_ready() {
                         Ok(()) => eprintln!("edge-app: READY"),
                         Err(e) => {
                             eprintln!("edge-app: READY not signalled ({}): {e}", socket.display())

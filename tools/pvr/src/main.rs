@@ -20,7 +20,7 @@ use pvstate::{Entry, State};
 use serde_json::{json, Value};
 
 use error::{Error, Result};
-use remote::Device;
+use pvctrl::Client as Device;
 use repo::Repo;
 
 #[derive(Parser)]
@@ -399,7 +399,7 @@ fn device_of(repo: &Repo, given: Option<String>, token: Option<String>) -> Resul
     let target = given
         .or_else(|| repo.config()["remote"].as_str().map(str::to_string))
         .ok_or_else(|| Error::Usage("no device given and the repository has no remote".into()))?;
-    Device::parse(&target, token)
+    remote::device(&target, token)
 }
 
 /// The device's running revision: its name and state, objects fetched into
@@ -416,10 +416,11 @@ fn fetch_device(device: &Device, pool: &pvstate::ObjectStore) -> Result<(String,
         if pool.contains(id) {
             continue;
         }
-        let (code, bytes) = device.call("GET", &format!("/objects/{id}"), b"")?;
-        if code != 200 {
-            return Err(Error::Remote(format!("object {id}: {code}")));
+        let reply = device.call("GET", &format!("/objects/{id}"), b"")?;
+        if reply.status != 200 {
+            return Err(Error::Remote(format!("object {id}: {}", reply.status)));
         }
+        let bytes = reply.body;
         pool.put(&mut &bytes[..], Some(id))?;
         eprintln!(
             "[{}/{}] {} ({} bytes)",
@@ -448,7 +449,7 @@ fn fetch_repo(path: &Path, pool: &pvstate::ObjectStore) -> Result<State> {
 }
 
 fn clone(target: &str, dir: &Path, token: Option<String>) -> Result<()> {
-    let device = Device::parse(target, token)?;
+    let device = remote::device(target, token)?;
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     if std::fs::read_dir(dir)
         .map(|mut d| d.next().is_some())
@@ -459,7 +460,7 @@ fn clone(target: &str, dir: &Path, token: Option<String>) -> Result<()> {
     let repo = Repo::init(dir)?;
     let (rev, state) = fetch_device(&device, &repo.pool()?)?;
     repo.write_committed(&state)?;
-    repo.set_config(&json!({"remote": device.url(), "revision": rev}))?;
+    repo.set_config(&json!({"remote": device.target().to_string(), "revision": rev}))?;
     repo.checkout(&state)?;
     println!(
         "cloned revision {rev} ({} objects) into {}",
@@ -500,7 +501,7 @@ fn get(dir: &Path, source: Option<String>, token: Option<String>) -> Result<()> 
     } else if path.is_file() {
         pvstate::pvrexport::import_file(path, Some(&pool))?.state
     } else {
-        fetch_device(&Device::parse(&from, token)?, &pool)?.1
+        fetch_device(&remote::device(&from, token)?, &pool)?.1
     };
     let state = if parts.is_empty() {
         incoming
@@ -1231,13 +1232,7 @@ fn post(
                 }
                 let id = missing[i];
                 let path = pool.path(id);
-                let result = std::fs::read(&path)
-                    .map_err(|e| Error::io(&path, e))
-                    .and_then(|bytes| {
-                        device
-                            .json("PUT", &format!("/objects/{id}"), &bytes)
-                            .map(|_| bytes.len() as u64)
-                    });
+                let result = remote::put_object(&device, id, &path);
                 match result {
                     Ok(n) => {
                         let so_far =

@@ -3,7 +3,6 @@
 //! object and the JSON cross the socket. Needs root, like the daemon.
 
 use std::fs;
-use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -42,20 +41,10 @@ fn pvr(dir: &Path, args: &[&str]) -> (i32, String, String) {
 }
 
 fn request(sock: &Path, method: &str, path: &str, body: &str) -> (u16, Value) {
-    let mut s = UnixStream::connect(sock).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let (head, body) = out.split_once("\r\n\r\n").unwrap();
-    (
-        head.split_whitespace().nth(1).unwrap().parse().unwrap(),
-        serde_json::from_str(body).unwrap_or(Value::Null),
-    )
+    let reply = pvctrl::Client::socket(sock)
+        .call(method, path, body.as_bytes())
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    (reply.status, reply.json())
 }
 
 fn containers(sock: &Path) -> Vec<Value> {
@@ -480,17 +469,10 @@ fn clone_update_sign_post_run() {
     let first = state["app1/root.squashfs"].as_str().unwrap().to_string();
     let second = state["app2/root.squashfs"].as_str().unwrap().to_string();
     let bytes = fs::read(ws.join(".pvr/objects").join(&first)).unwrap();
-    let mut s = UnixStream::connect(sock).unwrap();
-    write!(
-        s,
-        "PUT /objects/{first} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
-        bytes.len()
-    )
-    .unwrap();
-    s.write_all(&bytes).unwrap();
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).unwrap();
-    assert!(answer.starts_with("HTTP/1.1 2"), "{answer}");
+    let reply = pvctrl::Client::socket(sock)
+        .call("PUT", &format!("/objects/{first}"), &bytes)
+        .unwrap();
+    assert!(reply.ok(), "{}", reply.message());
     let (code, out, err) = pvr(&ws, &["post", "--rev", "locals/y"]);
     assert_eq!(code, 0, "{out}{err}");
     let second_size = fs::metadata(ws.join(".pvr/objects").join(&second))

@@ -1,10 +1,7 @@
 //! `pvcontrol`: a client of the daemon's control socket.
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -46,31 +43,6 @@ enum Command {
     Buildinfo,
 }
 
-fn request(
-    socket: &PathBuf,
-    method: &str,
-    path: &str,
-    body: &str,
-) -> Result<(u16, String), String> {
-    let mut s = UnixStream::connect(socket).map_err(|e| format!("{}: {e}", socket.display()))?;
-    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: pv-ctrl\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").ok_or("malformed answer")?;
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or("malformed status line")?;
-    Ok((code, body.to_string()))
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let usage = |m: &str| Err(format!("usage: {m}"));
@@ -106,14 +78,17 @@ fn main() -> ExitCode {
         },
         Command::Buildinfo => Ok(("GET", "/buildinfo".into(), String::new())),
     };
-    let result = call.and_then(|(m, p, b)| request(&cli.socket, m, &p, &b));
+    let client =
+        pvctrl::Client::socket(&cli.socket).with_timeout(std::time::Duration::from_secs(30));
+    let result =
+        call.and_then(|(m, p, b)| client.call(m, &p, b.as_bytes()).map_err(|e| e.to_string()));
     match result {
-        Ok((code, body)) if (200..300).contains(&code) => {
-            println!("{body}");
+        Ok(reply) if reply.ok() => {
+            println!("{}", String::from_utf8_lossy(&reply.body));
             ExitCode::SUCCESS
         }
-        Ok((code, body)) => {
-            eprintln!("pvcontrol: {code}: {body}");
+        Ok(reply) => {
+            eprintln!("pvcontrol: {}: {}", reply.status, reply.message());
             ExitCode::from(1)
         }
         Err(e) => {

@@ -4,9 +4,7 @@
 //! and a client of its control socket.
 
 use std::fs;
-use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -223,21 +221,11 @@ impl Gateway {
     }
 
     pub fn request_bytes(&self, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
-        let mut s = UnixStream::connect(&self.socket).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        write!(
-            s,
-            "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        )
-        .unwrap();
-        // The daemon may answer (e.g. 507) before it has read the whole body.
-        let _ = s.write_all(body);
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        let (head, body) = out.split_once("\r\n\r\n").unwrap();
-        let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-        (code, serde_json::from_str(body).unwrap_or(Value::Null))
+        let reply = pvctrl::Client::socket(&self.socket)
+            .with_timeout(Duration::from_secs(30))
+            .call(method, path, body)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        (reply.status, reply.json())
     }
 
     /// The container `name` as /containers reports it.

@@ -3,8 +3,8 @@
 //! device's remote API through a forwarded port (token `tok`).
 
 use std::fs;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
+use std::net::TcpListener;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -45,27 +45,13 @@ pub fn free_port() -> u16 {
 
 /// The device's remote API through the forwarded port.
 pub fn api(port: u16, method: &str, path: &str, body: &str) -> (u16, Value) {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
-        return (0, Value::Null);
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-    let _ = write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tok\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    let Some((head, body)) = out.split_once("\r\n\r\n") else {
-        return (0, Value::Null);
-    };
-    (
-        head.split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0),
-        serde_json::from_str(body).unwrap_or(Value::Null),
-    )
+    let client = pvctrl::Client::new(pvctrl::Target::Tcp(format!("127.0.0.1:{port}")))
+        .with_token(Some("tok".into()))
+        .with_timeout(Duration::from_secs(10));
+    match client.call(method, path, body.as_bytes()) {
+        Ok(reply) => (reply.status, reply.json()),
+        Err(_) => (0, Value::Null),
+    }
 }
 
 pub fn pvr(dir: &Path, args: &[&str]) -> String {
