@@ -71,77 +71,6 @@ pub fn parse_modules_alias(text: &str) -> impl Iterator<Item = (&str, &str)> {
     })
 }
 
-/// fnmatch(3) without flags, the way modprobe matches aliases: `*`, `?` and
-/// bracket expressions (ranges, `!` or `^` to negate).
-pub fn glob_match(pattern: &[u8], s: &[u8]) -> bool {
-    let (mut p, mut i) = (0, 0);
-    // Where the last `*` was and how much of `s` it has taken so far.
-    let mut star: Option<(usize, usize)> = None;
-    while i < s.len() {
-        if let Some(&c) = pattern.get(p) {
-            let step = match c {
-                b'*' => {
-                    star = Some((p, i));
-                    p += 1;
-                    continue;
-                }
-                b'?' => Some(1),
-                b'[' => match bracket(&pattern[p..], s[i]) {
-                    Some((true, len)) => Some(len),
-                    Some((false, _)) => None,
-                    // An unclosed `[` is an ordinary character.
-                    None => (s[i] == b'[').then_some(1),
-                },
-                c => (c == s[i]).then_some(1),
-            };
-            if let Some(len) = step {
-                p += len;
-                i += 1;
-                continue;
-            }
-        }
-        match star {
-            Some((sp, si)) => {
-                star = Some((sp, si + 1));
-                p = sp + 1;
-                i = si + 1;
-            }
-            None => return false,
-        }
-    }
-    pattern[p..].iter().all(|&c| c == b'*')
-}
-
-/// The bracket expression at the start of `pattern`: whether `c` is in it,
-/// and the expression's length; None when it is not closed.
-fn bracket(pattern: &[u8], c: u8) -> Option<(bool, usize)> {
-    let mut j = 1;
-    let negate = matches!(pattern.get(j), Some(b'!' | b'^'));
-    if negate {
-        j += 1;
-    }
-    let mut hit = false;
-    let mut first = true;
-    loop {
-        let a = *pattern.get(j)?;
-        if a == b']' && !first {
-            break;
-        }
-        first = false;
-        match (pattern.get(j + 1), pattern.get(j + 2)) {
-            (Some(b'-'), Some(&b)) if b != b']' => {
-                hit |= a <= c && c <= b;
-                j += 3;
-            }
-            _ => {
-                hit |= a == c;
-                j += 1;
-            }
-        }
-    }
-    Some((hit != negate, j + 1))
-}
-
 /// The `modalias` of every device below `sys_devices` (/sys/devices) that
 /// no driver has claimed, sorted, each once. CPU feature aliases are left
 /// out: their modules (crypto acceleration, kvm) are optional and a
@@ -187,7 +116,7 @@ pub fn modules_for_devices(aliases: &str, devices: &[String]) -> Vec<String> {
         if !seen.contains(&module)
             && devices
                 .iter()
-                .any(|d| glob_match(pattern.as_bytes(), d.as_bytes()))
+                .any(|d| pvstate::glob::fnmatch(pattern.as_bytes(), d.as_bytes()))
         {
             seen.insert(module.clone());
             out.push(module);
@@ -349,7 +278,7 @@ mod tests {
 
     #[test]
     fn aliases_match_as_fnmatch_does() {
-        let m = |p: &str, s: &str| glob_match(p.as_bytes(), s.as_bytes());
+        let m = |p: &str, s: &str| pvstate::glob::fnmatch(p.as_bytes(), s.as_bytes());
         assert!(m("virtio:d00000001v*", "virtio:d00000001v00001AF4"));
         assert!(!m("virtio:d00000001v*", "virtio:d00000002v00001AF4"));
         assert!(m(

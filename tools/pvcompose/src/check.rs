@@ -108,9 +108,9 @@ pub fn check_path(path: &Path, partial: bool) -> Result<Vec<Report>, CheckError>
             .find(|d| d.is_dir());
         return Ok(vec![check_trail(path, objects.as_deref(), completeness)?]);
     }
-    let trails = path.join("trails");
+    let trails = path.join(pvstate::layout::TRAILS);
     if trails.is_dir() {
-        let objects = path.join("objects");
+        let objects = pvstate::layout::Pvroot::at(path).objects_dir();
         let list = |dir: &Path| -> Result<Vec<PathBuf>, CheckError> {
             Ok(fs::read_dir(dir)
                 .map_err(|e| CheckError::Io(dir.to_path_buf(), e))?

@@ -24,7 +24,7 @@ use crate::squash::{parse_size, Bcj, SquashOptions, SquashWriter};
 use crate::tree::Exclude;
 
 /// Where the factory packages go inside the pvroot (meta-pantavisor's name).
-pub const FACTORY_DIR: &str = "factory-pkgs.d";
+pub const FACTORY_DIR: &str = pvstate::layout::FACTORY_DIR;
 
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -378,7 +378,7 @@ pub fn assemble(
 
     let staged = StagedDir::new(out)?;
     let root = staged.path().to_path_buf();
-    let store = ObjectStore::open(root.join("objects"))?;
+    let store = pvstate::layout::Pvroot::at(&root).objects()?;
     let scratch = tempfile::Builder::new()
         .prefix(".scratch-")
         .tempdir_in(&root)
@@ -507,9 +507,7 @@ pub fn assemble(
         let parts = std::iter::once("bsp").chain(manifest.core.iter().map(String::as_str));
         sign_parts(&mut rev0, parts, key)?;
     }
-    let trail = root.join("trails/0/.pvr");
-    fs::create_dir_all(&trail).map_err(|e| ComposeError::io(&trail, e))?;
-    pvstate::store::write_atomic(&trail.join("json"), &rev0.to_canonical())?;
+    pvstate::layout::Pvroot::at(&root).write_state("0", &rev0)?;
 
     // Factory packages, checked against revision 0's groups and disks.
     if !manifest.optional.is_empty() {
@@ -554,7 +552,7 @@ pub fn assemble(
         }
         text.push_str(&format!("{k}={v}\n"));
     }
-    pvstate::store::write_atomic(&config.join("pantavisor.config"), text.as_bytes())?;
+    pvstate::store::write_atomic(&root.join(pvstate::layout::CONFIG_FILE), text.as_bytes())?;
     for d in ["logs", "disks"] {
         fs::create_dir_all(root.join(d)).map_err(|e| ComposeError::io(root.join(d), e))?;
     }

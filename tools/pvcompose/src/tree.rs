@@ -71,7 +71,7 @@ impl Exclude {
                     .components
                     .iter()
                     .zip(&path[start..start + n])
-                    .all(|(p, c)| glob(p, c))
+                    .all(|(p, c)| pvstate::glob::fnmatch(p.as_bytes(), c.as_bytes()))
         };
         if self.anywhere {
             (0..path.len()).any(at)
@@ -79,50 +79,6 @@ impl Exclude {
             at(0)
         }
     }
-}
-
-/// fnmatch for one component: `*`, `?`, `[abc]`, `[a-z]`, `[!x]`.
-fn glob(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
-    fn class(p: &[char], c: char) -> Option<(bool, usize)> {
-        // Returns (matched, length of the class in the pattern).
-        let mut i = 1;
-        let negate = matches!(p.get(1), Some('!') | Some('^'));
-        if negate {
-            i += 1;
-        }
-        let mut matched = false;
-        let start = i;
-        while i < p.len() && (p[i] != ']' || i == start) {
-            if i + 2 < p.len() && p[i + 1] == '-' && p[i + 2] != ']' {
-                matched |= p[i] <= c && c <= p[i + 2];
-                i += 3;
-            } else {
-                matched |= p[i] == c;
-                i += 1;
-            }
-        }
-        if i >= p.len() {
-            return None; // unterminated: treat '[' literally
-        }
-        Some((matched != negate, i + 1))
-    }
-    fn go(p: &[char], t: &[char]) -> bool {
-        match p.first() {
-            None => t.is_empty(),
-            Some('*') => (0..=t.len()).any(|k| go(&p[1..], &t[k..])),
-            Some('?') => !t.is_empty() && go(&p[1..], &t[1..]),
-            Some('[') => match (class(p, *t.first().unwrap_or(&'\0')), t.is_empty()) {
-                (_, true) => false,
-                (Some((true, len)), false) => go(&p[len..], &t[1..]),
-                (Some((false, _)), false) => false,
-                (None, false) => t[0] == '[' && go(&p[1..], &t[1..]),
-            },
-            Some(c) => t.first() == Some(c) && go(&p[1..], &t[1..]),
-        }
-    }
-    go(&p, &t)
 }
 
 /// Walk `root`, skipping excluded paths, counting what is there and opening

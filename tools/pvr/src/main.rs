@@ -1125,9 +1125,9 @@ fn sig_ls(dir: &Path, cacerts: Option<PathBuf>) -> Result<()> {
 }
 
 fn deploy(storage: &Path, exports: &[PathBuf]) -> Result<()> {
-    let store = pvstate::ObjectStore::open(storage.join("objects"))?;
-    let trail = storage.join("trails/0/.pvr");
-    let mut merged = match std::fs::read(trail.join("json")) {
+    let pvroot = pvstate::layout::Pvroot::at(storage);
+    let store = pvroot.objects()?;
+    let mut merged = match std::fs::read(pvroot.state_path("0")) {
         Ok(bytes) => State::parse_lenient(&bytes)?.0,
         Err(_) => State::new(),
     };
@@ -1147,8 +1147,7 @@ fn deploy(storage: &Path, exports: &[PathBuf]) -> Result<()> {
             pvstate::Problems(problems).to_string().replace('\n', "; ")
         )));
     }
-    std::fs::create_dir_all(&trail).map_err(|e| Error::io(&trail, e))?;
-    pvstate::store::write_atomic(&trail.join("json"), &merged.to_canonical())?;
+    pvroot.write_state("0", &merged)?;
     Ok(())
 }
 

@@ -62,6 +62,8 @@ pub enum Error {
     BadObjectId(String),
     #[error("object {0} is not in the store")]
     MissingObject(String),
+    #[error("{}: not a pvroot (no trails/); compose one with `pvcompose pvroot`", .0.display())]
+    NotPvroot(PathBuf),
     #[error("pvrexport {archive}: {message}")]
     Archive { archive: String, message: String },
 }

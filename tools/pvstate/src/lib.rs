@@ -6,11 +6,15 @@
 //! - [`ObjectStore`]: the content-addressed object pool, with atomic writes and GC.
 //! - [`pvrexport`]: import and export of `pvr export` archives.
 //! - [`diff`]: what changed between two revisions and whether it reboots.
+//! - [`layout`]: the pvroot (the data partition's directories and files).
+//! - [`glob`]: the one glob matcher (fnmatch, and state-key patterns).
 
 pub mod canonical;
 pub mod diff;
 mod error;
+pub mod glob;
 pub mod keys;
+pub mod layout;
 pub mod model;
 mod object_id;
 pub mod pvrexport;

@@ -53,26 +53,7 @@ impl std::str::FromStr for Mode {
     }
 }
 
-/// Glob match of a state key: `**` matches anything, `*` and `?` stay within
-/// one path component.
-pub fn glob(pattern: &str, key: &str) -> bool {
-    fn go(p: &[u8], k: &[u8]) -> bool {
-        match p {
-            [] => k.is_empty(),
-            [b'*', b'*', rest @ ..] => {
-                // `**/` may also match nothing: `**/src.json` matches `src.json`.
-                (0..=k.len()).any(|i| go(rest, &k[i..]))
-                    || rest.strip_prefix(b"/").is_some_and(|r| go(r, k))
-            }
-            [b'*', rest @ ..] => (0..=k.len())
-                .take_while(|&i| i == 0 || k[i - 1] != b'/')
-                .any(|i| go(rest, &k[i..])),
-            [b'?', rest @ ..] => !k.is_empty() && k[0] != b'/' && go(rest, &k[1..]),
-            [c, rest @ ..] => k.first() == Some(c) && go(rest, &k[1..]),
-        }
-    }
-    go(pattern.as_bytes(), key.as_bytes())
-}
+pub use crate::glob::state_key as glob;
 
 /// The keys a header selects, and the payload (their canonical JSON).
 pub fn payload(

@@ -65,23 +65,58 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     sync_dir(dir)
 }
 
-/// Copy `reader` into `file` while hashing it.
-fn copy_hashing(reader: &mut dyn Read, file: &mut File) -> io::Result<(ObjectId, u64)> {
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut total = 0u64;
-    loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        hasher.update(&buf[..n]);
-        file.write_all(&buf[..n])?;
-        total += n as u64;
+/// One object being written: see [`ObjectStore::writer`].
+pub struct ObjectWriter {
+    store: ObjectStore,
+    tmp: tempfile::NamedTempFile,
+    hasher: Sha256,
+    size: u64,
+    expected: Option<ObjectId>,
+}
+
+impl ObjectWriter {
+    pub fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.tmp
+            .as_file_mut()
+            .write_all(data)
+            .map_err(|e| Error::io(self.tmp.path(), e))?;
+        self.hasher.update(data);
+        self.size += data.len() as u64;
+        Ok(())
     }
-    Ok((ObjectId::from_digest(hasher.finalize().into()), total))
+
+    /// Bytes written so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Check the hash, fsync, rename into place, fsync the directory.
+    pub fn finish(self) -> Result<(ObjectId, u64)> {
+        let id = ObjectId::from_digest(self.hasher.finalize().into());
+        if let Some(expected) = &self.expected {
+            if *expected != id {
+                // Dropping `tmp` removes the temporary file.
+                return Err(Error::HashMismatch {
+                    expected: expected.to_string(),
+                    actual: id.to_string(),
+                });
+            }
+        }
+        let dest = self.store.path(&id);
+        if dest.is_file() {
+            return Ok((id, self.size));
+        }
+        readable(self.tmp.as_file(), self.tmp.path())?;
+        self.tmp
+            .as_file()
+            .sync_all()
+            .map_err(|e| Error::io(self.tmp.path(), e))?;
+        self.tmp
+            .persist(&dest)
+            .map_err(|e| Error::io(&dest, e.error))?;
+        sync_dir(&self.store.dir)?;
+        Ok((id, self.size))
+    }
 }
 
 /// Hash everything `reader` yields.
@@ -118,32 +153,35 @@ impl ObjectStore {
         reader: &mut dyn Read,
         expected: Option<&ObjectId>,
     ) -> Result<(ObjectId, u64)> {
-        let mut tmp = tempfile::Builder::new()
+        let mut w = self.writer(expected)?;
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::io(w.tmp.path(), e)),
+            };
+            w.write(&buf[..n])?;
+        }
+        w.finish()
+    }
+
+    /// A streaming write of one object, for data that arrives in pieces
+    /// (an upload over the control socket): [`ObjectWriter::finish`] checks
+    /// the hash and moves it into place; dropped unfinished, nothing remains.
+    pub fn writer(&self, expected: Option<&ObjectId>) -> Result<ObjectWriter> {
+        let tmp = tempfile::Builder::new()
             .prefix(TEMP_PREFIX)
             .tempfile_in(&self.dir)
             .map_err(|e| Error::io(&self.dir, e))?;
-        let (id, size) =
-            copy_hashing(reader, tmp.as_file_mut()).map_err(|e| Error::io(tmp.path(), e))?;
-        if let Some(expected) = expected {
-            if *expected != id {
-                // Dropping `tmp` removes the temporary file.
-                return Err(Error::HashMismatch {
-                    expected: expected.to_string(),
-                    actual: id.to_string(),
-                });
-            }
-        }
-        let dest = self.path(&id);
-        if dest.is_file() {
-            return Ok((id, size));
-        }
-        readable(tmp.as_file(), tmp.path())?;
-        tmp.as_file()
-            .sync_all()
-            .map_err(|e| Error::io(tmp.path(), e))?;
-        tmp.persist(&dest).map_err(|e| Error::io(&dest, e.error))?;
-        sync_dir(&self.dir)?;
-        Ok((id, size))
+        Ok(ObjectWriter {
+            store: self.clone(),
+            tmp,
+            hasher: Sha256::new(),
+            size: 0,
+            expected: expected.cloned(),
+        })
     }
 
     /// Move a finished file (on the same file system, e.g. written into
@@ -323,7 +361,7 @@ impl Staging<'_> {
 /// ones (`trails/<rev>/.pvr/json`) and local ones (`trails/locals/<name>/.pvr/json`).
 pub fn trail_references(storage: &Path) -> Result<BTreeSet<ObjectId>> {
     let mut ids = BTreeSet::new();
-    let mut dirs = vec![(storage.join("trails"), 0)];
+    let mut dirs = vec![(storage.join(crate::layout::TRAILS), 0)];
     while let Some((dir, depth)) = dirs.pop() {
         let entries = match fs::read_dir(&dir) {
             Ok(e) => e,
@@ -333,7 +371,7 @@ pub fn trail_references(storage: &Path) -> Result<BTreeSet<ObjectId>> {
         for entry in entries {
             let entry = entry.map_err(|e| Error::io(&dir, e))?;
             let path = entry.path();
-            let json = path.join(".pvr/json");
+            let json = path.join(crate::layout::TRAIL_STATE);
             let bytes = match fs::read(&json) {
                 Ok(b) => b,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -363,5 +401,5 @@ pub fn trail_references(storage: &Path) -> Result<BTreeSet<ObjectId>> {
 /// Collect the objects of `<storage>/objects` that no trail references.
 pub fn gc_storage(storage: &Path) -> Result<GcReport> {
     let keep = trail_references(storage)?;
-    ObjectStore::open(storage.join("objects"))?.gc(&keep)
+    crate::layout::Pvroot::at(storage).objects()?.gc(&keep)
 }

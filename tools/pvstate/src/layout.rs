@@ -1,0 +1,242 @@
+//! The pvroot: the data partition's layout (Pantavisor's), known here only.
+//!
+//! ```text
+//! trails/<rev>/.pvr/json          a revision's state (rev: a number or locals/NAME)
+//! trails/<rev>/.pv/progress       its update progress (status, status-msg, progress)
+//! trails/<rev>/.pv/commitmsg      its commit message
+//! objects/<sha256>                the object pool
+//! logs/<rev>/<container>/         logs, per revision and container
+//! disks/perm/<container>/<vol>    permanent volumes
+//! disks/rev/<rev>/<container>/<vol>  per-revision volumes
+//! boot/pv.env                     the plain bootloader environment
+//! config/pantavisor.config        the device's configuration
+//! config/user-meta/<key>          user metadata
+//! config/trust/*.pem              trust store
+//! factory-pkgs.d/NAME.pvrexport.tgz  optional containers for the first boot
+//! ```
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::model::Persistence;
+use crate::{ObjectStore, State};
+
+pub const TRAILS: &str = "trails";
+pub const OBJECTS: &str = "objects";
+pub const CONFIG_FILE: &str = "config/pantavisor.config";
+pub const PLAIN_BOOT_ENV: &str = "boot/pv.env";
+/// Pantavisor's plain environment file, read when `boot/pv.env` is absent.
+pub const UBOOT_TXT: &str = "boot/uboot.txt";
+pub const TRUST_DIR: &str = "config/trust";
+pub const USER_META_DIR: &str = "config/user-meta";
+pub const FACTORY_DIR: &str = "factory-pkgs.d";
+/// Marks the factory packages as installed (holds the selection).
+pub const FACTORY_DONE: &str = "config/.factory-done";
+/// A trail's state, relative to the trail.
+pub const TRAIL_STATE: &str = ".pvr/json";
+
+/// `locals/NAME` for a local revision name that is letters, digits, `-`,
+/// `_`, `.` and under 64 characters (not `.` or `..`): the one rule for the
+/// daemon, `pvr post` and the hub.
+pub fn local_revision(name: &str) -> std::result::Result<String, String> {
+    let ok = !name.is_empty()
+        && name.len() < 64
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(format!("locals/{name}"))
+    } else {
+        Err(format!(
+            "\"locals/{name}\": a local revision name is letters, digits, - _ . and under 64 characters"
+        ))
+    }
+}
+
+/// A pvroot at a path.
+#[derive(Debug, Clone)]
+pub struct Pvroot {
+    root: PathBuf,
+}
+
+impl Pvroot {
+    /// The pvroot at `root`, which must have `trails/`.
+    pub fn open(root: &Path) -> Result<Self> {
+        if !root.join(TRAILS).is_dir() {
+            return Err(Error::NotPvroot(root.to_path_buf()));
+        }
+        Ok(Self::at(root))
+    }
+
+    /// The pvroot at `root`, to be created.
+    pub fn at(root: &Path) -> Self {
+        Pvroot {
+            root: root.to_path_buf(),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn trail(&self, rev: &str) -> PathBuf {
+        self.root.join(TRAILS).join(rev)
+    }
+
+    /// `trails/<rev>/.pvr/json`.
+    pub fn state_path(&self, rev: &str) -> PathBuf {
+        self.trail(rev).join(TRAIL_STATE)
+    }
+
+    pub fn has_revision(&self, rev: &str) -> bool {
+        self.state_path(rev).is_file()
+    }
+
+    pub fn state(&self, rev: &str) -> Result<State> {
+        let path = self.state_path(rev);
+        let bytes = fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        State::parse(&bytes).map_err(|e| Error::Json {
+            what: path.display().to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Write a revision's state (canonical JSON, atomically).
+    pub fn write_state(&self, rev: &str, state: &State) -> Result<()> {
+        let path = self.state_path(rev);
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        crate::store::write_atomic(&path, &state.to_canonical())
+    }
+
+    pub fn objects_dir(&self) -> PathBuf {
+        self.root.join(OBJECTS)
+    }
+
+    pub fn objects(&self) -> Result<ObjectStore> {
+        ObjectStore::open(self.objects_dir())
+    }
+
+    pub fn log_dir(&self, rev: &str, name: &str) -> PathBuf {
+        self.root.join("logs").join(rev).join(name)
+    }
+
+    /// Where a volume of a container lives; `None` for `boot` (and
+    /// `built-in`), which live in tmpfs.
+    pub fn volume_dir(
+        &self,
+        rev: &str,
+        container: &str,
+        volume: &str,
+        p: Persistence,
+    ) -> Option<PathBuf> {
+        match p {
+            Persistence::Permanent => {
+                Some(self.root.join("disks/perm").join(container).join(volume))
+            }
+            Persistence::Revision => Some(
+                self.root
+                    .join("disks/rev")
+                    .join(rev)
+                    .join(container)
+                    .join(volume),
+            ),
+            Persistence::Boot | Persistence::BuiltIn => None,
+        }
+    }
+
+    pub fn config_file(&self) -> PathBuf {
+        self.root.join(CONFIG_FILE)
+    }
+
+    pub fn trust_dir(&self) -> PathBuf {
+        self.root.join(TRUST_DIR)
+    }
+
+    pub fn user_meta_dir(&self) -> PathBuf {
+        self.root.join(USER_META_DIR)
+    }
+
+    pub fn factory_package(&self, name: &str) -> PathBuf {
+        self.root
+            .join(FACTORY_DIR)
+            .join(format!("{name}.pvrexport.tgz"))
+    }
+
+    /// The revisions installed, by name (numbered and `locals/NAME`).
+    pub fn revisions(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut stack = vec![(self.root.join(TRAILS), String::new())];
+        while let Some((dir, prefix)) = stack.pop() {
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let rev = if prefix.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{prefix}/{name}")
+                };
+                if e.path().join(TRAIL_STATE).is_file() {
+                    out.push(rev);
+                } else if prefix.is_empty() && e.path().is_dir() {
+                    stack.push((e.path(), rev)); // locals/<name>
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// The update progress of a revision (`trails/<rev>/.pv/progress`).
+    pub fn progress(&self, rev: &str) -> Option<serde_json::Value> {
+        let path = self.trail(rev).join(".pv/progress");
+        serde_json::from_slice(&fs::read(path).ok()?).ok()
+    }
+
+    pub fn set_progress(&self, rev: &str, status: &str, msg: &str, progress: u32) -> Result<()> {
+        let dir = self.trail(rev).join(".pv");
+        fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let v = serde_json::json!({"status": status, "status-msg": msg, "progress": progress});
+        crate::store::write_atomic(&dir.join("progress"), v.to_string().as_bytes())
+    }
+
+    pub fn commit_message_path(&self, rev: &str) -> PathBuf {
+        self.trail(rev).join(".pv/commitmsg")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_names() {
+        assert_eq!(local_revision("a-1_b.c").unwrap(), "locals/a-1_b.c");
+        for bad in ["", ".", "..", "a/b", "a b", &"x".repeat(64)] {
+            assert!(local_revision(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn revisions_and_progress() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert!(Pvroot::open(tmp.path()).is_err());
+        let root = Pvroot::at(tmp.path());
+        for rev in ["0", "locals/x"] {
+            fs::create_dir_all(root.trail(rev).join(".pvr")).unwrap();
+            fs::write(root.state_path(rev), "{}").unwrap();
+        }
+        fs::create_dir_all(root.trail("locals/empty")).unwrap();
+        let root = Pvroot::open(tmp.path()).unwrap();
+        assert_eq!(root.revisions(), ["0", "locals/x"]);
+        assert!(root.progress("0").is_none());
+        root.set_progress("0", "DONE", "ok", 100).unwrap();
+        assert_eq!(root.progress("0").unwrap()["status"], "DONE");
+    }
+}
