@@ -8,7 +8,10 @@
 
 use std::path::Path;
 
+use pvstate::layout;
+
 use crate::bootloader::{EnvCopy, EnvStore, GrubEnv, PlainEnv, RpiTryboot, UbootEnv, Vars};
+use crate::config::Bootloader;
 use crate::error::{Error, Result};
 
 pub struct BootEnv {
@@ -35,26 +38,19 @@ impl PartialEq for BootEnv {
     }
 }
 
-/// The backend a `bootloader` setting names (relative paths are on `storage`):
-/// - `plain` (default): `boot/pv.env` (or `boot/uboot.txt` when only it exists);
-/// - `uboot:PATH[@OFFSET][,PATH[@OFFSET]]:SIZE`: U-Boot env, one or two copies;
-/// - `grub:PATH`: a GRUB environment block;
-/// - `rpi-tryboot:AUTOBOOT_TXT[:A,B]`: Raspberry Pi A/B tryboot (partitions 2,3 by default).
-pub fn store_from_spec(spec: &str, storage: &Path) -> Result<Box<dyn EnvStore>> {
-    let bad = |why: &str| Error::Other(format!("bootloader={spec}: {why}"));
-    let path = |p: &str| {
-        let p = Path::new(p);
+/// The backend of a `bootloader` setting (relative paths are on `storage`).
+pub fn store(spec: &Bootloader, storage: &Path) -> Box<dyn EnvStore> {
+    let path = |p: &Path| {
         if p.is_absolute() {
             p.to_path_buf()
         } else {
             storage.join(p)
         }
     };
-    let (kind, rest) = spec.split_once(':').unwrap_or((spec, ""));
-    Ok(match kind {
-        "plain" => {
-            let plain = storage.join("boot/pv.env");
-            let uboot = storage.join("boot/uboot.txt");
+    match spec {
+        Bootloader::Plain => {
+            let plain = storage.join(layout::PLAIN_BOOT_ENV);
+            let uboot = storage.join(layout::UBOOT_TXT);
             let file = if !plain.exists() && uboot.exists() {
                 uboot
             } else {
@@ -62,62 +58,34 @@ pub fn store_from_spec(spec: &str, storage: &Path) -> Result<Box<dyn EnvStore>> 
             };
             Box::new(PlainEnv { path: file })
         }
-        "uboot" => {
-            let (copies, size) = rest
-                .rsplit_once(':')
-                .ok_or_else(|| bad("expected uboot:PATH[@OFFSET][,PATH[@OFFSET]]:SIZE"))?;
-            let number = |s: &str| -> Result<u64> {
-                let s = s.trim();
-                match s.strip_prefix("0x") {
-                    Some(h) => u64::from_str_radix(h, 16),
-                    None => s.parse(),
-                }
-                .map_err(|_| bad(&format!("{s} is not a number")))
-            };
-            let size = number(size)? as usize;
-            let copies = copies
-                .split(',')
-                .map(|c| {
-                    let (p, off) = c.split_once('@').unwrap_or((c, "0"));
-                    Ok(EnvCopy {
-                        path: path(p),
-                        offset: number(off)?,
-                    })
+        Bootloader::Uboot { copies, size } => Box::new(UbootEnv {
+            copies: copies
+                .iter()
+                .map(|(p, offset)| EnvCopy {
+                    path: path(p),
+                    offset: *offset,
                 })
-                .collect::<Result<Vec<_>>>()?;
-            if copies.len() > 2 || size < 16 {
-                return Err(bad("one or two copies, of at least 16 bytes"));
-            }
-            Box::new(UbootEnv { copies, size })
-        }
-        "grub" if !rest.is_empty() => Box::new(GrubEnv { path: path(rest) }),
-        "rpi-tryboot" if !rest.is_empty() => {
-            let (autoboot, parts) = match rest.rsplit_once(':') {
-                Some((a, p)) if p.contains(',') => (a, Some(p)),
-                _ => (rest, None),
-            };
-            let partitions = match parts {
-                Some(p) => {
-                    let (a, b) = p.split_once(',').unwrap_or(("", ""));
-                    (
-                        a.parse().map_err(|_| bad("partitions are A,B numbers"))?,
-                        b.parse().map_err(|_| bad("partitions are A,B numbers"))?,
-                    )
-                }
-                None => (2, 3),
-            };
-            Box::new(RpiTryboot {
-                vars: PlainEnv {
-                    path: storage.join("boot/pv.env"),
-                },
-                autoboot: path(autoboot),
-                partitions,
-            })
-        }
-        _ => return Err(bad(
-            "use plain, uboot:PATH[@OFF][,PATH[@OFF]]:SIZE, grub:PATH or rpi-tryboot:AUTOBOOT_TXT",
-        )),
-    })
+                .collect(),
+            size: *size,
+        }),
+        Bootloader::Grub(p) => Box::new(GrubEnv { path: path(p) }),
+        Bootloader::RpiTryboot {
+            autoboot,
+            partitions,
+        } => Box::new(RpiTryboot {
+            vars: PlainEnv {
+                path: storage.join(layout::PLAIN_BOOT_ENV),
+            },
+            autoboot: path(autoboot),
+            partitions: *partitions,
+        }),
+    }
+}
+
+/// [`store`] of a setting's text (see [`Bootloader`]'s syntax).
+pub fn store_from_spec(spec: &str, storage: &Path) -> Result<Box<dyn EnvStore>> {
+    let spec: Bootloader = spec.parse().map_err(Error::Other)?;
+    Ok(store(&spec, storage))
 }
 
 impl BootEnv {

@@ -19,8 +19,8 @@ use serde_json::Value;
 
 use crate::bundle::{self, BundleInput};
 use crate::error::{Error, Result};
-use crate::storage::Storage;
 use crate::{lxc, mounts};
+use pvstate::layout::Pvroot as Storage;
 
 /// Runs in the container's init just before its program: the daemon blocks
 /// SIGTERM, SIGINT and SIGCHLD (they come through its signalfd) and Rust
@@ -39,9 +39,7 @@ impl Executor for CleanSignals {
             Some(&nix::sys::signal::SigSet::empty()),
             None,
         );
-        unsafe {
-            let _ = nix::sys::signal::signal(Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl);
-        }
+        crate::sys::default_sigpipe();
         DefaultExecutor {}.exec(spec)
     }
 

@@ -298,8 +298,8 @@ fn kernel_release() -> String {
 /// Boot to the supervisor: file systems, modules, the data partition, the
 /// revision's BSP modules and firmware, then run until told to stop.
 fn boot(
-    make_options: &dyn Fn(&Path, &str) -> Result<crate::supervisor::Options>,
-) -> Result<crate::supervisor::Stop> {
+    make_options: &dyn Fn(&Path, &str) -> Result<crate::config::Options>,
+) -> Result<crate::daemon::Stop> {
     leave_rootfs()?;
     early_mounts()?;
     let cmdline = fs::read_to_string("/proc/cmdline").unwrap_or_default();
@@ -348,17 +348,12 @@ fn boot(
     let text = fs::read_to_string(storage.join(&args.config)).unwrap_or_default();
     let opts = make_options(storage, &text)?;
     // The revision's kernel modules and firmware, from its BSP part.
-    let env = crate::bootenv::BootEnv::load_from(crate::bootenv::store_from_spec(
-        &opts.bootloader,
-        storage,
-    )?)?;
-    let rev = env
-        .try_rev
-        .clone()
-        .filter(|t| env.trying.as_deref() != Some(t))
-        .unwrap_or(env.rev.clone());
+    let env = crate::bootenv::BootEnv::load_from(crate::bootenv::store(&opts.bootloader, storage))?;
+    let rev = crate::boot::choose(&env.rev, env.try_rev.as_deref(), env.trying.as_deref())
+        .rev()
+        .to_string();
     let mut have_modules = false;
-    if let Ok(state) = crate::storage::Storage::open(storage).and_then(|s| s.state(&rev)) {
+    if let Ok(state) = pvstate::layout::Pvroot::open(storage).and_then(|s| s.state(&rev)) {
         for (key, target) in bsp_volumes(&state, &release) {
             if let Some(pvstate::Entry::Object(id)) = state.get(&key) {
                 let image = storage.join("objects").join(id.to_string());
@@ -381,15 +376,11 @@ fn boot(
     }
     // The module tables were read and dropped: give the C library's freed
     // heap back, as PID 1 stays resident from here on.
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only releases free memory.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    crate::sys::trim_heap();
     if let Some(dir) = opts.ctrl_socket.parent() {
         fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
-    crate::supervisor::Daemon::new(opts)?.run()
+    crate::daemon::Daemon::new(opts)?.run()
 }
 
 /// The BSP's module and firmware images of a revision and where they go,
@@ -455,42 +446,25 @@ fn umount_storage() -> Result<()> {
         .map_err(|e| Error::sys("umount /storage", e))
 }
 
-/// reboot(2) with LINUX_REBOOT_CMD_RESTART2 and an argument; returns only
-/// when it failed.
-fn restart2(arg: &str) {
-    let Ok(c) = std::ffi::CString::new(arg) else {
-        return;
-    };
-    unsafe {
-        libc::syscall(
-            libc::SYS_reboot,
-            libc::LINUX_REBOOT_MAGIC1,
-            libc::LINUX_REBOOT_MAGIC2,
-            libc::LINUX_REBOOT_CMD_RESTART2,
-            c.as_ptr(),
-        );
-    }
-}
-
 /// PID 1: boot, run, and never return — stop, sync and power off when
 /// told to stop (SIGTERM/SIGINT, or ctrl-alt-del), reboot after a fatal
 /// error so that the bootloader's try latch falls back to the committed
 /// revision.
-pub fn pid1(make_options: impl Fn(&Path, &str) -> Result<crate::supervisor::Options>) -> ! {
+pub fn pid1(make_options: impl Fn(&Path, &str) -> Result<crate::config::Options>) -> ! {
     use nix::sys::reboot::{reboot, set_cad_enabled, RebootMode};
     // ctrl-alt-del sends us SIGINT instead of resetting the machine.
     let _ = set_cad_enabled(false);
     let mode = match boot(&make_options) {
-        Ok(crate::supervisor::Stop::Halt) => {
+        Ok(crate::daemon::Stop::Halt) => {
             eprintln!("pantavisor: stopped; powering off");
             RebootMode::RB_POWER_OFF
         }
-        Ok(crate::supervisor::Stop::Reboot { why, arg }) => {
+        Ok(crate::daemon::Stop::Reboot { why, arg }) => {
             eprintln!("pantavisor: rebooting ({why})");
             let _ = umount_storage();
             nix::unistd::sync();
             if let Some(arg) = arg {
-                restart2(&arg);
+                crate::sys::restart2(&arg);
             }
             RebootMode::RB_AUTOBOOT
         }

@@ -4,24 +4,28 @@
 //! revision the storage's boot environment names: containers mounted from
 //! their squashfs objects under overlays, started with libcontainer group by
 //! group, supervised per their restart policies, and driven through the
-//! control socket. Embedded (PID 1) mode builds on the same [`supervisor`].
+//! control socket. Embedded (PID 1) mode builds on the same [`daemon`].
+//! docs/architecture.md maps where each thing is decided.
 
+#[macro_use]
+pub mod log;
+pub mod api;
+pub mod boot;
 pub mod bootenv;
 pub mod bootloader;
 pub mod bundle;
-pub mod conn;
+pub mod config;
 pub mod container;
+pub mod daemon;
 pub mod embedded;
 pub mod error;
-pub mod http;
 pub mod kmod;
 pub mod lxc;
-#[macro_use]
-pub mod log;
 pub mod mounts;
 pub mod recovery;
-pub mod storage;
-pub mod supervisor;
+pub mod revision;
+pub mod runtime;
+pub mod sys;
 pub mod update;
 
-pub use error::{Error, Result};
+pub use error::{Error, Refusal, Result};

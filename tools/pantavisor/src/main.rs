@@ -3,11 +3,11 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::Parser;
 
-use pantavisor::supervisor::{Daemon, Options};
+use pantavisor::config::{Mode, Options, Paths};
+use pantavisor::daemon::Daemon;
 
 #[derive(Parser)]
 #[command(
@@ -42,72 +42,17 @@ struct Cli {
     cgroup_parent: Option<String>,
 }
 
-fn config_value(text: &str, key: &str) -> Option<String> {
-    text.lines()
-        .filter(|l| !l.trim_start().starts_with('#'))
-        .find_map(|l| {
-            l.split_once('=')
-                .filter(|(k, _)| k.trim() == key)
-                .map(|(_, v)| v.trim().to_string())
-        })
-}
-
-/// Options from the configuration text, with the paths and flags given.
-fn options(
-    text: &str,
-    storage: PathBuf,
-    ctrl_socket: PathBuf,
-    run_dir: PathBuf,
-    cgroup_parent: Option<String>,
-) -> Result<Options, String> {
-    let number = |key: &str, default: u64| -> Result<u64, String> {
-        match config_value(text, key) {
-            None => Ok(default),
-            Some(v) => v.parse().map_err(|_| format!("{key}={v}: not a number")),
-        }
-    };
-    Ok(Options {
-        storage,
-        ctrl_socket,
-        run_dir,
-        cgroup_parent: cgroup_parent
-            .or_else(|| config_value(text, "cgroup.parent"))
-            .unwrap_or_else(|| "pantavisor".into()),
-        log_max_bytes: number("log.maxsize", 1 << 20)?,
-        stop_timeout: Duration::from_secs(number("stop.timeout", 10)?),
-        goals_timeout: Duration::from_secs(number("update.goals_timeout", 120)?),
-        commit_delay: Duration::from_secs(number("update.commit_delay", 5)?),
-        verify_objects: number("update.verify_objects", 1)? != 0,
-        remote_listen: config_value(text, "remote.listen")
-            .map(|v| {
-                v.parse()
-                    .map_err(|_| format!("remote.listen={v}: not an ADDRESS:PORT"))
-            })
-            .transpose()?,
-        remote_token: config_value(text, "remote.token").filter(|t| !t.is_empty()),
-        bootloader: config_value(text, "bootloader").unwrap_or_else(|| "plain".into()),
-        real_reboot: false,
-        signatures: config_value(text, "update.signatures")
-            .unwrap_or_else(|| "lenient".into())
-            .parse()?,
-    })
-}
-
 fn main() -> ExitCode {
     if std::process::id() == 1 {
         pantavisor::embedded::pid1(|storage, text| {
-            options(
-                text,
-                storage.to_path_buf(),
-                PathBuf::from("/run/pantavisor/pv-ctrl"),
-                PathBuf::from("/run/pantavisor-rs"),
-                None,
-            )
-            .map(|o| Options {
-                real_reboot: true,
-                ..o
-            })
-            .map_err(|e| pantavisor::Error::Other(format!("config: {e}")))
+            let paths = Paths {
+                storage: storage.to_path_buf(),
+                ctrl_socket: PathBuf::from("/run/pantavisor/pv-ctrl"),
+                run_dir: PathBuf::from("/run/pantavisor-rs"),
+                cgroup_parent: None,
+            };
+            Options::parse(text, paths, Mode::Embedded)
+                .map_err(|e| pantavisor::Error::Other(format!("config: {e}")))
         })
     }
     let cli = Cli::parse();
@@ -121,13 +66,13 @@ fn main() -> ExitCode {
         },
         None => String::new(),
     };
-    let opts = match options(
-        &text,
-        cli.storage.clone(),
-        cli.ctrl_socket.clone(),
-        cli.run_dir.clone(),
-        cli.cgroup_parent.clone(),
-    ) {
+    let paths = Paths {
+        storage: cli.storage.clone(),
+        ctrl_socket: cli.ctrl_socket.clone(),
+        run_dir: cli.run_dir.clone(),
+        cgroup_parent: cli.cgroup_parent.clone(),
+    };
+    let opts = match Options::parse(&text, paths, Mode::Appengine) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("pantavisor: error: config: {e}");

@@ -2,36 +2,17 @@
 //! tmpfs and binds. Loop devices are set to clear themselves when unmounted.
 
 use std::fs::{self, File, OpenOptions};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
 use crate::error::{Error, Result};
 
-const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
-const LOOP_SET_FD: libc::c_ulong = 0x4C00;
-const LOOP_CLR_FD: libc::c_ulong = 0x4C01;
-const LOOP_SET_STATUS64: libc::c_ulong = 0x4C04;
-const LO_FLAGS_READ_ONLY: u32 = 1;
-const LO_FLAGS_AUTOCLEAR: u32 = 4;
-
-#[repr(C)]
-struct LoopInfo64 {
-    lo_device: u64,
-    lo_inode: u64,
-    lo_rdevice: u64,
-    lo_offset: u64,
-    lo_sizelimit: u64,
-    lo_number: u32,
-    lo_encrypt_type: u32,
-    lo_encrypt_key_size: u32,
-    lo_flags: u32,
-    lo_file_name: [u8; 64],
-    lo_crypt_name: [u8; 64],
-    lo_encrypt_key: [u8; 32],
-    lo_init: [u64; 2],
-}
+use crate::sys::{
+    ioctl_int, loop_set_status, LoopInfo64, LOOP_CLR_FD, LOOP_CTL_GET_FREE, LOOP_SET_FD,
+    LO_FLAGS_AUTOCLEAR, LO_FLAGS_READ_ONLY,
+};
 
 /// Attach `file` read-only to a free loop device; returns its path and an
 /// open handle. The device clears itself when its last user goes, so the
@@ -45,7 +26,7 @@ pub fn loop_attach(file: &Path) -> Result<(PathBuf, File)> {
         .map_err(|e| Error::io("/dev/loop-control", e))?;
     // Another process may take the free device between the two calls: retry.
     for _ in 0..16 {
-        let n = unsafe { libc::ioctl(ctl.as_raw_fd(), LOOP_CTL_GET_FREE) };
+        let n = ioctl_int(ctl.as_fd(), LOOP_CTL_GET_FREE, 0);
         if n < 0 {
             return Err(Error::io(
                 "/dev/loop-control",
@@ -57,21 +38,23 @@ pub fn loop_attach(file: &Path) -> Result<(PathBuf, File)> {
             Ok(f) => f,
             Err(e) => return Err(Error::io(&dev, e)),
         };
-        if unsafe { libc::ioctl(loopf.as_raw_fd(), LOOP_SET_FD, backing.as_raw_fd()) } < 0 {
+        if ioctl_int(loopf.as_fd(), LOOP_SET_FD, backing.as_raw_fd() as _) < 0 {
             let err = std::io::Error::last_os_error();
             if err.raw_os_error() == Some(libc::EBUSY) {
                 continue;
             }
             return Err(Error::io(&dev, err));
         }
-        let mut info: LoopInfo64 = unsafe { std::mem::zeroed() };
-        info.lo_flags = LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR;
+        let mut info = LoopInfo64 {
+            lo_flags: LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR,
+            ..Default::default()
+        };
         let name = file.as_os_str().as_encoded_bytes();
         let len = name.len().min(63);
         info.lo_file_name[..len].copy_from_slice(&name[..len]);
-        if unsafe { libc::ioctl(loopf.as_raw_fd(), LOOP_SET_STATUS64, &info) } < 0 {
+        if loop_set_status(loopf.as_fd(), &info) < 0 {
             let err = std::io::Error::last_os_error();
-            unsafe { libc::ioctl(loopf.as_raw_fd(), LOOP_CLR_FD, 0) };
+            ioctl_int(loopf.as_fd(), LOOP_CLR_FD, 0);
             return Err(Error::io(&dev, err));
         }
         return Ok((dev, loopf));

@@ -1,0 +1,257 @@
+//! The daemon's event loop: one thread, one epoll over a signalfd (child
+//! exits, SIGTERM/SIGINT), the control API (its own epoll, one fd here) and
+//! the containers' log pipes; timers are the epoll timeout.
+//!
+//! - [`lifecycle`]: bring-up in group order, exits and recovery, shutdown;
+//! - [`logs`]: the containers' output to storage;
+//! - [`updates`]: carrying out the update machine's actions, installs, GC;
+//! - [`control`]: the control API's calls, answered.
+
+mod control;
+mod lifecycle;
+mod logs;
+mod updates;
+
+use std::collections::HashMap;
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+use crate::api;
+use crate::boot::{self, Choice};
+use crate::bootenv::BootEnv;
+use crate::config::Options;
+use crate::error::{Error, Result};
+use crate::revision::{Ids, Revision};
+use crate::runtime::Runtime;
+use crate::update::machine::{Machine, Snapshot};
+
+/// Why [`Daemon::run`] returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stop {
+    /// SIGTERM/SIGINT: every container stopped.
+    Halt,
+    /// Every container stopped for a reboot; `arg` for reboot(2)'s RESTART2
+    /// (the Raspberry Pi firmware's `0 tryboot`), if the bootloader wants one.
+    Reboot { why: String, arg: Option<String> },
+}
+
+const TOKEN_SIGNALS: u64 = 1;
+const TOKEN_API: u64 = 2;
+const TOKEN_LOG_BASE: u64 = 1_000;
+
+pub struct Daemon {
+    rt: Runtime,
+    run: Revision,
+    ids: Ids,
+    machine: Machine,
+    bootenv: BootEnv,
+    epoll: Epoll,
+    signals: SignalFd,
+    /// Taken out while it serves (it calls back into the daemon).
+    api: Option<api::Server>,
+    /// Why the system should reboot; appengine mode reports it instead.
+    reboot_requested: Option<String>,
+    /// Set when the daemon stops in order to reboot (embedded mode).
+    reboot_now: Option<Stop>,
+    /// Index of the group being stopped during shutdown.
+    shutdown_group: Option<usize>,
+    log_sizes: HashMap<PathBuf, u64>,
+}
+
+impl Daemon {
+    pub fn new(opts: Options) -> Result<Self> {
+        let rt = Runtime::new(opts)?;
+        let mut bootenv = BootEnv::load_from(crate::bootenv::store(
+            &rt.opts.bootloader,
+            rt.storage.root(),
+        ))?;
+        let choice = boot::choose(
+            &bootenv.rev,
+            bootenv.try_rev.as_deref(),
+            bootenv.trying.as_deref(),
+        );
+        let mut trying = None;
+        match &choice {
+            Choice::TriedBefore { failed, .. } => {
+                let _ = rt.storage.set_progress(
+                    failed,
+                    "ERROR",
+                    "Revision was tried and not committed; rolled back",
+                    0,
+                );
+                bootenv.try_rev = None;
+                bootenv.trying = None;
+                bootenv.save()?;
+            }
+            Choice::Try { rev, .. } => {
+                // The latch, before anything of it runs.
+                bootenv.trying = Some(rev.clone());
+                bootenv.save()?;
+                trying = Some(rev.clone());
+            }
+            Choice::Committed(_) => {}
+        }
+        let mut rev = choice.rev().to_string();
+        // A revision being tried must also pass the signature check: the
+        // device refuses to boot into one that does not.
+        let checked = rt.storage.state(&rev).map_err(Error::from).and_then(|s| {
+            match updates::signature_problem(&rt, &s) {
+                Some(why) if trying.is_some() => Err(Error::Other(format!("WONTGO: {why}"))),
+                _ => Ok(s),
+            }
+        });
+        let state = match checked {
+            Ok(s) => s,
+            Err(e) if trying.is_some() => {
+                error!("revision {rev}: {e}; back to {}", bootenv.rev);
+                let _ = rt.storage.set_progress(&rev, "ERROR", &e.to_string(), 0);
+                bootenv.try_rev = None;
+                bootenv.trying = None;
+                bootenv.save()?;
+                trying = None;
+                rev = bootenv.rev.clone();
+                rt.storage.state(&rev)?
+            }
+            Err(e) => return Err(e),
+        };
+        crate::log::to_file(
+            &rt.storage
+                .log_dir(&rev, "pantavisor")
+                .join("pantavisor.log"),
+        );
+        info!(
+            "revision {rev}: {} containers ({} mode)",
+            state.containers().len(),
+            rt.opts.mode.as_str()
+        );
+        let mut ids = Ids::default();
+        let run = Revision::layout(&rev, state, &rt.objects, Vec::new(), &mut ids)?;
+        // SIGCHLD, SIGTERM and SIGINT arrive through the signalfd only.
+        let mut mask = SigSet::empty();
+        for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT] {
+            mask.add(s);
+        }
+        mask.thread_block()
+            .map_err(|e| Error::sys("block signals", e))?;
+        let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+            .map_err(|e| Error::sys("signalfd", e))?;
+        crate::sys::become_subreaper();
+        std::fs::create_dir_all(&rt.opts.run_dir).map_err(|e| Error::io(&rt.opts.run_dir, e))?;
+        let api = api::Server::bind(&rt.opts)?;
+        let epoll =
+            Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(|e| Error::sys("epoll", e))?;
+        for (fd, token) in [(signals.as_fd(), TOKEN_SIGNALS), (api.as_fd(), TOKEN_API)] {
+            epoll
+                .add(fd, EpollEvent::new(EpollFlags::EPOLLIN, token))
+                .map_err(|e| Error::sys("epoll add", e))?;
+        }
+        let mut machine = Machine::new(rt.opts.mode, rt.opts.goals_timeout, rt.opts.commit_delay);
+        if let Some(t) = &trying {
+            machine.after_boot(t, &bootenv.rev, Instant::now());
+        }
+        Ok(Daemon {
+            rt,
+            run,
+            ids,
+            machine,
+            bootenv,
+            epoll,
+            signals,
+            api: Some(api),
+            reboot_requested: None,
+            reboot_now: None,
+            shutdown_group: None,
+            log_sizes: HashMap::new(),
+        })
+    }
+
+    /// Run until stopped by SIGTERM/SIGINT, or (embedded mode) until every
+    /// container stopped for a reboot.
+    pub fn run(mut self) -> Result<Stop> {
+        self.advance_groups();
+        self.install_factory_packages();
+        let mut events = vec![EpollEvent::empty(); 64];
+        loop {
+            let timeout = self.next_timeout();
+            let n = match self.epoll.wait(&mut events, timeout) {
+                Ok(n) => n,
+                Err(nix::Error::EINTR) => 0,
+                Err(e) => return Err(Error::sys("epoll wait", e)),
+            };
+            for ev in events.iter().take(n) {
+                match ev.data() {
+                    TOKEN_SIGNALS => self.on_signals(),
+                    TOKEN_API => {
+                        if let Some(mut api) = self.api.take() {
+                            api.poll(&mut self);
+                            self.api = Some(api);
+                        }
+                    }
+                    t => {
+                        if let Some(i) = self.run.by_uid(t - TOKEN_LOG_BASE) {
+                            self.on_log(i)
+                        }
+                    }
+                }
+            }
+            self.on_timers();
+            if self.shutdown_group.is_none() {
+                self.advance_update();
+            }
+            if self.shutdown_group.is_some() && self.advance_shutdown() {
+                self.finish_shutdown();
+                return Ok(self.reboot_now.take().unwrap_or(Stop::Halt));
+            }
+        }
+    }
+
+    fn next_timeout(&self) -> u16 {
+        let now = Instant::now();
+        let next = self
+            .run
+            .ctrs
+            .iter()
+            .flat_map(|c| [c.restart_at, c.kill_at])
+            .chain([self.run.deadline(), self.machine.deadline(now)])
+            .flatten()
+            .min();
+        match next {
+            None => 1000,
+            Some(t) => t.saturating_duration_since(now).as_millis().min(1000) as u16,
+        }
+    }
+
+    /// What the update machine sees of the running revision.
+    fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            running: self.run.running(),
+            all_up: self.run.all_up(),
+            stable: self.run.stable(),
+            late: self.run.late(),
+        }
+    }
+
+    /// Move the update on; called every loop turn.
+    fn advance_update(&mut self) {
+        if !self.machine.busy() {
+            return;
+        }
+        let actions = self.machine.poll(Instant::now(), &self.snapshot());
+        if let Err(e) = self.apply(actions) {
+            error!("update: {e}");
+        }
+    }
+
+    fn log_token(uid: u64) -> u64 {
+        TOKEN_LOG_BASE + uid
+    }
+
+    fn stop_timeout(&self) -> Duration {
+        self.rt.opts.stop_timeout
+    }
+}

@@ -1,0 +1,392 @@
+//! Updates, the daemon's side: checking and installing revisions, asking the
+//! [update machine](crate::update::machine) to run one, and carrying out its
+//! actions (the boot handshake, progress, stops, the switch, reboots,
+//! rollbacks). Objects arrive through the control API's uploads.
+
+use std::fs;
+use std::time::Instant;
+
+use pvstate::diff::{plan, Transition};
+use pvstate::store::ObjectWriter;
+use pvstate::{ObjectId, State};
+use serde_json::{json, Value};
+
+use super::Daemon;
+use crate::error::Refusal;
+use crate::revision::Revision;
+use crate::runtime::Runtime;
+use crate::update::machine::{Action, Busy, Kind, Purpose, Request};
+
+/// Check the signatures of `state` under the configured mode against the
+/// trust store on storage; the reason to refuse it.
+pub(super) fn signature_problem(rt: &Runtime, state: &State) -> Option<String> {
+    let mode = rt.opts.signatures;
+    if mode == pvstate::sig::Mode::Disabled {
+        return None;
+    }
+    let mut pem = String::new();
+    if let Ok(entries) = fs::read_dir(rt.storage.trust_dir()) {
+        for e in entries.flatten() {
+            if e.path().extension().is_some_and(|x| x == "pem") {
+                pem.push_str(&fs::read_to_string(e.path()).unwrap_or_default());
+                pem.push('\n');
+            }
+        }
+    }
+    let trusted = match pvstate::sig::trust_store_from_pem(&pem) {
+        Ok(t) => t,
+        Err(e) => return Some(e),
+    };
+    let (refused, warnings) = pvstate::sig::check(state, mode, &trusted);
+    for w in warnings {
+        warn!("signature (audit): {w}");
+    }
+    (!refused.is_empty()).then(|| refused.join("; "))
+}
+
+/// Bytes free for new objects on the storage's file system.
+pub fn free_bytes(path: &std::path::Path) -> u64 {
+    nix::sys::statvfs::statvfs(path)
+        .map(|s| s.blocks_available() * s.fragment_size())
+        .unwrap_or(0)
+}
+
+impl Daemon {
+    /// `PUT /steps/locals/NAME`: install a revision's state.
+    pub(super) fn install_step(&mut self, name: &str, body: &[u8]) -> Result<Value, Refusal> {
+        let rev = pvstate::layout::local_revision(name).map_err(Refusal::Invalid)?;
+        let state = State::parse(body).map_err(|e| Refusal::WontGo(e.to_string()))?;
+        if let Some(why) = signature_problem(&self.rt, &state) {
+            return Err(Refusal::WontGo(why));
+        }
+        let missing: Vec<String> = state
+            .objects()
+            .filter(|(_, id)| !self.rt.objects.contains(id))
+            .map(|(k, id)| format!("{k} ({id})"))
+            .collect();
+        if !missing.is_empty() {
+            return Err(Refusal::WontGo(format!(
+                "objects missing: {}",
+                missing.join(", ")
+            )));
+        }
+        self.rt
+            .storage
+            .write_state(&rev, &state)
+            .map_err(|e| Refusal::Failed(e.to_string()))?;
+        let _ = self.rt.storage.set_progress(&rev, "NEW", "Installed", 0);
+        info!("revision {rev} installed");
+        Ok(json!({"revision": rev}))
+    }
+
+    /// Verify a revision can run: it parses, its signatures hold and every
+    /// object is there (and verifies, with update.verify_objects).
+    fn check_revision(&self, rev: &str) -> Result<State, String> {
+        let state = self.rt.storage.state(rev).map_err(|e| e.to_string())?;
+        if let Some(why) = signature_problem(&self.rt, &state) {
+            return Err(why);
+        }
+        for (key, id) in state.objects() {
+            if !self.rt.objects.contains(id) {
+                return Err(format!("object {id} of {key} is missing"));
+            }
+            if self.rt.opts.verify_objects {
+                self.rt
+                    .objects
+                    .verify(id)
+                    .map_err(|e| format!("{key}: {e}"))?;
+            }
+        }
+        Ok(state)
+    }
+
+    /// The containers a transition stops: all of them for a reboot, else the
+    /// removed and the changed ones.
+    fn to_stop(&self, t: &Transition) -> Vec<String> {
+        if t.reboot {
+            self.run.ctrs.iter().map(|c| c.name.clone()).collect()
+        } else {
+            t.stop.iter().chain(&t.restart).cloned().collect()
+        }
+    }
+
+    /// `LOCAL_RUN`, `LOCAL_RUN_COMMIT`, `TRY_ONCE`: move to `rev`.
+    pub(super) fn run_revision(&mut self, rev: &str, purpose: Purpose) -> Result<Value, Refusal> {
+        if self.machine.busy() || self.shutdown_group.is_some() {
+            return Err(Refusal::Busy("an update is already under way".into()));
+        }
+        if rev == self.run.name {
+            return Err(Refusal::Invalid(format!(
+                "revision {rev} is already running"
+            )));
+        }
+        if !self.rt.storage.has_revision(rev) {
+            return Err(Refusal::NotFound(format!("no revision {rev}")));
+        }
+        let next = self.check_revision(rev).map_err(|e| {
+            let r = Refusal::WontGo(e);
+            warn!("revision {rev}: {r}");
+            let _ = self
+                .rt
+                .storage
+                .set_progress(rev, "WONTGO", &r.to_string(), 0);
+            r
+        })?;
+        let (diff, t) = plan(&self.run.state, &next);
+        let stop = self.to_stop(&t);
+        info!(
+            "revision {rev}: {} transition ({}); stopping {stop:?}",
+            if t.reboot { "reboot" } else { "non-reboot" },
+            if t.reasons.is_empty() {
+                format!("{} container(s) changed", diff.containers.len())
+            } else {
+                t.reasons.join("; ")
+            },
+        );
+        let answer = json!({"revision": rev, "reboot": t.reboot, "restart": t.restart, "start": t.start, "stop": t.stop});
+        self.begin(Request {
+            rev: rev.into(),
+            from: self.run.name.clone(),
+            kind: if t.reboot {
+                Kind::Reboot
+            } else {
+                Kind::NonReboot
+            },
+            purpose,
+            next,
+            stop,
+        })?;
+        Ok(answer)
+    }
+
+    /// `REBOOT_DEVICE`: embedded mode reboots; appengine mode brings the
+    /// running revision up again from scratch.
+    pub(super) fn reboot_device(&mut self, why: &str) -> Result<Value, Refusal> {
+        if self.machine.busy() {
+            return Err(Refusal::Busy("an update is under way".into()));
+        }
+        info!("reboot requested ({why})");
+        self.begin(Request {
+            rev: self.run.name.clone(),
+            from: self.run.name.clone(),
+            kind: Kind::Reboot,
+            purpose: Purpose::Restart,
+            next: self.run.state.clone(),
+            stop: self.run.ctrs.iter().map(|c| c.name.clone()).collect(),
+        })?;
+        Ok(json!({}))
+    }
+
+    fn begin(&mut self, req: Request) -> Result<(), Refusal> {
+        let actions = self
+            .machine
+            .begin(req, Instant::now())
+            .map_err(|Busy| Refusal::Busy("an update is already under way".into()))?;
+        self.apply(actions)
+    }
+
+    /// Carry out the machine's actions in order. A boot handshake that cannot
+    /// be written ends the update before anything stopped.
+    pub(super) fn apply(&mut self, actions: Vec<Action>) -> Result<(), Refusal> {
+        for action in actions {
+            match action {
+                Action::Latch { rev, latch } => {
+                    self.bootenv.try_rev = Some(rev.clone());
+                    self.bootenv.trying = latch.then_some(rev);
+                    if let Err(e) = self.bootenv.save() {
+                        self.machine.abort();
+                        return Err(Refusal::Failed(e.to_string()));
+                    }
+                }
+                Action::Commit { rev } => {
+                    self.bootenv.rev = rev;
+                    self.settle();
+                }
+                Action::Settle => self.settle(),
+                Action::Progress {
+                    rev,
+                    status,
+                    msg,
+                    pct,
+                } => {
+                    let _ = self.rt.storage.set_progress(&rev, status, &msg, pct);
+                }
+                Action::Stop(names) => {
+                    for i in 0..self.run.ctrs.len() {
+                        if names.contains(&self.run.ctrs[i].name) {
+                            self.run.ctrs[i].stopped_by_user = true;
+                            self.run.ctrs[i].restart_at = None;
+                            self.stop_container(i);
+                        }
+                    }
+                }
+                Action::Switch { rev, next, stop } => self.switch(rev, *next, &stop),
+                Action::Reboot { why } => self.request_reboot(why),
+                Action::RollBack { to, failed } => self.roll_back(&to, &failed),
+            }
+        }
+        Ok(())
+    }
+
+    fn settle(&mut self) {
+        self.bootenv.try_rev = None;
+        self.bootenv.trying = None;
+        if let Err(e) = self.bootenv.save() {
+            error!("boot environment: {e}");
+        }
+    }
+
+    /// Every container to stop has stopped: put revision `rev` in place.
+    fn switch(&mut self, rev: String, next: State, stop: &[String]) {
+        let mut kept = Vec::new();
+        for i in 0..self.run.ctrs.len() {
+            if stop.contains(&self.run.ctrs[i].name) {
+                self.unwatch_log(i);
+            }
+        }
+        let env = self.rt.env(&self.run.state, &self.run.name);
+        for mut c in std::mem::take(&mut self.run.ctrs) {
+            if stop.contains(&c.name) {
+                c.unmount(&env);
+            } else {
+                kept.push(c);
+            }
+        }
+        match Revision::layout(&rev, next, &self.rt.objects, kept, &mut self.ids) {
+            Ok(mut run) => {
+                for c in &mut run.ctrs {
+                    c.stopped_by_user = false;
+                }
+                info!("revision {rev} in place");
+                self.run = run;
+            }
+            Err(e) => {
+                error!("revision {rev}: {e}");
+                // Keep what still runs under the revision it belongs to;
+                // the rollback brings the rest back.
+                let current = std::mem::replace(&mut self.run.state, State::new());
+                let name = self.run.name.clone();
+                let kept = std::mem::take(&mut self.run.ctrs);
+                match Revision::layout(&name, current, &self.rt.objects, kept, &mut self.ids) {
+                    Ok(run) => self.run = run,
+                    Err(e) => error!("revision {name}: {e}"),
+                }
+                let actions = self.machine.switch_failed(&e.to_string());
+                let _ = self.apply(actions);
+                return;
+            }
+        }
+        self.advance_groups();
+    }
+
+    /// Go back to `to` after `failed` failed.
+    fn roll_back(&mut self, to: &str, failed: &str) {
+        let back = match self.rt.storage.state(to) {
+            Ok(s) => s,
+            Err(e) => {
+                error!("rollback to {to}: {e}");
+                return;
+            }
+        };
+        let (_, t) = plan(&self.run.state, &back);
+        let stop = self.to_stop(&t);
+        let req = Request {
+            rev: to.into(),
+            from: failed.into(),
+            kind: if t.reboot {
+                Kind::Reboot
+            } else {
+                Kind::NonReboot
+            },
+            purpose: Purpose::Rollback,
+            next: back,
+            stop,
+        };
+        if let Err(e) = self.begin(req) {
+            error!("rollback to {to}: {e}");
+        }
+    }
+
+    /// Begin a `PUT /objects/<sha>` upload of `length` bytes.
+    pub(super) fn begin_upload(
+        &mut self,
+        id: &ObjectId,
+        length: u64,
+    ) -> Result<ObjectWriter, Refusal> {
+        let free = free_bytes(self.rt.objects.dir());
+        // Keep a margin for trails, progress and logs.
+        let reserve = 1 << 20;
+        if length.saturating_add(reserve) > free {
+            return Err(Refusal::NoSpace(format!(
+                "object {id} needs {length} bytes; {free} are free on storage"
+            )));
+        }
+        self.rt
+            .objects
+            .writer(Some(id))
+            .map_err(|e| Refusal::Failed(e.to_string()))
+    }
+
+    /// Objects no installed revision refers to are removed (never those of
+    /// the running, committed or pending revisions: every trail counts).
+    pub(super) fn gc(&mut self) -> Result<Value, Refusal> {
+        let r = pvstate::store::gc_storage(self.rt.storage.root())
+            .map_err(|e| Refusal::Failed(e.to_string()))?;
+        info!(
+            "gc: removed {} object(s), {} bytes",
+            r.removed.len(),
+            r.freed_bytes
+        );
+        Ok(json!({"reclaimed": r.freed_bytes, "removed": r.removed.len()}))
+    }
+
+    /// On first boot, install the factory packages (`factory-pkgs.d/NAME.pvrexport.tgz`,
+    /// optional containers staged by the composer) that the configuration
+    /// (`PV_FACTORY_PKGS`) or the user metadata (`factory-pkgs`) selects, as
+    /// revision `locals/factory`, and run it.
+    pub(super) fn install_factory_packages(&mut self) {
+        let storage = &self.rt.storage;
+        let marker = storage.root().join(pvstate::layout::FACTORY_DONE);
+        if self.run.name != "0" || self.machine.busy() || marker.exists() {
+            return;
+        }
+        let from_meta = fs::read_to_string(storage.user_meta_dir().join("factory-pkgs")).ok();
+        let Some(selection) = crate::config::factory_packages(storage.root()).or(from_meta) else {
+            return;
+        };
+        let names: Vec<&str> = selection
+            .split(|c: char| c.is_whitespace() || c == ',')
+            .filter(|n| !n.is_empty())
+            .collect();
+        if names.is_empty() {
+            return;
+        }
+        let mut merged = self.run.state.to_value();
+        for name in &names {
+            let file = storage.factory_package(name);
+            match pvstate::pvrexport::import_file(&file, Some(&self.rt.objects)) {
+                Ok(imported) => {
+                    for (k, v) in imported.state.to_value().as_object().into_iter().flatten() {
+                        if k != "#spec" {
+                            merged[k] = v.clone();
+                        }
+                    }
+                }
+                Err(e) => {
+                    error!("factory package {name}: {e}");
+                    return;
+                }
+            }
+        }
+        let bytes = pvstate::canonical::to_vec(&merged);
+        if let Err(e) = self.install_step("factory", &bytes) {
+            error!("factory packages {names:?}: {e}");
+            return;
+        }
+        let _ = pvstate::store::write_atomic(&marker, selection.as_bytes());
+        info!("factory packages {names:?} installed as locals/factory");
+        if let Err(e) = self.run_revision("locals/factory", Purpose::Run) {
+            error!("running the factory packages: {e}");
+        }
+    }
+}
