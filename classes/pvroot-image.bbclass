@@ -29,8 +29,10 @@ PVROOT_TRUST ?= "${@'${PANTAVISOR_RS_BASE}/files/keys/dev.pub' if d.getVar('PVRO
 PVROOT_CONFIG ?= "update.signatures=${@'strict' if d.getVar('PVROOT_SIGN_KEY') else 'lenient'}"
 # A device.json (groups, disks, volumes); empty: Pantavisor's default groups.
 PVROOT_DEVICE_JSON ?= ""
-# plain (boot/pv.env read by our initramfs) or uboot (boot/uboot.txt).
-PVROOT_BOOTLOADER ?= "plain"
+# plain (boot/pv.env read by our initramfs), uboot (boot/uboot.txt) or
+# rpi-tryboot (set by PVROOT_RPI_TRYBOOT: the composer then also writes the
+# daemon's bootloader setting, and the tryboot wks layout is used).
+PVROOT_BOOTLOADER ?= "${@'rpi-tryboot' if bb.utils.to_boolean(d.getVar('PVROOT_RPI_TRYBOOT')) else 'plain'}"
 # Where another multiconfig deploys: PVROOT_MC_DEPLOY_DIR[CONFIG] = "...".
 PVROOT_MC_DEPLOY_DIR ?= ""
 PVROOT_WORKDIR = "${WORKDIR}/pvroot"
@@ -72,8 +74,10 @@ python __anonymous() {
         if not image:
             bb.fatal("pvroot-image: PVROOT_IMAGE_BSP and PVROOT_INITRAMFS must name image recipes")
         d.appendVarFlag("do_pvroot", "depends", " %s:do_image_complete" % image)
-    if d.getVar("PVROOT_BOOTLOADER") not in ("plain", "uboot"):
-        bb.fatal("pvroot-image: PVROOT_BOOTLOADER is \"%s\"; use plain or uboot" % d.getVar("PVROOT_BOOTLOADER"))
+    if d.getVar("PVROOT_BOOTLOADER") not in ("plain", "uboot", "rpi-tryboot"):
+        bb.fatal("pvroot-image: PVROOT_BOOTLOADER is \"%s\"; use plain, uboot or rpi-tryboot" % d.getVar("PVROOT_BOOTLOADER"))
+    if bb.utils.to_boolean(d.getVar("PVROOT_RPI_TRYBOOT")) != (d.getVar("PVROOT_BOOTLOADER") == "rpi-tryboot"):
+        bb.fatal("pvroot-image: PVROOT_RPI_TRYBOOT and PVROOT_BOOTLOADER disagree; set PVROOT_RPI_TRYBOOT alone")
 }
 
 def pvroot_part_path(entry, d):
@@ -215,7 +219,7 @@ do_pvroot[fakeroot] = "1"
 do_pvroot[depends] += "pvcompose-native:do_populate_sysroot squashfs-tools-native:do_populate_sysroot \
     virtual/kernel:do_deploy"
 do_pvroot[vardeps] += "PVROOT_CONTAINERS_CORE PVROOT_CONTAINERS PVROOT_IMAGE_BSP PVROOT_INITRAMFS \
-    PVROOT_SIGN_KEY PVROOT_TRUST PVROOT_CONFIG PVROOT_DEVICE_JSON PVROOT_BOOTLOADER"
+    PVROOT_SIGN_KEY PVROOT_TRUST PVROOT_CONFIG PVROOT_DEVICE_JSON PVROOT_BOOTLOADER PVROOT_RPI_TRYBOOT"
 do_pvroot[file-checksums] += "${@' '.join(p + ':True' for p in (d.getVar('PVROOT_SIGN_KEY') + ' ' + d.getVar('PVROOT_TRUST')).split())}"
 
 # Raspberry Pi: an SD card with the firmware, kernel and our initramfs on the

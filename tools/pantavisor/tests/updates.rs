@@ -526,3 +526,120 @@ fn try_once_gc_and_reboot_device() {
     .unwrap_or_else(|| panic!("no restart:\n{}", g.daemon_log()));
     assert_eq!(g.stop(), 0);
 }
+
+/// Defect: the control socket kept its caller as an index into the
+/// container list. A connection a plain container opened before a revision
+/// switch that put a new container first was answered, after the switch,
+/// with the rights of whichever container then had that index — here the
+/// mgmt one. The caller must keep its own identity (and no more rights).
+#[test]
+fn a_connection_keeps_its_callers_identity_across_a_switch() {
+    let manifest = r#"
+device: device.json
+containers:
+  mgr: {rootfs: rootfs/mgr, group: app, roles: [mgmt], args: [/bin/sh, -c, "exec sleep 1000"]}
+  worker: {rootfs: rootfs/worker, group: app, args: [/bin/sh, -c, "exec sleep 1000"]}
+core: [mgr, worker]
+"#;
+    let mut g = gateway_in(manifest, &["mgr", "worker"], |dir| {
+        fs::write(dir.join("device.json"), DEVICE).unwrap()
+    });
+    g.start();
+    for n in ["mgr", "worker"] {
+        g.wait_status(n, "STARTED", Duration::from_secs(10));
+    }
+    // A host process that joins worker's cgroup (so the daemon sees it as
+    // worker), opens a connection and sends half a request; the rest on cue.
+    let script = r#"
+import glob, os, socket, sys
+sock, parent = sys.argv[1], sys.argv[2]
+dirs = glob.glob(f"/sys/fs/cgroup/{parent}/worker") + glob.glob(f"/sys/fs/cgroup/*/{parent}/worker")
+assert dirs, "no cgroup of worker"
+for d in dirs:
+    with open(os.path.join(d, "cgroup.procs"), "w") as f:
+        f.write(str(os.getpid()))
+s = socket.socket(socket.AF_UNIX)
+s.connect(sock)
+s.sendall(b"GET /containers HTTP/1.1\r\nHost: x\r\n")
+print("sent", flush=True)
+sys.stdin.readline()
+s.sendall(b"\r\n")
+out = b""
+while True:
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    out += chunk
+print(out.decode().split("\r\n")[0], flush=True)
+"#;
+    let mut helper = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(&g.socket)
+        .arg(&g.cgroup)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut out = std::io::BufReader::new(helper.stdout.take().unwrap());
+    let mut line = String::new();
+    use std::io::{BufRead, Write};
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "sent");
+    // A new container sorted before both: the list is reordered and the
+    // index worker had now names mgr.
+    let part = new_version(
+        &g,
+        "aaa",
+        r#"{group: app, args: [/bin/sh, -c, "exec sleep 1000"]}"#,
+        busybox_rootfs,
+    );
+    assert_eq!(g.install("more", &with_part(&g, "aaa", part)).0, 200);
+    let (code, body) = g.command("LOCAL_RUN", "locals/more");
+    assert_eq!(code, 200, "{body}");
+    g.wait_status("aaa", "STARTED", Duration::from_secs(15));
+    let names: Vec<String> = g
+        .request("GET", "/containers", "")
+        .1
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["aaa", "mgr", "worker"]);
+    writeln!(helper.stdin.as_mut().unwrap()).unwrap();
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    let _ = helper.wait();
+    assert!(
+        line.starts_with("HTTP/1.1 403"),
+        "worker's connection got: {line}"
+    );
+    assert_eq!(g.stop(), 0);
+}
+
+/// Defect: `PVROOT_RPI_TRYBOOT = "1"` gave an A/B card whose daemon used the
+/// plain backend. The composer's `bootloader: rpi-tryboot` (what the class
+/// passes for it) now writes the daemon's setting too.
+#[test]
+fn rpi_tryboot_is_one_setting_for_composer_and_daemon() {
+    let manifest = "bootloader: rpi-tryboot\ncontainers:\n  app: {rootfs: rootfs/app, group: app, args: [/bin/sh]}\ncore: [app]\n";
+    let g = gateway(manifest, &["app"]);
+    let text = fs::read_to_string(g.storage.join("config/pantavisor.config")).unwrap();
+    let paths = pantavisor::config::Paths {
+        storage: g.storage.clone(),
+        ctrl_socket: g.socket.clone(),
+        run_dir: g.run_dir.clone(),
+        cgroup_parent: None,
+    };
+    let opts = pantavisor::config::Options::parse(&text, paths, pantavisor::config::Mode::Embedded)
+        .unwrap();
+    assert_eq!(
+        opts.bootloader,
+        pantavisor::config::Bootloader::RpiTryboot {
+            autoboot: "/bootsel/autoboot.txt".into(),
+            partitions: (2, 3)
+        },
+        "{text}"
+    );
+    assert!(g.storage.join("boot/pv.env").is_file());
+}

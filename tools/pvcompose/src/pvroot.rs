@@ -62,7 +62,17 @@ pub enum Bootloader {
     Plain,
     /// `boot/uboot.txt`, Pantavisor's U-Boot environment text.
     Uboot,
+    /// Raspberry Pi A/B tryboot: `boot/pv.env` for the variables, and the
+    /// daemon told (`bootloader=` in the configuration) to switch the
+    /// firmware's `autoboot.txt` on the `bootsel` partition.
+    #[serde(rename = "rpi-tryboot")]
+    RpiTryboot,
 }
+
+/// The runtime setting of the Raspberry Pi tryboot backend: `autoboot.txt`
+/// on the bootsel partition (mounted at /bootsel), boot partitions 2 and 3,
+/// as files/wic/pantavisor-rpi-tryboot.wks.in lays them out.
+pub const RPI_TRYBOOT_SETTING: &str = "rpi-tryboot:/bootsel/autoboot.txt:2,3";
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -539,12 +549,28 @@ pub fn assemble(
     let (env_file, env) = match manifest.bootloader {
         Bootloader::Plain => ("pv.env", "pv_rev=0\npv_try=\n"),
         Bootloader::Uboot => ("uboot.txt", "pv_rev=0\n"),
+        Bootloader::RpiTryboot => ("pv.env", "pv_rev=0\npv_try=\n"),
     };
+    // One build setting drives the runtime too: the daemon's backend.
+    let mut settings = manifest.config.clone();
+    if manifest.bootloader == Bootloader::RpiTryboot {
+        match settings.get("bootloader") {
+            None => {
+                settings.insert("bootloader".into(), RPI_TRYBOOT_SETTING.into());
+            }
+            Some(v) if v.starts_with("rpi-tryboot:") => {}
+            Some(v) => {
+                return Err(ComposeError::input(format!(
+                    "bootloader rpi-tryboot, but config sets bootloader={v}"
+                )))
+            }
+        }
+    }
     pvstate::store::write_atomic(&boot.join(env_file), env.as_bytes())?;
     let config = root.join("config");
     fs::create_dir_all(&config).map_err(|e| ComposeError::io(&config, e))?;
     let mut text = String::new();
-    for (k, v) in &manifest.config {
+    for (k, v) in &settings {
         if k.is_empty() || k.contains(['=', '\n']) || v.contains('\n') {
             return Err(ComposeError::input(format!(
                 "config: \"{k}\" is not a KEY=VALUE setting"

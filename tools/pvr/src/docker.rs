@@ -34,12 +34,35 @@ pub struct Reference {
     pub digest: Option<String>,
 }
 
+/// `sha256:` and 64 lowercase hex digits: the only digests we fetch (they
+/// go into URLs and are sliced for display, so nothing else gets through).
+pub fn digest_ok(d: &str) -> bool {
+    d.strip_prefix("sha256:").is_some_and(|h| {
+        h.len() == 64
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+/// The digest of layer `i` of a manifest, checked.
+fn layer_digest<'a>(r: &Reference, i: usize, layer: &'a Value) -> Result<&'a str> {
+    let digest = layer["digest"]
+        .as_str()
+        .ok_or_else(|| Error::Registry(format!("{r}: layer {i} without a digest")))?;
+    if !digest_ok(digest) {
+        return Err(Error::Registry(format!(
+            "{r}: layer {i} has a malformed digest {digest:?} (expected sha256: and 64 hex digits)"
+        )));
+    }
+    Ok(digest)
+}
+
 impl Reference {
     pub fn parse(s: &str) -> Result<Self> {
         let bad = |why: &str| Error::Usage(format!("--from {s}: {why}"));
         let (rest, digest) = match s.split_once('@') {
             Some((r, d)) => {
-                if !d.starts_with("sha256:") || d.len() != 71 {
+                if !digest_ok(d) {
                     return Err(bad("a digest is sha256: and 64 hex digits"));
                 }
                 (r, Some(d.to_string()))
@@ -533,9 +556,7 @@ pub fn pull(
     let total: u64 = layers.iter().filter_map(|l| l["size"].as_u64()).sum();
     let mut done = 0u64;
     for (i, layer) in layers.iter().enumerate() {
-        let digest = layer["digest"]
-            .as_str()
-            .ok_or_else(|| Error::Registry(format!("{r}: layer {i} without a digest")))?;
+        let digest = layer_digest(r, i, layer)?;
         let media = layer["mediaType"].as_str().unwrap_or("");
         let gzip = if media.ends_with("+gzip") || media.ends_with(".tar.gzip") {
             true
@@ -714,6 +735,7 @@ mod tests {
         assert_eq!(r.tag, None);
         assert!(Reference::parse("Bad/Name").is_err());
         assert!(Reference::parse("x@sha256:12").is_err());
+        assert!(Reference::parse(&format!("x@sha256:{}", "z".repeat(64))).is_err());
     }
 
     #[test]
@@ -811,5 +833,20 @@ mod tests {
         file.write_all(&[0u8; 1024]).unwrap();
         let err = apply_layer(&mut file, false, root.path()).unwrap_err();
         assert!(err.to_string().contains("leaves the root"), "{err}");
+    }
+
+    /// Defect: a manifest whose layer digest was short panicked (a slice
+    /// for the progress line) instead of failing with the reason.
+    #[test]
+    fn a_malformed_layer_digest_is_an_error() {
+        let r = Reference::parse("localhost:5000/app:1").unwrap();
+        for bad in [json!("sha256:12"), json!("sha256:é"), json!(7), json!(null)] {
+            let layer =
+                json!({"digest": bad, "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip"});
+            let e = layer_digest(&r, 0, &layer).unwrap_err().to_string();
+            assert!(e.contains("layer 0"), "{e}");
+        }
+        let good = format!("sha256:{}", "0a".repeat(32));
+        assert_eq!(layer_digest(&r, 0, &json!({"digest": good})).unwrap(), good);
     }
 }

@@ -106,12 +106,17 @@ enum Command {
         #[command(subcommand)]
         command: SigCommand,
     },
-    /// Show what the device will do with the committed state: transition,
-    /// containers restarted, objects to send.
+    /// Show what changed in the working tree since the last commit (each
+    /// changed key with its committed and its working value, as JSON); with
+    /// --plan, what the device will do with the committed state instead:
+    /// transition, containers restarted, objects to send.
     Diff {
-        /// Compare against the device (default: the remote of the clone).
+        /// Ask the device for its plan instead of diffing the working tree.
         #[arg(long)]
         plan: bool,
+        /// With --plan: the device (unix:PATH, a socket path or
+        /// http://HOST:PORT); default: where the repository was cloned from.
+        #[arg(requires = "plan")]
         device: Option<String>,
     },
     /// Send the committed state to a device: only the objects it lacks, then
@@ -268,6 +273,12 @@ fn key_file(flag: Option<PathBuf>, env: &str, file: &str) -> Option<PathBuf> {
 }
 
 fn main() -> ExitCode {
+    // `pvr status | head -1`: a closed pipe ends pvr quietly, as it does
+    // cat or git, instead of a panic in println!.
+    // SAFETY: SIG_DFL installs no handler: no code of ours runs at signal time.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -386,7 +397,8 @@ fn run(cli: Cli) -> Result<()> {
             command: SigCommand::Ls { cacerts },
         } => sig_ls(&dir, cacerts),
         Command::Deploy { storage, exports } => deploy(&storage, &exports),
-        Command::Diff { device, .. } => diff(&dir, device, token),
+        Command::Diff { plan: true, device } => diff(&dir, device, token),
+        Command::Diff { plan: false, .. } => local_diff(&dir),
         Command::Post {
             device,
             rev,
@@ -1148,6 +1160,28 @@ fn deploy(storage: &Path, exports: &[PathBuf]) -> Result<()> {
         )));
     }
     pvroot.write_state("0", &merged)?;
+    Ok(())
+}
+
+/// The working tree against the committed state: changed keys with both values.
+fn local_diff(dir: &Path) -> Result<()> {
+    let repo = Repo::open(dir)?;
+    let (old, new) = (repo.committed()?, repo.working_state(false)?);
+    let keys: BTreeSet<&String> = old.entries().keys().chain(new.entries().keys()).collect();
+    let mut out = serde_json::Map::new();
+    for k in keys {
+        let (a, b) = (
+            old.get(k).map(|e| e.to_value()),
+            new.get(k).map(|e| e.to_value()),
+        );
+        if a != b {
+            out.insert(k.clone(), json!({"committed": a, "working": b}));
+        }
+    }
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&Value::Object(out)).unwrap_or_default()
+    );
     Ok(())
 }
 

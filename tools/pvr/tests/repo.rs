@@ -150,3 +150,56 @@ fn apps_move_between_repositories() {
         fs::read(a.join(".pvr/json")).unwrap()
     );
 }
+
+/// Defect: `pvr status | head -1` exited 101 with a backtrace (println! on
+/// a closed pipe). The pipe's read end is closed before pvr writes, so its
+/// first write meets EPIPE for certain.
+#[test]
+fn a_closed_pipe_is_not_a_panic() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::process::ExitStatusExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = repo_with_apps(tmp.path());
+    fs::write(repo.join("web/extra.json"), "{}").unwrap();
+    let mut fds = [0; 2];
+    // SAFETY: pipe(2) fills the two-element array with two new descriptors.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: both descriptors were just made and are owned only here.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    drop(read);
+    let out = Command::new(env!("CARGO_BIN_EXE_pvr"))
+        .arg("-C")
+        .arg(&repo)
+        .arg("status")
+        .stdout(std::process::Stdio::from(write))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_ne!(out.status.code(), Some(101), "{err}");
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{err}");
+}
+
+/// Defect: `pvr diff --plan` and `pvr diff` did the same, and DEVICE had no
+/// help. Without --plan it is the working tree's diff (no device needed).
+#[test]
+fn diff_is_local_and_plan_asks_the_device() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = repo_with_apps(tmp.path());
+    let out = ok(&repo, &["diff"]);
+    assert_eq!(out.trim(), "{}", "nothing changed yet");
+    fs::write(repo.join("web/extra.json"), "{\"a\": 1}").unwrap();
+    let out = ok(&repo, &["diff"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["web/extra.json"]["working"]["a"], 1, "{out}");
+    assert!(v["web/extra.json"]["committed"].is_null(), "{out}");
+    // --plan needs a device: this repository was not cloned from one.
+    let (code, _, err) = pvr(&repo, &["diff", "--plan"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("no device given"), "{err}");
+    // A device without --plan is a usage error, not silently ignored.
+    let (code, _, err) = pvr(&repo, &["diff", "unix:/nonexistent"]);
+    assert_eq!(code, 2, "{err}");
+    let help = ok(&repo, &["diff", "--help"]);
+    assert!(help.contains("http://HOST:PORT"), "{help}");
+}

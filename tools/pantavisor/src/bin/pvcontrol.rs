@@ -44,6 +44,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // A closed pipe (`pvcontrol containers ls | head -1`) ends it quietly.
+    pantavisor::sys::default_sigpipe();
     let cli = Cli::parse();
     let usage = |m: &str| Err(format!("usage: {m}"));
     let call: Result<(&str, String, String), String> = match &cli.command {
