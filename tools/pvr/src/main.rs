@@ -1235,10 +1235,17 @@ fn post(
     let device = device_of(&repo, device, token)?;
     let state = repo.committed()?;
     let rev = rev.unwrap_or_else(|| format!("locals/pvr-{}", &state.id().to_string()[..12]));
-    if !rev.starts_with("locals/") {
-        return Err(Error::Usage(format!(
-            "--rev {rev}: a device's control socket takes locals/NAME revisions"
-        )));
+    // The device's rule for local revision names, checked before any upload.
+    match rev.strip_prefix("locals/") {
+        Some(name) => {
+            pvstate::layout::local_revision(name)
+                .map_err(|e| Error::Usage(format!("--rev {rev}: {e}")))?;
+        }
+        None => {
+            return Err(Error::Usage(format!(
+                "--rev {rev}: a device's control socket takes locals/NAME revisions"
+            )))
+        }
     }
     // Ask what the device has; send only the rest. A post interrupted earlier
     // resumes here: what arrived is not sent again.

@@ -516,9 +516,20 @@ pub fn verify(
     Ok(keys)
 }
 
-/// Check every signature of `state` under `mode`: the problems that refuse
-/// it (empty when it may run), and the warnings to log.
-pub fn check(state: &State, mode: Mode, trusted: &[TrustedKey]) -> (Vec<String>, Vec<String>) {
+/// Why a state's signatures do not hold.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SigError {
+    /// The signature at `key` (`_sigs/NAME.json`) does not verify.
+    #[error("{key}: {why}")]
+    Signature { key: String, why: String },
+    /// Strict mode: state keys no signature covers (all of them listed).
+    #[error("strict mode: {} key(s) no signature covers: {}{}", keys.len(), keys.iter().take(5).cloned().collect::<Vec<_>>().join(", "), if keys.len() > 5 { ", …" } else { "" })]
+    Uncovered { keys: Vec<String> },
+}
+
+/// Check every signature of `state` under `mode`: (what refuses the state,
+/// what audit mode only reports).
+pub fn check(state: &State, mode: Mode, trusted: &[TrustedKey]) -> (Vec<SigError>, Vec<SigError>) {
     if mode == Mode::Disabled {
         return (Vec::new(), Vec::new());
     }
@@ -528,12 +539,15 @@ pub fn check(state: &State, mode: Mode, trusted: &[TrustedKey]) -> (Vec<String>,
         if let Entry::Signature(doc) = entry {
             match verify(doc, state, trusted) {
                 Ok(keys) => covered.extend(keys),
-                Err(e) => problems.push(format!("{key}: {e}")),
+                Err(why) => problems.push(SigError::Signature {
+                    key: key.clone(),
+                    why,
+                }),
             }
         }
     }
     if mode == Mode::Strict {
-        let uncovered: Vec<&String> = state
+        let keys: Vec<String> = state
             .entries()
             .keys()
             .filter(|k| {
@@ -542,15 +556,10 @@ pub fn check(state: &State, mode: Mode, trusted: &[TrustedKey]) -> (Vec<String>,
                     && !k.ends_with("/src.json")
                     && !covered.contains(*k)
             })
+            .cloned()
             .collect();
-        if !uncovered.is_empty() {
-            let shown: Vec<&str> = uncovered.iter().take(5).map(|s| s.as_str()).collect();
-            problems.push(format!(
-                "strict mode: {} key(s) no signature covers: {}{}",
-                uncovered.len(),
-                shown.join(", "),
-                if uncovered.len() > 5 { ", …" } else { "" }
-            ));
+        if !keys.is_empty() {
+            problems.push(SigError::Uncovered { keys });
         }
     }
     if mode == Mode::Audit {

@@ -41,7 +41,13 @@ pub(super) fn signature_problem(rt: &Runtime, state: &State) -> Option<String> {
     for w in warnings {
         warn!("signature (audit): {w}");
     }
-    (!refused.is_empty()).then(|| refused.join("; "))
+    (!refused.is_empty()).then(|| {
+        refused
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    })
 }
 
 /// Bytes free for new objects on the storage's file system.

@@ -8,3 +8,6 @@
 //! revision: the committed one, or the one being tried if its try never began.
 
 pub mod machine;
+
+#[cfg(test)]
+mod tests;
