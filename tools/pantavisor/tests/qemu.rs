@@ -235,6 +235,11 @@ squashfs: {comp: zstd, mtime: 1700000000}
     {
         fail(&mut guest, "the remote API did not come up on revision 0");
     }
+    // Defect: /buildinfo said "appengine" in embedded mode too.
+    let (code, info) = api(port, "GET", "/buildinfo", "");
+    if (code, info["mode"].as_str()) != (200, Some("embedded")) {
+        fail(&mut guest, &format!("/buildinfo as PID 1: {code} {info}"));
+    }
     // A new os (restart_policy system): a reboot transition.
     let ws = d.join("ws");
     pvr(
