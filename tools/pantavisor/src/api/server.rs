@@ -127,6 +127,11 @@ impl Server {
         }
     }
 
+    /// Where the remote API listens, if it does.
+    pub fn remote_addr(&self) -> Option<std::net::SocketAddr> {
+        self.tcp.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     /// Remove the socket file, if it is still ours.
     pub fn close(&self) {
         if fs::metadata(&self.socket).map(|m| m.ino()).ok() == Some(self.socket_inode) {
@@ -336,5 +341,190 @@ fn object_refusal(e: pvstate::Error) -> Refusal {
         pvstate::Error::HashMismatch { .. } => Refusal::Corrupt(e.to_string()),
         pvstate::Error::Io { ref source, .. } => Refusal::io("object", source),
         other => Refusal::Failed(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The transport against a small [`Service`] of its own: real sockets,
+    //! a real object store, no daemon (and no root).
+
+    use super::*;
+    use crate::config::{Mode, Paths};
+    use pvctrl::{Client, Target};
+    use pvstate::ObjectStore;
+    use sha2::{Digest, Sha256};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    struct Svc {
+        objects: ObjectStore,
+        /// Callers are containers without rights when set.
+        plain: bool,
+    }
+
+    impl Service for Svc {
+        fn caller_of(&self, _pid: i32) -> Caller {
+            if self.plain {
+                Caller::Container {
+                    uid: 1,
+                    name: "plain".into(),
+                }
+            } else {
+                Caller::Host
+            }
+        }
+        fn may_manage(&self, caller: &Caller) -> Result<(), Refusal> {
+            match caller {
+                Caller::Container { name, .. } => Err(Refusal::Denied(format!("{name} may not"))),
+                _ => Ok(()),
+            }
+        }
+        fn call(&mut self, caller: &Caller, call: super::super::Call) -> Result<Answer, Refusal> {
+            Ok(Answer::Json(
+                json!({"call": format!("{call:?}"), "caller": format!("{caller:?}")}),
+            ))
+        }
+        fn begin_upload(
+            &mut self,
+            id: &pvstate::ObjectId,
+            _len: u64,
+        ) -> Result<ObjectWriter, Refusal> {
+            self.objects
+                .writer(Some(id))
+                .map_err(|e| Refusal::Failed(e.to_string()))
+        }
+    }
+
+    /// A server on a temporary socket (and loopback TCP with token "t"),
+    /// served by a thread until the returned flag is set.
+    fn serve(
+        plain: bool,
+    ) -> (
+        tempfile::TempDir,
+        Client,
+        Client,
+        Arc<AtomicBool>,
+        std::thread::JoinHandle<Svc>,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths {
+            storage: dir.path().into(),
+            ctrl_socket: dir.path().join("pv-ctrl"),
+            run_dir: dir.path().join("run"),
+            cgroup_parent: None,
+        };
+        let opts = crate::config::Options::parse(
+            "remote.listen=127.0.0.1:0\nremote.token=t\n",
+            paths,
+            Mode::Appengine,
+        )
+        .unwrap();
+        let mut server = Server::bind(&opts).unwrap();
+        let tcp = Target::Tcp(server.remote_addr().unwrap().to_string());
+        let mut svc = Svc {
+            objects: ObjectStore::open(dir.path().join("objects")).unwrap(),
+            plain,
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::SeqCst) {
+                server.poll(&mut svc);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            server.close();
+            svc
+        });
+        let unix = Client::socket(dir.path().join("pv-ctrl"));
+        (dir, unix, Client::new(tcp), stop, thread)
+    }
+
+    #[test]
+    fn requests_are_routed_and_remote_ones_need_the_token() {
+        let (dir, unix, tcp, stop, thread) = serve(false);
+        let v = unix.json("GET", "/buildinfo", b"").unwrap();
+        assert_eq!(
+            (v["call"].as_str(), v["caller"].as_str()),
+            (Some("BuildInfo"), Some("Host"))
+        );
+        // Routing refusals keep their codes.
+        assert_eq!(unix.call("GET", "/nowhere", b"").unwrap().status, 404);
+        assert_eq!(unix.call("GARBAGE", "", b"").unwrap().status, 400);
+        // Remote: no token, a wrong one, the right one.
+        let r = tcp.call("GET", "/buildinfo", b"").unwrap();
+        assert_eq!(
+            (r.status, r.message().as_str()),
+            (401, "a bearer token is required")
+        );
+        let r = tcp
+            .clone()
+            .with_token(Some("x".into()))
+            .call("GET", "/buildinfo", b"")
+            .unwrap();
+        assert_eq!((r.status, r.message().as_str()), (401, "wrong token"));
+        let v = tcp
+            .with_token(Some("t".into()))
+            .json("GET", "/buildinfo", b"")
+            .unwrap();
+        assert_eq!(v["caller"], "Remote");
+        stop.store(true, Ordering::SeqCst);
+        thread.join().unwrap();
+        assert!(
+            !dir.path().join("pv-ctrl").exists(),
+            "the socket is removed at the end"
+        );
+    }
+
+    #[test]
+    fn uploads_stream_to_the_store_and_bad_ones_leave_nothing() {
+        let (dir, unix, _, stop, thread) = serve(false);
+        // 3 MiB: more than one read of the socket, more than MAX_REQUEST.
+        let data: Vec<u8> = (0..3u32 << 20).map(|i| (i % 251) as u8).collect();
+        let id = hex::encode(Sha256::digest(&data));
+        let r = unix.call("PUT", &format!("/objects/{id}"), &data).unwrap();
+        assert_eq!(r.status, 200, "{}", r.message());
+        assert_eq!(
+            std::fs::read(dir.path().join("objects").join(&id)).unwrap(),
+            data
+        );
+        // Content that does not hash to its name: refused, nothing left.
+        let wrong = "0".repeat(64);
+        let r = unix
+            .call("PUT", &format!("/objects/{wrong}"), b"not it")
+            .unwrap();
+        assert_eq!(r.status, 422, "{}", r.message());
+        assert!(r.message().contains("content hashes to"), "{}", r.message());
+        let r = unix.call("PUT", "/objects/xyz", b"x").unwrap();
+        assert_eq!(r.status, 400);
+        stop.store(true, Ordering::SeqCst);
+        thread.join().unwrap();
+        let names: Vec<String> = std::fs::read_dir(dir.path().join("objects"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, [id], "no temporary file remains");
+    }
+
+    #[test]
+    fn callers_without_rights_may_only_signal() {
+        let (dir, unix, _, stop, thread) = serve(true);
+        let r = unix
+            .call("PUT", &format!("/objects/{}", "0".repeat(64)), b"x")
+            .unwrap();
+        assert_eq!((r.status, r.message().as_str()), (403, "plain may not"));
+        assert_eq!(unix.call("GET", "/containers", b"").unwrap().status, 403);
+        let v = unix
+            .json("POST", "/signal", br#"{"type":"ready"}"#)
+            .unwrap();
+        assert!(v["call"].as_str().unwrap().starts_with("Signal"), "{v}");
+        stop.store(true, Ordering::SeqCst);
+        thread.join().unwrap();
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("objects"))
+                .unwrap()
+                .count(),
+            0
+        );
     }
 }
