@@ -105,6 +105,23 @@ fn updating_one_app_container_restarts_only_it() {
         g.request("GET", "/device-meta", "").1["pantavisor.revision"],
         "locals/v2"
     );
+    // UPDATED does not move the rollback point (Pantavisor's semantics):
+    // the revision is pending, and the next start tries it.
+    assert!(
+        g.boot_env()
+            .contains("pv_rev=0\npv_try=locals/v2\npv_trying=\n"),
+        "{}",
+        g.boot_env()
+    );
+    // The next start (a reboot) tries it; reaching its goals makes it DONE,
+    // and DONE moves the rollback point.
+    assert_eq!(g.stop(), 0);
+    g.start();
+    g.wait_progress("locals/v2", "DONE", Duration::from_secs(30));
+    assert_eq!(
+        g.request("GET", "/device-meta", "").1["pantavisor.revision"],
+        "locals/v2"
+    );
     assert!(
         g.boot_env().contains("pv_rev=locals/v2\npv_try=\n"),
         "{}",
@@ -117,7 +134,7 @@ fn updating_one_app_container_restarts_only_it() {
     if std::env::var("PV_TEST_SHOW_LOG").is_ok() {
         eprintln!("{}", g.daemon_log());
     }
-    // Committed: a restarted daemon runs it.
+    // Committed: a restarted daemon runs it, with no try pending.
     assert_eq!(g.stop(), 0);
     g.start();
     g.wait_status("app1", "STARTED", Duration::from_secs(10));

@@ -209,6 +209,9 @@ impl Daemon {
                     self.settle();
                 }
                 Action::Settle => self.settle(),
+                Action::Pending { rev } => self.pending(rev),
+                Action::Resume { rev } if rev != self.bootenv.rev => self.pending(rev),
+                Action::Resume { .. } => self.settle(),
                 Action::Progress {
                     rev,
                     status,
@@ -232,6 +235,15 @@ impl Daemon {
             }
         }
         Ok(())
+    }
+
+    /// `rev` runs uncommitted: the next boot tries it.
+    fn pending(&mut self, rev: String) {
+        self.bootenv.try_rev = Some(rev);
+        self.bootenv.trying = None;
+        if let Err(e) = self.bootenv.save() {
+            error!("boot environment: {e}");
+        }
     }
 
     fn settle(&mut self) {

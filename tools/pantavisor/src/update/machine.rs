@@ -50,6 +50,13 @@ pub enum Action {
     Commit { rev: String },
     /// `pv_try`/`pv_trying` cleared: the committed revision is what boots.
     Settle,
+    /// `pv_try = rev` with the latch cleared: the revision runs but is not
+    /// the rollback point; the next boot tries it (and commits it as DONE
+    /// when it reaches its goals), as Pantavisor does after UPDATED.
+    Pending { rev: String },
+    /// Back on `rev` after a rollback: pending again if it is not the
+    /// committed revision, else [`Action::Settle`].
+    Resume { rev: String },
     /// Record a revision's progress.
     Progress {
         rev: String,
@@ -337,7 +344,7 @@ impl Machine {
                 });
                 self.update = Some(u);
             }
-            Purpose::Rollback => out.push(Action::Settle),
+            Purpose::Rollback => out.push(Action::Resume { rev: u.rev.clone() }),
             Purpose::Restart => {}
         }
         out
@@ -360,16 +367,24 @@ impl Machine {
                 }]
             }
             _ => {
-                let (status, msg) = match u.kind {
-                    Kind::Reboot => ("DONE", "Update finished, revision set as rollback point"),
+                // DONE moves the rollback point; UPDATED (a non-reboot
+                // transition) does not: the revision stays pending until a
+                // boot tries it, as Pantavisor's pv_update_set_final does.
+                let (first, status, msg) = match u.kind {
+                    Kind::Reboot => (
+                        Action::Commit { rev: u.rev.clone() },
+                        "DONE",
+                        "Update finished, revision set as rollback point",
+                    ),
                     Kind::NonReboot => (
+                        Action::Pending { rev: u.rev.clone() },
                         "UPDATED",
                         "Update finished, revision not set as rollback point",
                     ),
                 };
                 info!("revision {}: {status} after {took:.2} s", u.rev);
                 vec![
-                    Action::Commit { rev: u.rev.clone() },
+                    first,
                     Action::Progress {
                         rev: u.rev,
                         status,
