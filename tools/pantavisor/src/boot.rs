@@ -41,6 +41,27 @@ pub fn choose(rev: &str, try_rev: Option<&str>, trying: Option<&str>) -> Choice 
     }
 }
 
+/// The revisions to try booting, in order, when the chosen one fails its
+/// check at boot: the chosen one, the committed one, the revisions that
+/// reached DONE (newest first), and factory revision 0 last.
+pub fn candidates(chosen: &Choice, done_newest_first: &[String]) -> Vec<String> {
+    let committed = match chosen {
+        Choice::Committed(r) => r,
+        Choice::Try { committed, .. } | Choice::TriedBefore { committed, .. } => committed,
+    };
+    let mut out: Vec<String> = Vec::new();
+    let all = [chosen.rev(), committed.as_str()]
+        .into_iter()
+        .chain(done_newest_first.iter().map(String::as_str))
+        .chain(["0"]);
+    for r in all {
+        if !out.iter().any(|o| o == r) {
+            out.push(r.to_string());
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,5 +91,17 @@ mod tests {
             choose("3", Some("3"), Some("3")),
             Choice::Committed("3".into())
         );
+    }
+
+    #[test]
+    fn fallbacks_go_from_newest_good_to_factory() {
+        let done = ["7".to_string(), "5".to_string(), "3".to_string()];
+        let try_ = choose("7", Some("locals/x"), None);
+        assert_eq!(candidates(&try_, &done), ["locals/x", "7", "5", "3", "0"]);
+        assert_eq!(
+            candidates(&choose("5", None, None), &done),
+            ["5", "7", "3", "0"]
+        );
+        assert_eq!(candidates(&choose("0", None, None), &[]), ["0"]);
     }
 }

@@ -109,6 +109,9 @@ pub struct Options {
     pub commit_delay: Duration,
     /// `update.verify_objects`: re-hash every object of a revision before running it.
     pub verify_objects: bool,
+    /// `boot.verify_objects` (Pantavisor's `PV_SECUREBOOT_CHECKSUM`, on by
+    /// default as there): re-hash the objects of the revision about to boot.
+    pub boot_verify_objects: bool,
     /// `update.signatures`: how strictly pvs@2 signatures are checked
     /// (trust store: `config/trust/*.pem` on storage).
     pub signatures: pvstate::sig::Mode,
@@ -148,6 +151,7 @@ pub const KEYS: &[&str] = &[
     "update.goals_timeout",
     "update.commit_delay",
     "update.verify_objects",
+    "boot.verify_objects",
     "update.signatures",
     "remote.listen",
     "remote.token",
@@ -198,6 +202,10 @@ impl Options {
             goals_timeout: Duration::from_secs(number("update.goals_timeout", 120)?),
             commit_delay: Duration::from_secs(number("update.commit_delay", 5)?),
             verify_objects: number("update.verify_objects", 1)? != 0,
+            boot_verify_objects: match value(text, "boot.verify_objects") {
+                Some(_) => number("boot.verify_objects", 1)? != 0,
+                None => number("PV_SECUREBOOT_CHECKSUM", 1)? != 0,
+            },
             remote_listen: value(text, "remote.listen")
                 .map(|v| {
                     v.parse()
@@ -240,6 +248,7 @@ mod tests {
     fn every_key_is_read() {
         let text = "# comment\ncgroup.parent = pv\nlog.maxsize=10\nstop.timeout=3\n\
                     update.goals_timeout=7\nupdate.commit_delay=2\nupdate.verify_objects=0\n\
+                    boot.verify_objects=0\n\
                     update.signatures=strict\nremote.listen=127.0.0.1:9\nremote.token=t\n\
                     bootloader=rpi-tryboot:/boot/autoboot.txt\nPV_FACTORY_PKGS=a\n";
         let o = Options::parse(text, paths(), Mode::Embedded).unwrap();
@@ -249,6 +258,7 @@ mod tests {
         assert_eq!(o.goals_timeout, Duration::from_secs(7));
         assert_eq!(o.commit_delay, Duration::from_secs(2));
         assert!(!o.verify_objects);
+        assert!(!o.boot_verify_objects);
         assert_eq!(o.signatures, pvstate::sig::Mode::Strict);
         assert_eq!(o.remote_listen, Some("127.0.0.1:9".parse().unwrap()));
         assert_eq!(o.remote_token.as_deref(), Some("t"));
@@ -264,6 +274,15 @@ mod tests {
         for k in KEYS {
             assert!(text.contains(k), "{k}");
         }
+        // Pantavisor's name for boot.verify_objects, when ours is not given;
+        // on by default.
+        let o = Options::parse("PV_SECUREBOOT_CHECKSUM=0", paths(), Mode::Embedded).unwrap();
+        assert!(!o.boot_verify_objects);
+        assert!(
+            Options::parse("", paths(), Mode::Embedded)
+                .unwrap()
+                .boot_verify_objects
+        );
     }
 
     #[test]

@@ -32,7 +32,7 @@ struct Cli {
     run_dir: PathBuf,
     /// Configuration file (KEY=VALUE lines: cgroup.parent, log.maxsize,
     /// stop.timeout, update.goals_timeout, update.commit_delay,
-    /// update.verify_objects, update.signatures = disabled|audit|lenient|strict,
+    /// update.verify_objects, boot.verify_objects, update.signatures = disabled|audit|lenient|strict,
     /// remote.listen = ADDRESS:PORT and remote.token = TOKEN for the remote API,
     /// off by default); flags override it.
     #[arg(long)]

@@ -660,3 +660,53 @@ fn rpi_tryboot_is_one_setting_for_composer_and_daemon() {
     );
     assert!(g.storage.join("boot/pv.env").is_file());
 }
+
+/// Issue 19, check at boot: a committed revision whose object was changed on
+/// disk is refused when the daemon starts (ERROR naming the object), and the
+/// device runs the last good revision instead; pv_rev is not rewritten.
+#[test]
+fn a_committed_revision_tampered_on_disk_is_refused_at_boot() {
+    let mut g = running();
+    let part = new_version(
+        &g,
+        "sys",
+        "{group: platform, args: [/bin/sh, -c, 'exec sleep 1000']}",
+        version_file("sys-v3"),
+    );
+    let root = part["sys/root.squashfs"].as_str().unwrap().to_string();
+    assert_eq!(g.install("sys3", &with_part(&g, "sys", part)).0, 200);
+    assert_eq!(g.command("LOCAL_RUN", "locals/sys3").0, 200);
+    g.wait_progress("locals/sys3", "DONE", Duration::from_secs(30));
+    assert!(g.boot_env().contains("pv_rev=locals/sys3\n"));
+    assert_eq!(g.stop(), 0);
+    // One flipped byte in the object only the committed revision uses.
+    let path = g.storage.join("objects").join(&root);
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[200] ^= 1;
+    fs::write(&path, bytes).unwrap();
+    g.start();
+    for n in ["sys", "app1", "app2"] {
+        g.wait_status(n, "STARTED", Duration::from_secs(10));
+    }
+    assert_eq!(
+        g.request("GET", "/device-meta", "").1["pantavisor.revision"],
+        "0",
+        "{}",
+        g.daemon_log()
+    );
+    let p = g.progress("locals/sys3");
+    let msg = p["status-msg"].as_str().unwrap_or("");
+    assert_eq!(p["status"], "ERROR", "{p}");
+    assert!(
+        msg.starts_with("Refused at boot:")
+            && msg.contains("sys/root.squashfs")
+            && msg.contains(&root),
+        "{msg}"
+    );
+    assert!(
+        g.boot_env().contains("pv_rev=locals/sys3\n"),
+        "{}",
+        g.boot_env()
+    );
+    assert_eq!(g.stop(), 0);
+}

@@ -96,29 +96,38 @@ impl Daemon {
             }
             Choice::Committed(_) => {}
         }
-        let mut rev = choice.rev().to_string();
-        // A revision being tried must also pass the signature check: the
-        // device refuses to boot into one that does not.
-        let checked = rt.storage.state(&rev).map_err(Error::from).and_then(|s| {
-            match updates::signature_problem(&rt, &s) {
-                Some(why) if trying.is_some() => Err(Error::Other(format!("WONTGO: {why}"))),
-                _ => Ok(s),
+        // The revision about to boot is checked (signatures, objects, their
+        // hashes with boot.verify_objects); one that fails is marked ERROR
+        // and the next candidate boots: the committed revision, then the
+        // newest that reached DONE, then factory revision 0.
+        let mut chosen = None;
+        for rev in boot::candidates(&choice, &done_newest_first(&rt)) {
+            match updates::check(&rt, &rev, rt.opts.boot_verify_objects) {
+                Ok(state) => {
+                    chosen = Some((rev, state));
+                    break;
+                }
+                Err(why) => {
+                    let msg = format!("Refused at boot: {why}");
+                    error!("revision {rev}: {msg}");
+                    let _ = rt.storage.set_progress(&rev, "ERROR", &msg, 0);
+                    if trying.as_deref() == Some(rev.as_str()) {
+                        bootenv.try_rev = None;
+                        bootenv.trying = None;
+                        bootenv.save()?;
+                        trying = None;
+                    }
+                }
             }
-        });
-        let state = match checked {
-            Ok(s) => s,
-            Err(e) if trying.is_some() => {
-                error!("revision {rev}: {e}; back to {}", bootenv.rev);
-                let _ = rt.storage.set_progress(&rev, "ERROR", &e.to_string(), 0);
-                bootenv.try_rev = None;
-                bootenv.trying = None;
-                bootenv.save()?;
-                trying = None;
-                rev = bootenv.rev.clone();
-                rt.storage.state(&rev)?
-            }
-            Err(e) => return Err(e),
+        }
+        let Some((rev, state)) = chosen else {
+            return Err(Error::Other(
+                "no revision on storage passes its check at boot".into(),
+            ));
         };
+        if rev != bootenv.rev && trying.is_none() {
+            warn!("revision {}: refused; running {rev} instead", bootenv.rev);
+        }
         crate::log::to_file(
             &rt.storage
                 .log_dir(&rev, "pantavisor")
@@ -254,4 +263,26 @@ impl Daemon {
     fn stop_timeout(&self) -> Duration {
         self.rt.opts.stop_timeout
     }
+}
+
+/// The revisions that reached DONE, newest first (by their progress file).
+fn done_newest_first(rt: &Runtime) -> Vec<String> {
+    let mut done: Vec<(std::time::SystemTime, String)> = rt
+        .storage
+        .revisions()
+        .into_iter()
+        .filter(|r| {
+            rt.storage
+                .progress(r)
+                .is_some_and(|p| p["status"] == "DONE")
+        })
+        .map(|r| {
+            let t = std::fs::metadata(rt.storage.trail(&r).join(".pv/progress"))
+                .and_then(|m| m.modified())
+                .unwrap_or(std::time::UNIX_EPOCH);
+            (t, r)
+        })
+        .collect();
+    done.sort_by(|a, b| b.cmp(a));
+    done.into_iter().map(|(_, r)| r).collect()
 }

@@ -50,6 +50,24 @@ pub(super) fn signature_problem(rt: &Runtime, state: &State) -> Option<String> {
     })
 }
 
+/// Verify revision `rev` can run: it parses, its signatures hold, every
+/// object is there and, with `hashes`, hashes to its name.
+pub(super) fn check(rt: &Runtime, rev: &str, hashes: bool) -> Result<State, String> {
+    let state = rt.storage.state(rev).map_err(|e| e.to_string())?;
+    if let Some(why) = signature_problem(rt, &state) {
+        return Err(why);
+    }
+    for (key, id) in state.objects() {
+        if !rt.objects.contains(id) {
+            return Err(format!("object {id} of {key} is missing"));
+        }
+        if hashes {
+            rt.objects.verify(id).map_err(|e| format!("{key}: {e}"))?;
+        }
+    }
+    Ok(state)
+}
+
 /// Bytes free for new objects on the storage's file system.
 pub fn free_bytes(path: &std::path::Path) -> u64 {
     nix::sys::statvfs::statvfs(path)
@@ -85,27 +103,6 @@ impl Daemon {
         Ok(json!({"revision": rev}))
     }
 
-    /// Verify a revision can run: it parses, its signatures hold and every
-    /// object is there (and verifies, with update.verify_objects).
-    fn check_revision(&self, rev: &str) -> Result<State, String> {
-        let state = self.rt.storage.state(rev).map_err(|e| e.to_string())?;
-        if let Some(why) = signature_problem(&self.rt, &state) {
-            return Err(why);
-        }
-        for (key, id) in state.objects() {
-            if !self.rt.objects.contains(id) {
-                return Err(format!("object {id} of {key} is missing"));
-            }
-            if self.rt.opts.verify_objects {
-                self.rt
-                    .objects
-                    .verify(id)
-                    .map_err(|e| format!("{key}: {e}"))?;
-            }
-        }
-        Ok(state)
-    }
-
     /// The containers a transition stops: all of them for a reboot, else the
     /// removed and the changed ones.
     fn to_stop(&self, t: &Transition) -> Vec<String> {
@@ -129,7 +126,7 @@ impl Daemon {
         if !self.rt.storage.has_revision(rev) {
             return Err(Refusal::NotFound(format!("no revision {rev}")));
         }
-        let next = self.check_revision(rev).map_err(|e| {
+        let next = check(&self.rt, rev, self.rt.opts.verify_objects).map_err(|e| {
             let r = Refusal::WontGo(e);
             warn!("revision {rev}: {r}");
             let _ = self
