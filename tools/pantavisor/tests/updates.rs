@@ -43,6 +43,8 @@ fn running() -> Gateway {
 /// The running state with the entries of `part` in place of its container's.
 fn with_part(g: &Gateway, name: &str, part: Map<String, Value>) -> Map<String, Value> {
     let mut state = g.step("0");
+    // A signature over all of revision 0 cannot hold for a changed state.
+    state.remove("_sigs/all.json");
     state.retain(|k, _| {
         !k.starts_with(&format!("{name}/")) && !k.starts_with(&format!("_config/{name}/"))
     });
@@ -410,6 +412,9 @@ fn signed_gateway(mode: &str) -> (Gateway, p256::ecdsa::SigningKey) {
         format!("stop.timeout=3\nupdate.commit_delay=1\nupdate.signatures={mode}\n"),
     )
     .unwrap();
+    // Revision 0 is signed too, as the composer signs it with a key: it is
+    // checked at every boot (strict mode refuses an unsigned one).
+    g.edit_state(|state, _| sign_all(state, &key));
     g.start();
     g.wait_status("app2", "STARTED", Duration::from_secs(10));
     (g, key)
@@ -709,4 +714,45 @@ fn a_committed_revision_tampered_on_disk_is_refused_at_boot() {
         g.boot_env()
     );
     assert_eq!(g.stop(), 0);
+}
+
+/// Issue 19, check at boot: in strict mode an unsigned committed revision
+/// does not boot; with no other revision to fall back to, the daemon stops
+/// with the reason instead of running it.
+#[test]
+fn strict_mode_refuses_an_unsigned_committed_revision_at_boot() {
+    let g = gateway_with_device();
+    let config = g.tmp.path().join("pantavisor.config");
+    fs::write(&config, "update.signatures=strict\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pantavisor"))
+        .arg("--storage")
+        .arg(&g.storage)
+        .arg("--ctrl-socket")
+        .arg(&g.socket)
+        .arg("--run-dir")
+        .arg(&g.run_dir)
+        .arg("--cgroup-parent")
+        .arg(&g.cgroup)
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("no revision on storage passes its check at boot"),
+        "{err}"
+    );
+    let p: Value = serde_json::from_slice(
+        &fs::read(g.storage.join("trails/0/.pv/progress")).unwrap_or_default(),
+    )
+    .unwrap_or(Value::Null);
+    assert_eq!(p["status"], "ERROR", "{p}");
+    assert!(
+        p["status-msg"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("Refused at boot: strict mode:"),
+        "{p}"
+    );
 }
