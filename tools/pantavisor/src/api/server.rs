@@ -66,12 +66,17 @@ impl Server {
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
         }
-        let _ = fs::remove_file(path);
-        let unix = UnixListener::bind(path).map_err(|e| Error::io(path, e))?;
-        let socket_inode = fs::metadata(path).map(|m| m.ino()).unwrap_or(0);
-        unix.set_nonblocking(true).map_err(|e| Error::io(path, e))?;
+        // bind(2) makes the file before listen(2) runs: a client connecting
+        // in between is refused. Bind under a temporary name and rename the
+        // listening socket into place, so the path appears ready.
+        let tmp = path.with_extension("new");
+        let _ = fs::remove_file(&tmp);
+        let unix = UnixListener::bind(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        unix.set_nonblocking(true).map_err(|e| Error::io(&tmp, e))?;
         // Containers of any user may talk to the socket.
-        let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o666));
+        let _ = fs::set_permissions(&tmp, fs::Permissions::from_mode(0o666));
+        fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+        let socket_inode = fs::metadata(path).map(|m| m.ino()).unwrap_or(0);
         let epoll =
             Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(|e| Error::sys("epoll", e))?;
         epoll

@@ -224,7 +224,7 @@ impl Gateway {
         let reply = pvctrl::Client::socket(&self.socket)
             .with_timeout(Duration::from_secs(30))
             .call(method, path, body)
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}\ndaemon log:\n{}", self.daemon_log()));
         (reply.status, reply.json())
     }
 
