@@ -722,21 +722,12 @@ fn a_committed_revision_tampered_on_disk_is_refused_at_boot() {
 #[test]
 fn strict_mode_refuses_an_unsigned_committed_revision_at_boot() {
     let g = gateway_with_device();
-    let config = g.tmp.path().join("pantavisor.config");
-    fs::write(&config, "update.signatures=strict\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pantavisor"))
-        .arg("--storage")
-        .arg(&g.storage)
-        .arg("--ctrl-socket")
-        .arg(&g.socket)
-        .arg("--run-dir")
-        .arg(&g.run_dir)
-        .arg("--cgroup-parent")
-        .arg(&g.cgroup)
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .unwrap();
+    fs::write(
+        g.tmp.path().join("pantavisor.config"),
+        "update.signatures=strict\n",
+    )
+    .unwrap();
+    let out = g.daemon_command().output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(

@@ -144,6 +144,23 @@ pub fn gateway_in(manifest: &str, names: &[&str], prepare: impl FnOnce(&Path)) -
 }
 
 impl Gateway {
+    /// The daemon's command line for this gateway (config: `pantavisor.config`
+    /// in its directory).
+    pub fn daemon_command(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_pantavisor"));
+        c.arg("--storage")
+            .arg(&self.storage)
+            .arg("--ctrl-socket")
+            .arg(&self.socket)
+            .arg("--run-dir")
+            .arg(&self.run_dir)
+            .arg("--cgroup-parent")
+            .arg(&self.cgroup)
+            .arg("--config")
+            .arg(self.tmp.path().join("pantavisor.config"));
+        c
+    }
+
     pub fn start(&mut self) {
         let config = self.tmp.path().join("pantavisor.config");
         if !config.exists() {
@@ -156,17 +173,8 @@ impl Gateway {
             .append(true)
             .open(self.tmp.path().join("daemon.out"))
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_pantavisor"))
-            .arg("--storage")
-            .arg(&self.storage)
-            .arg("--ctrl-socket")
-            .arg(&self.socket)
-            .arg("--run-dir")
-            .arg(&self.run_dir)
-            .arg("--cgroup-parent")
-            .arg(&self.cgroup)
-            .arg("--config")
-            .arg(self.tmp.path().join("pantavisor.config"))
+        let child = self
+            .daemon_command()
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
