@@ -61,18 +61,18 @@ impl Ids {
 
 impl Revision {
     /// The containers and groups of `state`, in start order. Containers of
-    /// `keep` with a name in the state are reused as they are (still
-    /// running); the others get a new entry and a new id.
+    /// `keep` with a name in the state are taken as they are (still
+    /// running); the others get a new entry and a new id. On an error
+    /// `keep` is left untouched, so its running containers are not lost.
     pub fn layout(
         name: &str,
         state: State,
         objects: &ObjectStore,
-        mut keep: Vec<Ctr>,
+        keep: &mut Vec<Ctr>,
         ids: &mut Ids,
     ) -> Result<Revision> {
         let (groups_def, _) = state.groups();
         let assignment = state.group_assignment();
-        let mut ctrs = Vec::new();
         let mut groups: Vec<Group> = groups_def
             .iter()
             .map(|g| Group {
@@ -83,19 +83,32 @@ impl Revision {
                 deadline: None,
             })
             .collect();
+        // Everything that can fail comes first: each container's group, and
+        // the new entries.
+        let mut placed = Vec::new();
         for cname in state.containers().keys() {
-            let ctr = match keep.iter().position(|c| c.name == *cname) {
-                Some(k) => keep.swap_remove(k),
-                None => {
-                    let mut c = Ctr::new(cname, &state, objects)?;
-                    c.uid = ids.fresh();
-                    c
-                }
-            };
             let gi = groups
                 .iter()
                 .position(|g| Some(&g.name) == assignment.get(*cname))
                 .ok_or_else(|| Error::container(cname, "its group does not exist"))?;
+            let fresh = match keep.iter().any(|c| c.name == *cname) {
+                true => None,
+                false => Some(Ctr::new(cname, &state, objects)?),
+            };
+            placed.push((*cname, gi, fresh));
+        }
+        let mut ctrs = Vec::new();
+        for (cname, gi, fresh) in placed {
+            let ctr = match fresh {
+                Some(mut c) => {
+                    c.uid = ids.fresh();
+                    c
+                }
+                None => match keep.iter().position(|c| c.name == *cname) {
+                    Some(k) => keep.swap_remove(k),
+                    None => unreachable!("checked above"),
+                },
+            };
             groups[gi].members.push(ctrs.len());
             ctrs.push(ctr);
         }
@@ -225,5 +238,52 @@ impl Revision {
                 })
                 .collect(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn state(group: &str) -> State {
+        let sha = "1".repeat(64);
+        let v = json!({
+            "#spec": "pantavisor-service-system@1",
+            "app/run.json": {"#spec": "service-manifest-run@1", "name": "app", "type": "oci",
+                             "config": "config.json", "root-volume": "root.squashfs",
+                             "storage": {}, "group": group},
+            "app/config.json": {"ociVersion": "1.0.2", "process": {"args": ["/bin/sh"]}},
+            "app/root.squashfs": sha,
+        });
+        State::parse_lenient(&serde_json::to_vec(&v).unwrap())
+            .unwrap()
+            .0
+    }
+
+    /// A revision that cannot be laid out leaves the containers it was
+    /// given to the caller (they still run); a good one takes them.
+    #[test]
+    fn a_failed_layout_leaves_the_kept_containers_to_the_caller() {
+        let tmp = tempfile::tempdir().unwrap();
+        let objects = ObjectStore::open(tmp.path()).unwrap();
+        let mut ids = Ids::default();
+        let mut run =
+            Revision::layout("0", state("app"), &objects, &mut Vec::new(), &mut ids).unwrap();
+        let uid = run.ctrs[0].uid;
+        let mut kept = std::mem::take(&mut run.ctrs);
+        let err = Revision::layout("1", state("nowhere"), &objects, &mut kept, &mut ids);
+        assert!(err.is_err());
+        assert_eq!(kept.len(), 1, "the running container is still the caller's");
+        let again = Revision::layout("2", state("app"), &objects, &mut kept, &mut ids).unwrap();
+        assert!(kept.is_empty());
+        assert_eq!(
+            again.ctrs[0].uid, uid,
+            "the same container, not a new entry"
+        );
+        assert_eq!(
+            again.groups.iter().map(|g| g.members.len()).sum::<usize>(),
+            1
+        );
     }
 }

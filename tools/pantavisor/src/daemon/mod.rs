@@ -139,7 +139,7 @@ impl Daemon {
             rt.opts.mode.as_str()
         );
         let mut ids = Ids::default();
-        let run = Revision::layout(&rev, state, &rt.objects, Vec::new(), &mut ids)?;
+        let run = Revision::layout(&rev, state, &rt.objects, &mut Vec::new(), &mut ids)?;
         // SIGCHLD, SIGTERM and SIGINT arrive through the signalfd only.
         let mut mask = SigSet::empty();
         for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT] {

@@ -267,7 +267,7 @@ impl Daemon {
                 kept.push(c);
             }
         }
-        match Revision::layout(&rev, next, &self.rt.objects, kept, &mut self.ids) {
+        match Revision::layout(&rev, next, &self.rt.objects, &mut kept, &mut self.ids) {
             Ok(mut run) => {
                 for c in &mut run.ctrs {
                     c.stopped_by_user = false;
@@ -277,12 +277,12 @@ impl Daemon {
             }
             Err(e) => {
                 error!("revision {rev}: {e}");
-                // Keep what still runs under the revision it belongs to;
-                // the rollback brings the rest back.
+                // `kept` is intact: the containers still running stay under
+                // the revision they belong to (which laid out before); the
+                // rollback brings the stopped ones back.
                 let current = std::mem::replace(&mut self.run.state, State::new());
                 let name = self.run.name.clone();
-                let kept = std::mem::take(&mut self.run.ctrs);
-                match Revision::layout(&name, current, &self.rt.objects, kept, &mut self.ids) {
+                match Revision::layout(&name, current, &self.rt.objects, &mut kept, &mut self.ids) {
                     Ok(run) => self.run = run,
                     Err(e) => error!("revision {name}: {e}"),
                 }
