@@ -114,6 +114,21 @@ impl BootEnv {
         self.store.reboot_arg(self.try_rev.is_some())
     }
 
+    /// `pv_try = rev`, with the latch `pv_trying = rev` when the try has
+    /// begun (else empty); saved.
+    pub fn set_try(&mut self, rev: &str, latch: bool) -> Result<()> {
+        self.try_rev = Some(rev.to_string());
+        self.trying = latch.then(|| rev.to_string());
+        self.save()
+    }
+
+    /// Nothing pending: `pv_try` and `pv_trying` cleared; saved.
+    pub fn clear_try(&mut self) -> Result<()> {
+        self.try_rev = None;
+        self.trying = None;
+        self.save()
+    }
+
     pub fn save(&self) -> Result<()> {
         let mut vars: Vars = self.store.read().unwrap_or_default();
         vars.insert("pv_rev".into(), self.rev.clone());
@@ -142,6 +157,17 @@ mod tests {
         env.save().unwrap();
         let again = BootEnv::load(tmp.path()).unwrap();
         assert_eq!(again, env);
+        // A pending try without the latch, then nothing pending: both saved.
+        env.set_try("locals/next", false).unwrap();
+        let again = BootEnv::load(tmp.path()).unwrap();
+        assert_eq!(
+            (again.try_rev.as_deref(), again.trying.clone()),
+            (Some("locals/next"), None)
+        );
+        env.clear_try().unwrap();
+        let again = BootEnv::load(tmp.path()).unwrap();
+        assert_eq!((again.try_rev.clone(), again.trying.clone()), (None, None));
+        assert_eq!(again.rev, "0");
         // Pantavisor's uboot.txt is read when there is no pv.env.
         let tmp = tempfile::tempdir().unwrap();
         fs::create_dir_all(tmp.path().join("boot")).unwrap();

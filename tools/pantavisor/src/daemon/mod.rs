@@ -84,14 +84,11 @@ impl Daemon {
                     "Revision was tried and not committed; rolled back",
                     0,
                 );
-                bootenv.try_rev = None;
-                bootenv.trying = None;
-                bootenv.save()?;
+                bootenv.clear_try()?;
             }
             Choice::Try { rev, .. } => {
                 // The latch, before anything of it runs.
-                bootenv.trying = Some(rev.clone());
-                bootenv.save()?;
+                bootenv.set_try(rev, true)?;
                 trying = Some(rev.clone());
             }
             Choice::Committed(_) => {}
@@ -112,9 +109,7 @@ impl Daemon {
                     error!("revision {rev}: {msg}");
                     let _ = rt.storage.set_progress(&rev, "ERROR", &msg, 0);
                     if trying.as_deref() == Some(rev.as_str()) {
-                        bootenv.try_rev = None;
-                        bootenv.trying = None;
-                        bootenv.save()?;
+                        bootenv.clear_try()?;
                         trying = None;
                     }
                 }

@@ -194,9 +194,7 @@ impl Daemon {
         for action in actions {
             match action {
                 Action::Latch { rev, latch } => {
-                    self.bootenv.try_rev = Some(rev.clone());
-                    self.bootenv.trying = latch.then_some(rev);
-                    if let Err(e) = self.bootenv.save() {
+                    if let Err(e) = self.bootenv.set_try(&rev, latch) {
                         self.machine.abort();
                         return Err(Refusal::Failed(e.to_string()));
                     }
@@ -206,8 +204,8 @@ impl Daemon {
                     self.settle();
                 }
                 Action::Settle => self.settle(),
-                Action::Pending { rev } => self.pending(rev),
-                Action::Resume { rev } if rev != self.bootenv.rev => self.pending(rev),
+                Action::Pending { rev } => self.pending(&rev),
+                Action::Resume { rev } if rev != self.bootenv.rev => self.pending(&rev),
                 Action::Resume { .. } => self.settle(),
                 Action::Progress {
                     rev,
@@ -235,18 +233,14 @@ impl Daemon {
     }
 
     /// `rev` runs uncommitted: the next boot tries it.
-    fn pending(&mut self, rev: String) {
-        self.bootenv.try_rev = Some(rev);
-        self.bootenv.trying = None;
-        if let Err(e) = self.bootenv.save() {
+    fn pending(&mut self, rev: &str) {
+        if let Err(e) = self.bootenv.set_try(rev, false) {
             error!("boot environment: {e}");
         }
     }
 
     fn settle(&mut self) {
-        self.bootenv.try_rev = None;
-        self.bootenv.trying = None;
-        if let Err(e) = self.bootenv.save() {
+        if let Err(e) = self.bootenv.clear_try() {
             error!("boot environment: {e}");
         }
     }
