@@ -193,17 +193,23 @@ impl Pvroot {
         out
     }
 
-    /// The update progress of a revision (`trails/<rev>/.pv/progress`).
+    /// `trails/<rev>/.pv/progress`.
+    pub fn progress_path(&self, rev: &str) -> PathBuf {
+        self.trail(rev).join(".pv/progress")
+    }
+
+    /// The update progress of a revision.
     pub fn progress(&self, rev: &str) -> Option<serde_json::Value> {
-        let path = self.trail(rev).join(".pv/progress");
-        serde_json::from_slice(&fs::read(path).ok()?).ok()
+        serde_json::from_slice(&fs::read(self.progress_path(rev)).ok()?).ok()
     }
 
     pub fn set_progress(&self, rev: &str, status: &str, msg: &str, progress: u32) -> Result<()> {
-        let dir = self.trail(rev).join(".pv");
-        fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let path = self.progress_path(rev);
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
         let v = serde_json::json!({"status": status, "status-msg": msg, "progress": progress});
-        crate::store::write_atomic(&dir.join("progress"), v.to_string().as_bytes())
+        crate::store::write_atomic(&path, v.to_string().as_bytes())
     }
 
     pub fn commit_message_path(&self, rev: &str) -> PathBuf {

@@ -272,7 +272,7 @@ fn done_newest_first(rt: &Runtime) -> Vec<String> {
                 .is_some_and(|p| p["status"] == "DONE")
         })
         .map(|r| {
-            let t = std::fs::metadata(rt.storage.trail(&r).join(".pv/progress"))
+            let t = std::fs::metadata(rt.storage.progress_path(&r))
                 .and_then(|m| m.modified())
                 .unwrap_or(std::time::UNIX_EPOCH);
             (t, r)
