@@ -43,23 +43,28 @@ pub fn choose(rev: &str, try_rev: Option<&str>, trying: Option<&str>) -> Choice 
 
 /// The revisions to try booting, in order, when the chosen one fails its
 /// check at boot: the chosen one, the committed one, the revisions that
-/// reached DONE (newest first), and factory revision 0 last.
-pub fn candidates(chosen: &Choice, done_newest_first: &[String]) -> Vec<String> {
+/// reached DONE (`done_newest_first`, asked only if those two fail), and
+/// factory revision 0 last; each once.
+pub fn candidates<'a>(
+    chosen: &'a Choice,
+    done_newest_first: impl FnOnce() -> Vec<String> + 'a,
+) -> impl Iterator<Item = String> + 'a {
     let committed = match chosen {
         Choice::Committed(r) => r,
         Choice::Try { committed, .. } | Choice::TriedBefore { committed, .. } => committed,
     };
-    let mut out: Vec<String> = Vec::new();
-    let all = [chosen.rev(), committed.as_str()]
+    let mut seen: Vec<String> = Vec::new();
+    [chosen.rev().to_string(), committed.clone()]
         .into_iter()
-        .chain(done_newest_first.iter().map(String::as_str))
-        .chain(["0"]);
-    for r in all {
-        if !out.iter().any(|o| o == r) {
-            out.push(r.to_string());
-        }
-    }
-    out
+        .chain(std::iter::once_with(done_newest_first).flatten())
+        .chain(["0".to_string()])
+        .filter(move |r| {
+            let new = !seen.contains(r);
+            if new {
+                seen.push(r.clone());
+            }
+            new
+        })
 }
 
 #[cfg(test)]
@@ -95,13 +100,21 @@ mod tests {
 
     #[test]
     fn fallbacks_go_from_newest_good_to_factory() {
-        let done = ["7".to_string(), "5".to_string(), "3".to_string()];
-        let try_ = choose("7", Some("locals/x"), None);
-        assert_eq!(candidates(&try_, &done), ["locals/x", "7", "5", "3", "0"]);
+        let done = || vec!["7".to_string(), "5".to_string(), "3".to_string()];
+        let all = |c: &Choice| candidates(c, done).collect::<Vec<_>>();
         assert_eq!(
-            candidates(&choose("5", None, None), &done),
-            ["5", "7", "3", "0"]
+            all(&choose("7", Some("locals/x"), None)),
+            ["locals/x", "7", "5", "3", "0"]
         );
-        assert_eq!(candidates(&choose("0", None, None), &[]), ["0"]);
+        assert_eq!(all(&choose("5", None, None)), ["5", "7", "3", "0"]);
+        assert_eq!(
+            candidates(&choose("0", None, None), Vec::new).collect::<Vec<_>>(),
+            ["0"]
+        );
+        // The DONE revisions are looked up only when the first two fail.
+        let c = choose("7", Some("locals/x"), None);
+        let mut lazy = candidates(&c, || panic!("looked up too early"));
+        assert_eq!(lazy.next().as_deref(), Some("locals/x"));
+        assert_eq!(lazy.next().as_deref(), Some("7"));
     }
 }

@@ -98,7 +98,7 @@ impl Daemon {
         // and the next candidate boots: the committed revision, then the
         // newest that reached DONE, then factory revision 0.
         let mut chosen = None;
-        for rev in boot::candidates(&choice, &done_newest_first(&rt)) {
+        for rev in boot::candidates(&choice, || done_newest_first(&rt)) {
             match updates::check(&rt, &rev, rt.opts.boot_verify_objects) {
                 Ok(state) => {
                     chosen = Some((rev, state));
