@@ -228,13 +228,9 @@ impl Server {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(_) => return (None, true),
             };
-            if let Some(up) = client.upload.as_mut() {
-                if let Some(answer) = feed(up, &chunk[..n]) {
+            if client.upload.is_some() {
+                if let Some(answer) = feed(&mut client.upload, &chunk[..n]) {
                     return (Some(answer), false);
-                }
-                if up.remaining == 0 {
-                    let up = client.upload.take();
-                    return (up.map(finish), false);
                 }
                 continue;
             }
@@ -277,22 +273,18 @@ impl Server {
                         .map_err(|_| Refusal::Invalid(format!("\"{sha}\" is not an object id")))?;
                     svc.begin_upload(&id, head.length)
                 });
-                let mut up = match begun {
-                    Ok(writer) => Upload {
+                client.upload = match begun {
+                    Ok(writer) => Some(Upload {
                         writer,
                         remaining: head.length,
-                    },
+                    }),
                     Err(r) => return (Some(status::response(&r)), false),
                 };
                 let body = client.buf.split_off(head.header_len);
                 client.buf.clear();
-                if let Some(answer) = feed(&mut up, &body) {
+                if let Some(answer) = feed(&mut client.upload, &body) {
                     return (Some(answer), false);
                 }
-                if up.remaining == 0 {
-                    return (Some(finish(up)), false);
-                }
-                client.upload = Some(up);
                 continue;
             }
             match http::parse(&client.buf) {
@@ -323,22 +315,25 @@ fn answer(svc: &mut dyn Service, caller: &Caller, req: &http::Request) -> Vec<u8
     }
 }
 
-/// Feed upload bytes; an answer when the write failed.
-fn feed(up: &mut Upload, data: &[u8]) -> Option<Vec<u8>> {
+/// Feed bytes to the upload under way. The answer once it ended: written
+/// in full (its hash checked, the object put in place) or failed; the upload
+/// is then gone (an unfinished one takes its temporary file with it).
+fn feed(upload: &mut Option<Upload>, data: &[u8]) -> Option<Vec<u8>> {
+    let up = upload.as_mut()?;
     let take = (data.len() as u64).min(up.remaining) as usize;
     if let Err(e) = up.writer.write(&data[..take]) {
+        *upload = None;
         return Some(status::response(&object_refusal(e)));
     }
     up.remaining -= take as u64;
-    None
-}
-
-/// The upload is complete: check its hash and put it in place.
-fn finish(up: Upload) -> Vec<u8> {
-    match up.writer.finish() {
+    if up.remaining > 0 {
+        return None;
+    }
+    let up = upload.take()?;
+    Some(match up.writer.finish() {
         Ok((id, _)) => http::response(200, &json!({"object": id.to_string()})),
         Err(e) => status::response(&object_refusal(e)),
-    }
+    })
 }
 
 fn object_refusal(e: pvstate::Error) -> Refusal {
