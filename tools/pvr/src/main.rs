@@ -316,21 +316,13 @@ fn run(cli: Cli) -> Result<()> {
         Command::Status => {
             let repo = Repo::open(&dir)?;
             let (old, new) = (repo.committed()?, repo.working_state(false)?);
-            let keys: BTreeSet<&String> =
-                old.entries().keys().chain(new.entries().keys()).collect();
-            for k in keys {
-                let line = match (old.get(k), new.get(k)) {
-                    (None, Some(_)) => format!("A {k}"),
-                    (Some(_), None) => format!("D {k}"),
-                    (Some(a), Some(b))
-                        if pvstate::canonical::to_vec(&a.to_value())
-                            != pvstate::canonical::to_vec(&b.to_value()) =>
-                    {
-                        format!("C {k}")
-                    }
-                    _ => continue,
+            for k in pvstate::diff::changed_keys(&old, &new) {
+                let mark = match (old.get(k), new.get(k)) {
+                    (None, _) => 'A',
+                    (_, None) => 'D',
+                    _ => 'C',
                 };
-                println!("{line}");
+                println!("{mark} {k}");
             }
             Ok(())
         }
@@ -1167,16 +1159,13 @@ fn deploy(storage: &Path, exports: &[PathBuf]) -> Result<()> {
 fn local_diff(dir: &Path) -> Result<()> {
     let repo = Repo::open(dir)?;
     let (old, new) = (repo.committed()?, repo.working_state(false)?);
-    let keys: BTreeSet<&String> = old.entries().keys().chain(new.entries().keys()).collect();
     let mut out = serde_json::Map::new();
-    for k in keys {
-        let (a, b) = (
-            old.get(k).map(|e| e.to_value()),
-            new.get(k).map(|e| e.to_value()),
+    for k in pvstate::diff::changed_keys(&old, &new) {
+        let value = |s: &State| s.get(k).map(|e| e.to_value());
+        out.insert(
+            k.clone(),
+            json!({"committed": value(&old), "working": value(&new)}),
         );
-        if a != b {
-            out.insert(k.clone(), json!({"committed": a, "working": b}));
-        }
     }
     println!(
         "{}",

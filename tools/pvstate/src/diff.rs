@@ -97,18 +97,23 @@ fn same(a: Option<&Entry>, b: Option<&Entry>) -> bool {
     }
 }
 
+/// The keys whose entries differ between two states (added, removed or
+/// changed, by canonical form), in key order.
+pub fn changed_keys<'a>(old: &'a State, new: &'a State) -> Vec<&'a String> {
+    let keys: BTreeSet<&String> = old.entries().keys().chain(new.entries().keys()).collect();
+    keys.into_iter()
+        .filter(|k| !same(old.get(k), new.get(k)))
+        .collect()
+}
+
 /// Compare two revisions part by part.
 pub fn diff(old: &State, new: &State) -> Diff {
     let old_c: BTreeSet<String> = old.containers().keys().map(|s| s.to_string()).collect();
     let new_c: BTreeSet<String> = new.containers().keys().map(|s| s.to_string()).collect();
     let all: BTreeSet<String> = old_c.union(&new_c).cloned().collect();
-    let keys: BTreeSet<&String> = old.entries().keys().chain(new.entries().keys()).collect();
     let mut out = Diff::default();
     let mut changed: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for key in keys {
-        if same(old.get(key), new.get(key)) {
-            continue;
-        }
+    for key in changed_keys(old, new) {
         match owner(key, &all) {
             Owner::Bsp => out.bsp.push(key.clone()),
             Owner::Root => out.root.push(key.clone()),
