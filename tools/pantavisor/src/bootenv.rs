@@ -12,7 +12,7 @@ use pvstate::layout;
 
 use crate::bootloader::{EnvCopy, EnvStore, GrubEnv, PlainEnv, RpiTryboot, UbootEnv, Vars};
 use crate::config::Bootloader;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 pub struct BootEnv {
     store: Box<dyn EnvStore>,
@@ -82,16 +82,15 @@ pub fn store(spec: &Bootloader, storage: &Path) -> Box<dyn EnvStore> {
     }
 }
 
-/// [`store`] of a setting's text (see [`Bootloader`]'s syntax).
-pub fn store_from_spec(spec: &str, storage: &Path) -> Result<Box<dyn EnvStore>> {
-    let spec: Bootloader = spec.parse().map_err(Error::Other)?;
-    Ok(store(&spec, storage))
-}
-
 impl BootEnv {
+    /// The handshake in the backend `spec` names.
+    pub fn open(spec: &Bootloader, storage: &Path) -> Result<Self> {
+        Self::load_from(store(spec, storage))
+    }
+
     /// The default backend (a plain file on `storage`).
     pub fn load(storage: &Path) -> Result<Self> {
-        Self::load_from(store_from_spec("plain", storage)?)
+        Self::open(&Bootloader::Plain, storage)
     }
 
     pub fn load_from(store: Box<dyn EnvStore>) -> Result<Self> {
@@ -141,6 +140,12 @@ impl BootEnv {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`store`] of a setting's text (see [`Bootloader`]'s syntax).
+    fn store_from_spec(spec: &str, storage: &Path) -> Result<Box<dyn EnvStore>> {
+        let spec: Bootloader = spec.parse().map_err(crate::Error::Other)?;
+        Ok(store(&spec, storage))
+    }
     use std::fs;
 
     #[test]

@@ -348,7 +348,7 @@ fn boot(
     let text = fs::read_to_string(storage.join(&args.config)).unwrap_or_default();
     let opts = make_options(storage, &text)?;
     // The revision's kernel modules and firmware, from its BSP part.
-    let env = crate::bootenv::BootEnv::load_from(crate::bootenv::store(&opts.bootloader, storage))?;
+    let env = crate::bootenv::BootEnv::open(&opts.bootloader, storage)?;
     let rev = crate::boot::choose(&env.rev, env.try_rev.as_deref(), env.trying.as_deref())
         .rev()
         .to_string();

@@ -66,10 +66,7 @@ pub struct Daemon {
 impl Daemon {
     pub fn new(opts: Options) -> Result<Self> {
         let rt = Runtime::new(opts)?;
-        let mut bootenv = BootEnv::load_from(crate::bootenv::store(
-            &rt.opts.bootloader,
-            rt.storage.root(),
-        ))?;
+        let mut bootenv = BootEnv::open(&rt.opts.bootloader, rt.storage.root())?;
         let choice = boot::choose(
             &bootenv.rev,
             bootenv.try_rev.as_deref(),
