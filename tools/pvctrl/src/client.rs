@@ -261,15 +261,6 @@ impl Client {
             }),
         }
     }
-
-    /// `GET /steps/REV/progress`.
-    pub fn progress(&self, rev: &str) -> Result<proto::Progress, Error> {
-        let v = self.json("GET", &format!("/steps/{rev}/progress"), b"")?;
-        serde_json::from_value(v).map_err(|e| Error::Malformed {
-            target: self.target.to_string(),
-            why: format!("progress of {rev}: {e}"),
-        })
-    }
 }
 
 /// Split an HTTP answer into its status and body.

@@ -59,16 +59,6 @@ pub struct Signal {
     pub kind: String,
 }
 
-/// A revision's progress (`GET /steps/REV/progress`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Progress {
-    pub status: String,
-    #[serde(rename = "status-msg", default)]
-    pub message: String,
-    #[serde(default)]
-    pub progress: u32,
-}
-
 /// The error body every failed request carries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
@@ -93,9 +83,6 @@ mod tests {
         let a: ContainerAction = serde_json::from_str(r#"{"action":"kill","signal":15}"#).unwrap();
         assert_eq!((a.action, a.signal), (Action::Kill, Some(15)));
         assert!("reboot".parse::<Action>().is_err());
-        let p: Progress =
-            serde_json::from_str(r#"{"status":"DONE","status-msg":"ok","progress":100}"#).unwrap();
-        assert_eq!(p.status, "DONE");
         assert_eq!(
             serde_json::to_string(&Signal {
                 kind: "ready".into()

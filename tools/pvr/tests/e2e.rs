@@ -3,7 +3,6 @@
 //! object and the JSON cross the socket. Needs root, like the daemon.
 
 use std::fs;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -48,13 +47,9 @@ fn request(sock: &Path, method: &str, path: &str, body: &str) -> (u16, Value) {
 }
 
 fn containers(sock: &Path) -> Vec<Value> {
-    if UnixStream::connect(sock).is_err() {
-        return Vec::new(); // not up yet
-    }
-    request(sock, "GET", "/containers", "")
-        .1
-        .as_array()
-        .cloned()
+    // Nothing while the daemon is not up yet.
+    pvctrl::Client::socket(sock)
+        .containers()
         .unwrap_or_default()
 }
 

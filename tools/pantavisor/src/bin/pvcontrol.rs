@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use pvctrl::proto;
 
 #[derive(Parser)]
 #[command(
@@ -43,29 +44,42 @@ enum Command {
     Buildinfo,
 }
 
+/// A request body of the protocol's types.
+fn json(body: &impl serde::Serialize) -> String {
+    serde_json::to_string(body).unwrap_or_default()
+}
+
 fn main() -> ExitCode {
     // A closed pipe (`pvcontrol containers ls | head -1`) ends it quietly.
     pantavisor::sys::default_sigpipe();
     let cli = Cli::parse();
     let usage = |m: &str| Err(format!("usage: {m}"));
     let call: Result<(&str, String, String), String> = match &cli.command {
-        Command::Containers { action, name } => match (action.as_str(), name) {
-            ("ls", None) => Ok(("GET", "/containers".into(), String::new())),
-            ("stop" | "start" | "restart" | "kill", Some(n)) => Ok((
-                "PUT",
-                format!("/containers/{n}"),
-                format!("{{\"action\":\"{action}\"}}"),
-            )),
-            _ => {
-                usage("pvcontrol containers ls | stop NAME | start NAME | restart NAME | kill NAME")
+        Command::Containers { action, name } => {
+            let containers_usage =
+                "pvcontrol containers ls | stop NAME | start NAME | restart NAME | kill NAME";
+            match (action.as_str(), name) {
+                ("ls", None) => Ok(("GET", "/containers".into(), String::new())),
+                (a, Some(n)) => match a.parse::<proto::Action>() {
+                    Ok(action) => {
+                        let body = proto::ContainerAction {
+                            action,
+                            signal: None,
+                        };
+                        Ok(("PUT", format!("/containers/{n}"), json(&body)))
+                    }
+                    Err(_) => usage(containers_usage),
+                },
+                _ => usage(containers_usage),
             }
-        },
+        }
         Command::Groups { action } if action == "ls" => {
             Ok(("GET", "/groups".into(), String::new()))
         }
         Command::Groups { .. } => usage("pvcontrol groups ls"),
         Command::Signal { kind } => {
-            Ok(("POST", "/signal".into(), format!("{{\"type\":\"{kind}\"}}")))
+            let body = proto::Signal { kind: kind.clone() };
+            Ok(("POST", "/signal".into(), json(&body)))
         }
         Command::Devmeta { action } if action == "ls" => {
             Ok(("GET", "/device-meta".into(), String::new()))

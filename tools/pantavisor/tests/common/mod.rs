@@ -238,13 +238,11 @@ impl Gateway {
 
     /// The container `name` as /containers reports it.
     pub fn container(&self, name: &str) -> Value {
-        let (code, list) = self.request("GET", "/containers", "");
-        assert_eq!(code, 200);
-        list.as_array()
-            .unwrap()
-            .iter()
+        pvctrl::Client::socket(&self.socket)
+            .containers()
+            .unwrap_or_else(|e| panic!("GET /containers: {e}\ndaemon log:\n{}", self.daemon_log()))
+            .into_iter()
             .find(|c| c["name"] == name)
-            .cloned()
             .unwrap_or(Value::Null)
     }
 
