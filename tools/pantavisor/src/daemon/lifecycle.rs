@@ -190,7 +190,7 @@ impl Daemon {
     }
 
     pub(super) fn stop_container(&mut self, i: usize) {
-        let timeout = self.stop_timeout();
+        let timeout = self.rt.opts.stop_timeout;
         let c = &mut self.run.ctrs[i];
         c.restart_at = None;
         if c.is_running() {

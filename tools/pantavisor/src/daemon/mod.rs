@@ -15,7 +15,7 @@ mod updates;
 use std::collections::HashMap;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use nix::sys::signal::{SigSet, Signal};
@@ -250,10 +250,6 @@ impl Daemon {
 
     fn log_token(uid: u64) -> u64 {
         TOKEN_LOG_BASE + uid
-    }
-
-    fn stop_timeout(&self) -> Duration {
-        self.rt.opts.stop_timeout
     }
 }
 
