@@ -56,6 +56,20 @@ pub fn local_revision(name: &str) -> std::result::Result<String, String> {
     }
 }
 
+/// Checks a revision name as the API and the trails accept it: a decimal
+/// number, or `locals/NAME` by [`local_revision`]. Anything else (`..`, a
+/// path, an empty name) is refused, so a name never leaves `trails/`.
+pub fn revision_name(rev: &str) -> std::result::Result<&str, String> {
+    if let Some(name) = rev.strip_prefix("locals/") {
+        return local_revision(name).map(|_| rev);
+    }
+    if !rev.is_empty() && rev.len() < 20 && rev.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(rev)
+    } else {
+        Err(format!("\"{rev}\": a revision is a number or locals/NAME"))
+    }
+}
+
 /// A pvroot at a path.
 #[derive(Debug, Clone)]
 pub struct Pvroot {

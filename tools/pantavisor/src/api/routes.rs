@@ -4,6 +4,8 @@
 use pvctrl::proto::{self, Action, Op};
 use serde_json::Value;
 
+use pvstate::layout;
+
 use super::http::Request;
 use super::Call;
 use crate::error::Refusal;
@@ -35,6 +37,9 @@ fn command(body: &[u8]) -> Result<Call, Refusal> {
             .map_err(|_| Refusal::Invalid(format!("unsupported command {op}")))?,
         None => return Err(Refusal::Invalid("missing \"op\"".into())),
     };
+    if matches!(op, Op::LOCAL_RUN | Op::LOCAL_RUN_COMMIT | Op::TRY_ONCE) {
+        revision(&payload)?;
+    }
     Ok(Call::Command(proto::Command { op, payload }))
 }
 
@@ -65,16 +70,24 @@ fn container_action(name: &str, body: &[u8]) -> Result<Call, Refusal> {
     })
 }
 
+fn revision(rev: &str) -> Result<String, Refusal> {
+    layout::revision_name(rev)
+        .map(str::to_string)
+        .map_err(Refusal::Invalid)
+}
+
 fn steps(method: &str, rest: &str, body: &[u8]) -> Result<Call, Refusal> {
     if let Some(rev) = rest.strip_suffix("/progress") {
+        let rev = revision(rev)?;
         return match method {
-            "GET" => Ok(Call::Progress(rev.into())),
+            "GET" => Ok(Call::Progress(rev)),
             _ => Err(not_allowed(method, &format!("/steps/{rest}"))),
         };
     }
     if let Some(rev) = rest.strip_suffix("/commitmsg") {
+        let rev = revision(rev)?;
         return match method {
-            "PUT" => Ok(Call::CommitMessage(rev.into(), body.to_vec())),
+            "PUT" => Ok(Call::CommitMessage(rev, body.to_vec())),
             _ => Err(Refusal::NotAllowed("PUT a commit message".into())),
         };
     }
@@ -85,7 +98,7 @@ fn steps(method: &str, rest: &str, body: &[u8]) -> Result<Call, Refusal> {
                 "only locals/NAME revisions can be installed here".into(),
             )),
         },
-        "GET" => Ok(Call::Step(rest.into())),
+        "GET" => Ok(Call::Step(revision(rest)?)),
         _ => Err(not_allowed(method, &format!("/steps/{rest}"))),
     }
 }
@@ -220,6 +233,40 @@ mod tests {
             refused("PUT", "/steps/7", "{}"),
             Refusal::Invalid(_)
         ));
+        // A revision name never leaves trails/: `..`, paths and empty names
+        // are refused before the daemon sees them.
+        for path in [
+            "/steps/..",
+            "/steps/../../config",
+            "/steps/locals/../0",
+            "/steps/locals/..",
+            "/steps/0/../1",
+            "/steps/-1",
+        ] {
+            assert!(
+                matches!(refused("GET", path, ""), Refusal::Invalid(_)),
+                "{path}"
+            );
+        }
+        for path in ["/steps/../../etc/progress", "/steps/locals/../x/progress"] {
+            assert!(
+                matches!(refused("GET", path, ""), Refusal::Invalid(_)),
+                "{path}"
+            );
+        }
+        assert!(matches!(
+            refused(
+                "POST",
+                "/commands",
+                r#"{"op":"LOCAL_RUN","payload":"../../tmp/x"}"#
+            ),
+            Refusal::Invalid(_)
+        ));
+        assert!(matches!(
+            refused("PUT", "/steps/../x/commitmsg", "m"),
+            Refusal::Invalid(_)
+        ));
+        assert_eq!(req("GET", "/steps/12", ""), Ok(Call::Step("12".into())));
         assert!(matches!(
             refused("GET", "/user-meta/.hidden", ""),
             Refusal::Invalid(_)
