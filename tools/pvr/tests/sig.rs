@@ -1,5 +1,5 @@
 //! `pvr sig add|up|ls` with the key kinds pvr users have: RSA (RS256), EC
-//! P-384 (ES384) and an x5c chain to a CA, keys from flags or environment;
+//! P-384 (ES384), P-521 (ES512) and an x5c chain to a (P-521, SHA-512) CA, keys from flags or environment;
 //! what we sign also verifies with Python's jwcrypto (ci/test installs it).
 
 use std::fs;
@@ -53,7 +53,8 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
-/// Keys: RSA, P-384, and a CA with a code-signing P-256 leaf (chain.pem = leaf + CA).
+/// Keys: RSA, P-384, P-521, and a P-521 CA with a code-signing P-256 leaf it
+/// signs with SHA-512 (chain.pem = leaf + CA).
 fn keys(d: &Path) {
     openssl(
         d,
@@ -87,12 +88,28 @@ fn keys(d: &Path) {
     openssl(
         d,
         &[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-521",
+            "-out",
+            "p521.key",
+        ],
+    );
+    openssl(
+        d,
+        &["pkey", "-in", "p521.key", "-pubout", "-out", "p521.pub"],
+    );
+    openssl(
+        d,
+        &[
             "req",
             "-x509",
             "-newkey",
             "ec",
             "-pkeyopt",
-            "ec_paramgen_curve:P-384",
+            "ec_paramgen_curve:P-521",
             "-nodes",
             "-keyout",
             "ca.key",
@@ -139,6 +156,7 @@ fn keys(d: &Path) {
             "-CAkey",
             "ca.key",
             "-CAcreateserial",
+            "-sha512",
             "-out",
             "leaf.pem",
             "-days",
@@ -263,11 +281,28 @@ fn rsa_p384_and_x5c_signatures_add_up_and_ls() {
     ));
     assert!(jwcrypto_verifies(&repo, "apps", &p("p384.pub")).contains("alg=ES384"));
 
+    // P-521 (ES512).
+    let out = ok(pvr(
+        &repo,
+        &[
+            "sig",
+            "add",
+            "--raw",
+            "configs",
+            "--include",
+            "*/src.json",
+            "--key",
+            p("p521.key").to_str().unwrap(),
+        ],
+    ));
+    assert!(out.contains("ES512"), "{out}");
+    assert!(jwcrypto_verifies(&repo, "configs", &p("p521.pub")).contains("alg=ES512"));
+
     // sig ls against a trust store of the RSA key, the P-384 key and the CA.
     let trust = p("trust.pem");
     fs::write(
         &trust,
-        ["rsa.pub", "p384.pub", "ca.pem"]
+        ["rsa.pub", "p384.pub", "p521.pub", "ca.pem"]
             .map(|f| fs::read_to_string(p(f)).unwrap())
             .concat(),
     )
@@ -280,6 +315,7 @@ fn rsa_p384_and_x5c_signatures_add_up_and_ls() {
         "_sigs/web.json: verified",
         "_sigs/mqtt.json: verified",
         "_sigs/apps.json: verified",
+        "_sigs/configs.json: verified",
     ] {
         assert!(out.contains(s), "{out}");
     }
@@ -322,12 +358,12 @@ fn rsa_p384_and_x5c_signatures_add_up_and_ls() {
             p("chain.pem").to_str().unwrap(),
         ],
     ));
-    assert_eq!(out.matches("re-signed").count(), 3, "{out}");
+    assert_eq!(out.matches("re-signed").count(), 4, "{out}");
     let out = ok(pvr(
         &repo,
         &["sig", "ls", "--cacerts", trust.to_str().unwrap()],
     ));
-    assert_eq!(out.matches(": verified").count(), 3, "{out}");
+    assert_eq!(out.matches(": verified").count(), 4, "{out}");
 
     // Errors.
     let (code, _, err) = pvr(
@@ -356,7 +392,7 @@ fn rsa_p384_and_x5c_signatures_add_up_and_ls() {
         ],
     );
     assert!(
-        code != 0 && err.contains("not an EC P-256/P-384 or RSA private key"),
+        code != 0 && err.contains("not an EC P-256/P-384/P-521 or RSA private key"),
         "{err}"
     );
     let (code, _, err) = pvr(

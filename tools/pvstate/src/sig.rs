@@ -4,8 +4,8 @@
 //! and whose key is embedded as a JWK that must be in the device's trust
 //! store, or given as an `x5c` certificate chain to a trusted CA (the signing
 //! certificate for code signing). Verification and signing cover RS256 (RSA
-//! keys, pvr's choice for them), ES256 and ES384, with an embedded JWK or an
-//! x5c chain. ES512 is reported as unsupported. Certificate validity dates
+//! keys, pvr's choice for them), ES256, ES384 and ES512, with an embedded JWK
+//! or an x5c chain. Certificate validity dates
 //! are not checked: devices may boot without a clock.
 
 use std::collections::BTreeSet;
@@ -86,6 +86,8 @@ pub fn part_globs(name: &str) -> (Vec<String>, Vec<String>) {
 pub enum TrustedKey {
     P256(VerifyingKey),
     P384(p384::ecdsa::VerifyingKey),
+    /// P-521 (ES512); held as the public key, which compares and prints.
+    P521(p521::PublicKey),
     Rsa(RsaPublicKey),
     Ca(Box<Certificate>),
 }
@@ -97,8 +99,9 @@ fn key_of_spki(der: &[u8]) -> Result<TrustedKey, String> {
     VerifyingKey::from_public_key_der(der)
         .map(TrustedKey::P256)
         .or_else(|_| p384::ecdsa::VerifyingKey::from_public_key_der(der).map(TrustedKey::P384))
+        .or_else(|_| p521::PublicKey::from_public_key_der(der).map(TrustedKey::P521))
         .or_else(|_| RsaPublicKey::from_public_key_der(der).map(TrustedKey::Rsa))
-        .map_err(|_| "certificate key is not EC P-256/P-384 or RSA".to_string())
+        .map_err(|_| "certificate key is not EC P-256/P-384/P-521 or RSA".to_string())
 }
 
 fn cert_key(cert: &Certificate) -> Result<TrustedKey, String> {
@@ -120,11 +123,12 @@ fn signed_by(cert: &Certificate, issuer: &TrustedKey) -> Result<(), String> {
     let bad = || "x5c: a certificate's signature does not verify".to_string();
     use p256::ecdsa::signature::hazmat::PrehashVerifier;
     use sha2::Digest;
-    // ECDSA with SHA-256 or SHA-384, whatever the curve (OpenSSL signs with
-    // SHA-256 by default even with a P-384 CA key).
+    // ECDSA with SHA-256, SHA-384 or SHA-512, whatever the curve (OpenSSL
+    // signs with SHA-256 by default even with a P-384 CA key).
     let prehash = match cert.signature_algorithm.oid.to_string().as_str() {
         "1.2.840.10045.4.3.2" => Some(sha2::Sha256::digest(&tbs).to_vec()),
         "1.2.840.10045.4.3.3" => Some(sha2::Sha384::digest(&tbs).to_vec()),
+        "1.2.840.10045.4.3.4" => Some(sha2::Sha512::digest(&tbs).to_vec()),
         _ => None,
     };
     match (prehash, issuer) {
@@ -135,6 +139,12 @@ fn signed_by(cert: &Certificate, issuer: &TrustedKey) -> Result<(), String> {
             .verify_prehash(
                 &h,
                 &p384::ecdsa::Signature::from_der(sig).map_err(|_| bad())?,
+            )
+            .map_err(|_| bad()),
+        (Some(h), TrustedKey::P521(k)) => p521_verifier(k)?
+            .verify_prehash(
+                &h,
+                &p521::ecdsa::Signature::from_der(sig).map_err(|_| bad())?,
             )
             .map_err(|_| bad()),
         (None, TrustedKey::Rsa(k))
@@ -196,6 +206,10 @@ fn chain_key(x5c: &[Value], trusted: &[TrustedKey]) -> Result<TrustedKey, String
     cert_key(leaf)
 }
 
+fn p521_verifier(k: &p521::PublicKey) -> Result<p521::ecdsa::VerifyingKey, String> {
+    p521::ecdsa::VerifyingKey::from_affine(*k.as_affine()).map_err(|e| format!("P-521 key: {e}"))
+}
+
 impl TrustedKey {
     fn verify(&self, alg: &str, input: &[u8], sig: &[u8]) -> Result<(), String> {
         let mismatch = |_| "the signature does not match the state's content".to_string();
@@ -207,6 +221,10 @@ impl TrustedKey {
             (TrustedKey::P384(k), "ES384") => {
                 let s = p384::ecdsa::Signature::from_slice(sig).map_err(malformed)?;
                 k.verify(input, &s).map_err(mismatch)
+            }
+            (TrustedKey::P521(k), "ES512") => {
+                let s = p521::ecdsa::Signature::from_slice(sig).map_err(malformed)?;
+                p521_verifier(k)?.verify(input, &s).map_err(mismatch)
             }
             (TrustedKey::Rsa(k), "RS256") => {
                 let vk = rsa::pkcs1v15::VerifyingKey::<sha2::Sha256>::new(k.clone());
@@ -236,18 +254,20 @@ fn b64_field(jwk: &Value, c: &str) -> Result<Vec<u8>, String> {
 
 fn key_of_jwk(jwk: &Value) -> Result<TrustedKey, String> {
     match (jwk["kty"].as_str(), jwk["crv"].as_str()) {
-        (Some("EC"), Some(crv @ ("P-256" | "P-384"))) => {
+        (Some("EC"), Some(crv @ ("P-256" | "P-384" | "P-521"))) => {
             let mut sec1 = vec![4u8];
             sec1.extend(b64_field(jwk, "x")?);
             sec1.extend(b64_field(jwk, "y")?);
-            if crv == "P-256" {
-                VerifyingKey::from_sec1_bytes(&sec1)
+            match crv {
+                "P-256" => VerifyingKey::from_sec1_bytes(&sec1)
                     .map(TrustedKey::P256)
-                    .map_err(|e| format!("jwk: {e}"))
-            } else {
-                p384::ecdsa::VerifyingKey::from_sec1_bytes(&sec1)
+                    .map_err(|e| format!("jwk: {e}")),
+                "P-384" => p384::ecdsa::VerifyingKey::from_sec1_bytes(&sec1)
                     .map(TrustedKey::P384)
-                    .map_err(|e| format!("jwk: {e}"))
+                    .map_err(|e| format!("jwk: {e}")),
+                _ => p521::PublicKey::from_sec1_bytes(&sec1)
+                    .map(TrustedKey::P521)
+                    .map_err(|e| format!("jwk: {e}")),
             }
         }
         (Some("RSA"), _) => {
@@ -258,7 +278,7 @@ fn key_of_jwk(jwk: &Value) -> Result<TrustedKey, String> {
                 .map_err(|e| format!("jwk: {e}"))
         }
         (kty, crv) => Err(format!(
-            "jwk: key type {kty:?} {crv:?} is not supported (EC P-256/P-384, RSA)"
+            "jwk: key type {kty:?} {crv:?} is not supported (EC P-256/P-384/P-521, RSA)"
         )),
     }
 }
@@ -283,9 +303,10 @@ pub fn trust_store_from_pem(pem: &str) -> Result<Vec<TrustedKey>, String> {
                 .or_else(|_| {
                     p384::ecdsa::VerifyingKey::from_public_key_pem(&text).map(TrustedKey::P384)
                 })
+                .or_else(|_| p521::PublicKey::from_public_key_pem(&text).map(TrustedKey::P521))
                 .or_else(|_| RsaPublicKey::from_public_key_pem(&text).map(TrustedKey::Rsa))
                 .map_err(|e| {
-                    format!("trust store: not an EC P-256/P-384 or RSA public key: {e}")
+                    format!("trust store: not an EC P-256/P-384/P-521 or RSA public key: {e}")
                 })?;
             keys.push(key);
         }
@@ -305,11 +326,18 @@ pub fn sign(
     sign_with(state, &signer, &[], include, exclude).unwrap_or_else(|_| unreachable!())
 }
 
-/// A private key to sign with: EC P-256 (ES256), EC P-384 (ES384) or RSA (RS256).
+/// A private key to sign with: EC P-256 (ES256), EC P-384 (ES384), EC P-521
+/// (ES512) or RSA (RS256).
+///
+/// ES256, ES384 and RS256 signatures are deterministic (RFC 6979 nonces,
+/// PKCS#1 v1.5), so signing the same state twice gives the same bytes; ES512
+/// signatures take a random nonce (the P-521 implementation has no RFC 6979
+/// yet) and differ from run to run while verifying the same.
 #[derive(Clone)]
 pub enum PrivateKey {
     P256(SigningKey),
     P384(p384::ecdsa::SigningKey),
+    P521(p521::ecdsa::SigningKey),
     Rsa(Box<rsa::RsaPrivateKey>),
 }
 
@@ -325,6 +353,9 @@ impl PrivateKey {
         if let Ok(k) = p384::ecdsa::SigningKey::from_pkcs8_pem(pem) {
             return Ok(PrivateKey::P384(k));
         }
+        if let Ok(k) = p521::SecretKey::from_pkcs8_pem(pem) {
+            return Ok(PrivateKey::P521(p521_signer(&k)?));
+        }
         if let Ok(k) = rsa::RsaPrivateKey::from_pkcs8_pem(pem) {
             return Ok(PrivateKey::Rsa(Box::new(k)));
         }
@@ -334,16 +365,20 @@ impl PrivateKey {
         if let Ok(k) = p384::SecretKey::from_sec1_pem(pem) {
             return Ok(PrivateKey::P384(k.into()));
         }
+        if let Ok(k) = p521::SecretKey::from_sec1_pem(pem) {
+            return Ok(PrivateKey::P521(p521_signer(&k)?));
+        }
         if let Ok(k) = rsa::RsaPrivateKey::from_pkcs1_pem(pem) {
             return Ok(PrivateKey::Rsa(Box::new(k)));
         }
-        Err("not an EC P-256/P-384 or RSA private key in PEM (PKCS#8, SEC1 or PKCS#1)".into())
+        Err("not an EC P-256/P-384/P-521 or RSA private key in PEM (PKCS#8, SEC1 or PKCS#1)".into())
     }
 
     pub fn alg(&self) -> &'static str {
         match self {
             PrivateKey::P256(_) => "ES256",
             PrivateKey::P384(_) => "ES384",
+            PrivateKey::P521(_) => "ES512",
             PrivateKey::Rsa(_) => "RS256",
         }
     }
@@ -353,6 +388,7 @@ impl PrivateKey {
         match self {
             PrivateKey::P256(k) => TrustedKey::P256(*k.verifying_key()),
             PrivateKey::P384(k) => TrustedKey::P384(*k.verifying_key()),
+            PrivateKey::P521(k) => TrustedKey::P521(p521_public(k)),
             PrivateKey::Rsa(k) => TrustedKey::Rsa(k.to_public_key()),
         }
     }
@@ -365,6 +401,15 @@ impl PrivateKey {
                 let p = k.verifying_key().to_encoded_point(false);
                 ec(
                     "P-384",
+                    p.x().map(|x| x.as_slice()).unwrap_or(&[]),
+                    p.y().map(|y| y.as_slice()).unwrap_or(&[]),
+                )
+            }
+            PrivateKey::P521(k) => {
+                use p521::elliptic_curve::sec1::ToEncodedPoint;
+                let p = p521_public(k).to_encoded_point(false);
+                ec(
+                    "P-521",
                     p.x().map(|x| x.as_slice()).unwrap_or(&[]),
                     p.y().map(|y| y.as_slice()).unwrap_or(&[]),
                 )
@@ -390,6 +435,10 @@ impl PrivateKey {
                 let s: p384::ecdsa::Signature = k.sign(input);
                 s.to_bytes().to_vec()
             }
+            PrivateKey::P521(k) => {
+                let s: p521::ecdsa::Signature = k.sign(input);
+                s.to_bytes().to_vec()
+            }
             PrivateKey::Rsa(k) => {
                 use rsa::signature::SignatureEncoding;
                 let sk = rsa::pkcs1v15::SigningKey::<sha2::Sha256>::new((**k).clone());
@@ -397,6 +446,14 @@ impl PrivateKey {
             }
         }
     }
+}
+
+fn p521_signer(k: &p521::SecretKey) -> Result<p521::ecdsa::SigningKey, String> {
+    p521::ecdsa::SigningKey::from_bytes(&k.to_bytes()).map_err(|e| format!("P-521 key: {e}"))
+}
+
+fn p521_public(k: &p521::ecdsa::SigningKey) -> p521::PublicKey {
+    p521::PublicKey::from_secret_scalar(k.as_nonzero_scalar())
 }
 
 /// Sign with any supported key. With `x5c` (DER certificates, the signing
@@ -482,7 +539,7 @@ pub fn verify(
         .and_then(|b| serde_json::from_slice(&b).ok())
         .ok_or("protected header is not base64url JSON")?;
     let alg = header["alg"].as_str().ok_or("no alg")?;
-    if !matches!(alg, "ES256" | "ES384" | "RS256") {
+    if !matches!(alg, "ES256" | "ES384" | "ES512" | "RS256") {
         return Err(format!("algorithm {alg} is not supported by this build"));
     }
     let key = match header["x5c"].as_array() {

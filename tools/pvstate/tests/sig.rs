@@ -397,3 +397,112 @@ fn es384_signatures_with_an_x5c_chain_to_a_trusted_ca() {
     let err = verify(&sign_with("webserver"), &state, &trusted2).unwrap_err();
     assert!(err.contains("not for code signing"), "{err}");
 }
+
+/// Run one of ci/lib's jwcrypto scripts; a missing jwcrypto fails loudly.
+fn jwcrypto(script: &str, args: &[&std::path::Path]) -> (bool, String) {
+    let script = format!("{}/../../ci/lib/{script}", env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !text.contains("No module named 'jwcrypto'"),
+        "install jwcrypto (pip install jwcrypto; ci/test does)"
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn an_es512_signature_made_by_jwcrypto_verifies_and_ours_verify_there() {
+    let mut state = State::parse(GATEWAY.as_bytes()).unwrap();
+    state.remove("_sigs/edge-app.json");
+    let (inc, exc) = part_globs("edge-app");
+    let (_, payload) = pvstate::sig::payload(&state, &inc, &exc);
+    let tmp = tempfile::tempdir().unwrap();
+    let p = |n: &str| tmp.path().join(n);
+    std::fs::write(p("payload"), &payload).unwrap();
+    std::fs::write(
+        p("header.json"),
+        json!({"typ": "PVS", "pvs": {"include": inc, "exclude": exc}}).to_string(),
+    )
+    .unwrap();
+    let (ok, text) = jwcrypto(
+        "jws_sign.py",
+        &[
+            std::path::Path::new("ES512"),
+            std::path::Path::new("P-521"),
+            &p("payload"),
+            &p("header.json"),
+            &p("sig.json"),
+            &p("key.pem"),
+        ],
+    );
+    assert!(ok, "{text}");
+    let doc: pvstate::model::SignatureDoc =
+        serde_json::from_slice(&std::fs::read(p("sig.json")).unwrap()).unwrap();
+    let pem = std::fs::read_to_string(p("key.pem")).unwrap();
+    let trusted = trust_store_from_pem(&pem).unwrap();
+    let covered = verify(&doc, &state, &trusted).unwrap();
+    assert!(covered.contains("edge-app/run.json"), "{covered:?}");
+    // The same signature over a changed state, or under another key: refused.
+    let mut tampered_v = state.to_value();
+    tampered_v["edge-app/run.json"]["group"] = json!("platform");
+    let tampered = State::parse(&serde_json::to_vec(&tampered_v).unwrap()).unwrap();
+    assert!(verify(&doc, &tampered, &trusted).is_err());
+    let other = trust_store_from_pem(
+        &key()
+            .verifying_key()
+            .to_public_key_pem(LineEnding::LF)
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(verify(&doc, &state, &other).is_err());
+
+    // Our ES512 signature, with a P-521 key from openssl's PEM, verifies
+    // here and with jwcrypto; a changed payload does not.
+    let private = std::process::Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-521",
+        ])
+        .output()
+        .expect("openssl (ci/test installs it)");
+    assert!(private.status.success());
+    let key =
+        pvstate::sig::PrivateKey::from_pem(&String::from_utf8(private.stdout).unwrap()).unwrap();
+    assert_eq!(key.alg(), "ES512");
+    let ours = pvstate::sig::sign_with(&state, &key, &[], &inc, &exc).unwrap();
+    let mine = vec![key.public()];
+    assert!(verify(&ours, &state, &mine).is_ok());
+    assert!(verify(&ours, &tampered, &mine).is_err());
+    let pvstate::sig::TrustedKey::P521(public) = key.public() else {
+        panic!("a P-521 key")
+    };
+    std::fs::write(
+        p("ours.pem"),
+        public.to_public_key_pem(LineEnding::LF).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(p("ours.json"), serde_json::to_vec(&ours).unwrap()).unwrap();
+    let (ok, text) = jwcrypto(
+        "jws_verify.py",
+        &[&p("ours.json"), &p("payload"), &p("ours.pem")],
+    );
+    assert!(ok, "{text}");
+    assert!(text.contains("verified: alg=ES512"), "{text}");
+    let mut bytes = payload.clone();
+    let last = bytes.len() - 2;
+    bytes[last] ^= 1;
+    std::fs::write(p("payload"), &bytes).unwrap();
+    let (ok, _) = jwcrypto(
+        "jws_verify.py",
+        &[&p("ours.json"), &p("payload"), &p("ours.pem")],
+    );
+    assert!(!ok, "a changed payload must not verify");
+}
