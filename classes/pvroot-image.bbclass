@@ -20,11 +20,11 @@ PVROOT_CONTAINERS ??= ""
 PVROOT_IMAGE_BSP ??= "core-image-minimal"
 # The initramfs image booted with the BSP kernel (our daemon as /init).
 PVROOT_INITRAMFS ?= "pantavisor-initramfs"
-# Every part is signed with this PEM key (EC P-256, P-384 or RSA); empty: unsigned. The
-# layer's key is a developer key known to everyone: see files/keys/README.md.
+# Every part is signed with this PEM key (EC P-256, P-384, P-521 or RSA); empty: unsigned.
+# The layer's key is a developer key known to everyone: see files/keys/README.md. The
+# keys the device trusts (PVROOT_TRUST) are built into the initramfs by pantavisor-trust,
+# never put on the data partition: set PVROOT_SIGN_KEY and PVROOT_TRUST in local.conf.
 PVROOT_SIGN_KEY ?= "${PANTAVISOR_RS_BASE}/files/keys/dev.key"
-# PEM public keys / CA certificates the device trusts (config/trust/).
-PVROOT_TRUST ?= "${@'${PANTAVISOR_RS_BASE}/files/keys/dev.pub' if d.getVar('PVROOT_SIGN_KEY') == '${PANTAVISOR_RS_BASE}/files/keys/dev.key' else ''}"
 # config/pantavisor.config, space-separated KEY=VALUE.
 PVROOT_CONFIG ?= "update.signatures=${@'strict' if d.getVar('PVROOT_SIGN_KEY') else 'lenient'}"
 # A device.json (groups, disks, volumes); empty: Pantavisor's default groups.
@@ -208,19 +208,14 @@ python do_pvroot() {
         bb.utils.mkdirhier(bootsel)
         with open(os.path.join(bootsel, "autoboot.txt"), "w") as f:
             f.write("[all]\ntryboot_a_b=1\nboot_partition=2\n[tryboot]\nboot_partition=3\n")
-    trust = d.getVar("PVROOT_TRUST").split()
-    if trust:
-        bb.utils.mkdirhier(os.path.join(rootfs, "config", "trust"))
-        for pem in trust:
-            shutil.copy(pem, os.path.join(rootfs, "config", "trust", os.path.basename(pem)))
 }
 addtask pvroot after do_rootfs before do_image
 do_pvroot[fakeroot] = "1"
 do_pvroot[depends] += "pvcompose-native:do_populate_sysroot squashfs-tools-native:do_populate_sysroot \
     virtual/kernel:do_deploy"
 do_pvroot[vardeps] += "PVROOT_CONTAINERS_CORE PVROOT_CONTAINERS PVROOT_IMAGE_BSP PVROOT_INITRAMFS \
-    PVROOT_SIGN_KEY PVROOT_TRUST PVROOT_CONFIG PVROOT_DEVICE_JSON PVROOT_BOOTLOADER PVROOT_RPI_TRYBOOT"
-do_pvroot[file-checksums] += "${@' '.join(p + ':True' for p in (d.getVar('PVROOT_SIGN_KEY') + ' ' + d.getVar('PVROOT_TRUST')).split())}"
+    PVROOT_SIGN_KEY PVROOT_CONFIG PVROOT_DEVICE_JSON PVROOT_BOOTLOADER PVROOT_RPI_TRYBOOT"
+do_pvroot[file-checksums] += "${@' '.join(p + ':True' for p in d.getVar('PVROOT_SIGN_KEY').split())}"
 
 # Raspberry Pi: an SD card with the firmware, kernel and our initramfs on the
 # boot partition and the pvroot as the data partition; PVROOT_RPI_TRYBOOT = "1"

@@ -1,9 +1,9 @@
 SUMMARY = "Initramfs whose /init is the pantavisor-rs daemon"
 DESCRIPTION = "The daemon runs as PID 1: it mounts the data partition and starts the revision. \
-Nothing else is installed: no shell, no init system."
+Nothing else is installed but the trust store (pantavisor-trust): no shell, no init system."
 LICENSE = "MIT"
 
-PACKAGE_INSTALL = "pantavisor-rs-init"
+PACKAGE_INSTALL = "pantavisor-rs-init pantavisor-trust"
 IMAGE_FEATURES = ""
 IMAGE_LINGUAS = ""
 ROOTFS_BOOTSTRAP_INSTALL = ""

@@ -112,9 +112,15 @@ pub struct Options {
     /// `boot.verify_objects` (Pantavisor's `PV_SECUREBOOT_CHECKSUM`, on by
     /// default as there): re-hash the objects of the revision about to boot.
     pub boot_verify_objects: bool,
-    /// `update.signatures`: how strictly pvs@2 signatures are checked
-    /// (trust store: `config/trust/*.pem` on storage).
+    /// `update.signatures`: how strictly pvs@2 signatures are checked.
     pub signatures: pvstate::sig::Mode,
+    /// `secureboot.truststore` (Pantavisor's `PV_SECUREBOOT_TRUSTSTORE`):
+    /// the built-in trust store, `*.pem`/`*.crt` keys and CA certificates.
+    /// Never on the writable storage.
+    pub truststore: PathBuf,
+    /// `secureboot.oem_truststore` (`PV_SECUREBOOT_OEM_TRUSTSTORE`): OEM CA
+    /// certificates, which must chain to the built-in store.
+    pub oem_truststore: PathBuf,
     /// `remote.listen`: serve the control API on this TCP address too (off by default)...
     pub remote_listen: Option<std::net::SocketAddr>,
     /// ...`remote.token`: to callers presenting this bearer token (required with it).
@@ -153,6 +159,8 @@ pub const KEYS: &[&str] = &[
     "update.verify_objects",
     "boot.verify_objects",
     "update.signatures",
+    "secureboot.truststore",
+    "secureboot.oem_truststore",
     "remote.listen",
     "remote.token",
     "bootloader",
@@ -189,7 +197,51 @@ impl Options {
                 Some(v) => v.parse().map_err(|_| format!("{key}={v}: not a number")),
             }
         };
+        // Ours, else Pantavisor's name for the same key.
+        let either = |ours: &str, theirs: &str| value(text, ours).or_else(|| value(text, theirs));
+        let truststore = PathBuf::from(
+            either("secureboot.truststore", "PV_SECUREBOOT_TRUSTSTORE")
+                .unwrap_or_else(|| "/etc/pantavisor/certs".into()),
+        );
+        let oem_truststore = PathBuf::from(
+            either("secureboot.oem_truststore", "PV_SECUREBOOT_OEM_TRUSTSTORE")
+                .unwrap_or_else(|| "/etc/pantavisor/certs/oem".into()),
+        );
+        // Embedded mode reads this text from the writable storage: the
+        // trust store is then the initramfs's, not something it may move.
+        if mode == Mode::Embedded {
+            for key in [
+                "secureboot.truststore",
+                "PV_SECUREBOOT_TRUSTSTORE",
+                "secureboot.oem_truststore",
+                "PV_SECUREBOOT_OEM_TRUSTSTORE",
+            ] {
+                if value(text, key).is_some() {
+                    return Err(format!(
+                        "{key}: the trust store is built into the initramfs; \
+                         the configuration on storage cannot move it"
+                    ));
+                }
+            }
+        }
+        for (key, dir) in [
+            ("secureboot.truststore", &truststore),
+            ("secureboot.oem_truststore", &oem_truststore),
+        ] {
+            if !dir.is_absolute() {
+                return Err(format!("{key}={}: not an absolute path", dir.display()));
+            }
+            let real = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+            if real(dir).starts_with(real(&paths.storage)) {
+                return Err(format!(
+                    "{key}={}: a trust store on the writable storage would trust whatever                      can write there; keep it in the initramfs",
+                    dir.display()
+                ));
+            }
+        }
         Ok(Options {
+            truststore,
+            oem_truststore,
             storage: paths.storage,
             ctrl_socket: paths.ctrl_socket,
             run_dir: paths.run_dir,
@@ -250,8 +302,9 @@ mod tests {
                     update.goals_timeout=7\nupdate.commit_delay=2\nupdate.verify_objects=0\n\
                     boot.verify_objects=0\n\
                     update.signatures=strict\nremote.listen=127.0.0.1:9\nremote.token=t\n\
-                    bootloader=rpi-tryboot:/boot/autoboot.txt\nPV_FACTORY_PKGS=a\n";
-        let o = Options::parse(text, paths(), Mode::Embedded).unwrap();
+                    bootloader=rpi-tryboot:/boot/autoboot.txt\nPV_FACTORY_PKGS=a\n\
+                    secureboot.truststore=/etc/certs\nsecureboot.oem_truststore=/etc/oem\n";
+        let o = Options::parse(text, paths(), Mode::Appengine).unwrap();
         assert_eq!(o.cgroup_parent, "pv");
         assert_eq!(o.log_max_bytes, 10);
         assert_eq!(o.stop_timeout, Duration::from_secs(3));
@@ -269,7 +322,9 @@ mod tests {
                 partitions: (2, 3)
             }
         );
-        assert_eq!(o.mode, Mode::Embedded);
+        assert_eq!(o.truststore, Path::new("/etc/certs"));
+        assert_eq!(o.oem_truststore, Path::new("/etc/oem"));
+        assert_eq!(o.mode, Mode::Appengine);
         // Every key documented in KEYS appears in this test's text.
         for k in KEYS {
             assert!(text.contains(k), "{k}");
@@ -292,9 +347,29 @@ mod tests {
             ("remote.listen=here", "remote.listen=here"),
             ("update.signatures=maybe", "maybe"),
             ("bootloader=lilo", "bootloader=lilo"),
+            ("secureboot.truststore=certs", "not an absolute path"),
+            // A trust store on the storage trusts whatever writes there.
+            ("secureboot.truststore=/s/config/trust", "writable storage"),
+            ("PV_SECUREBOOT_OEM_TRUSTSTORE=/s/oem", "writable storage"),
         ] {
             let e = Options::parse(text, paths(), Mode::Appengine).unwrap_err();
             assert!(e.contains(needle), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_trust_store_is_the_initramfs_one_in_embedded_mode() {
+        let o = Options::parse("", paths(), Mode::Embedded).unwrap();
+        assert_eq!(o.truststore, Path::new("/etc/pantavisor/certs"));
+        assert_eq!(o.oem_truststore, Path::new("/etc/pantavisor/certs/oem"));
+        // The configuration on storage cannot point it elsewhere.
+        for text in [
+            "secureboot.truststore=/tmp/k",
+            "PV_SECUREBOOT_TRUSTSTORE=/tmp/k",
+            "secureboot.oem_truststore=/tmp/k",
+        ] {
+            let e = Options::parse(text, paths(), Mode::Embedded).unwrap_err();
+            assert!(e.contains("built into the initramfs"), "{text}: {e}");
         }
     }
 

@@ -26,6 +26,7 @@ pub mod recovery;
 pub mod revision;
 pub mod runtime;
 pub mod sys;
+pub mod trust;
 pub mod update;
 
 pub use error::{Error, Refusal, Result};

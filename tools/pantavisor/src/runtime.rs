@@ -13,16 +13,20 @@ pub struct Runtime {
     pub opts: Options,
     pub storage: Pvroot,
     pub objects: ObjectStore,
+    /// What signatures must chain to, read once at start.
+    pub trust: pvstate::sig::TrustStore,
 }
 
 impl Runtime {
     pub fn new(opts: Options) -> Result<Self> {
         let storage = Pvroot::open(&opts.storage)?;
         let objects = storage.objects()?;
+        let trust = crate::trust::load(&opts);
         Ok(Runtime {
             opts,
             storage,
             objects,
+            trust,
         })
     }
 

@@ -394,22 +394,28 @@ config:
     assert_eq!(g.stop(), 0);
 }
 
-/// A gateway whose device trusts one P-256 key and checks signatures in `mode`.
-fn signed_gateway(mode: &str) -> (Gateway, p256::ecdsa::SigningKey) {
+fn public_pem(key: &p256::ecdsa::SigningKey) -> String {
     use p256::pkcs8::{EncodePublicKey, LineEnding};
+    key.verifying_key()
+        .to_public_key_pem(LineEnding::LF)
+        .unwrap()
+}
+
+/// A gateway whose device trusts one P-256 key (its built-in trust store,
+/// off the storage) and checks signatures in `mode`.
+fn signed_gateway(mode: &str) -> (Gateway, p256::ecdsa::SigningKey) {
     let key = p256::ecdsa::SigningKey::random(&mut rand_core::OsRng);
     let mut g = gateway_with_device();
-    fs::create_dir_all(g.storage.join("config/trust")).unwrap();
-    fs::write(
-        g.storage.join("config/trust/dev.pem"),
-        key.verifying_key()
-            .to_public_key_pem(LineEnding::LF)
-            .unwrap(),
-    )
-    .unwrap();
+    let trust = g.tmp.path().join("initramfs-certs");
+    fs::create_dir_all(&trust).unwrap();
+    fs::write(trust.join("dev.pem"), public_pem(&key)).unwrap();
     fs::write(
         g.tmp.path().join("pantavisor.config"),
-        format!("stop.timeout=3\nupdate.commit_delay=1\nupdate.signatures={mode}\n"),
+        format!(
+            "stop.timeout=3\nupdate.commit_delay=1\nupdate.signatures={mode}\n\
+             secureboot.truststore={}\n",
+            trust.display()
+        ),
     )
     .unwrap();
     // Revision 0 is signed too, as the composer signs it with a key: it is
@@ -472,6 +478,45 @@ fn strict_mode_refuses_unsigned_and_mismatched_states() {
             .contains("_sigs/all.json: the signature does not match"),
         "{body}"
     );
+    assert_eq!(g.stop(), 0);
+}
+
+#[test]
+fn a_key_dropped_into_storage_config_trust_is_not_trusted() {
+    let (mut g, _) = signed_gateway("strict");
+    // Whoever can write the storage adds their own key and signs with it.
+    let intruder = p256::ecdsa::SigningKey::random(&mut rand_core::OsRng);
+    fs::create_dir_all(g.storage.join("config/trust")).unwrap();
+    fs::write(
+        g.storage.join("config/trust/mine.pem"),
+        public_pem(&intruder),
+    )
+    .unwrap();
+    let part = new_version(&g, "app1", "{group: app}", version_file("x1"));
+    let mut state = with_part(&g, "app1", part);
+    sign_all(&mut state, &intruder);
+    let (code, body) = g.install("intruder", &state);
+    assert_eq!(code, 422, "{body}");
+    assert!(
+        body["Error"]
+            .as_str()
+            .unwrap()
+            .contains("_sigs/all.json: signed with a key the device does not trust"),
+        "{body}"
+    );
+    // Also after a restart (the trust store is read at start), which says
+    // why that directory is ignored.
+    assert_eq!(g.stop(), 0);
+    g.start();
+    g.wait_status("app2", "STARTED", Duration::from_secs(10));
+    assert_eq!(g.install("intruder", &state).0, 422);
+    assert!(
+        g.daemon_log()
+            .contains("is on the writable storage and is no longer trusted"),
+        "{}",
+        g.daemon_log()
+    );
+    assert!(g.daemon_log().contains("trust store: 1 key(s)/CA(s)"));
     assert_eq!(g.stop(), 0);
 }
 

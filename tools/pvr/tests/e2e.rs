@@ -158,9 +158,9 @@ fn setup(extra_config: &str) -> Setup {
     .unwrap();
     // The device trusts the developer key.
     let key = p256::ecdsa::SigningKey::random(&mut rand_core::OsRng);
-    fs::create_dir_all(storage.join("config/trust")).unwrap();
+    fs::create_dir_all(t.join("certs")).unwrap();
     fs::write(
-        storage.join("config/trust/dev.pem"),
+        t.join("certs/dev.pem"),
         key.verifying_key()
             .to_public_key_pem(LineEnding::LF)
             .unwrap(),
@@ -174,7 +174,11 @@ fn setup(extra_config: &str) -> Setup {
     .unwrap();
     fs::write(
         t.join("pv.conf"),
-        format!("stop.timeout=3\nupdate.commit_delay=1\nupdate.signatures=lenient\n{extra_config}"),
+        format!(
+            "stop.timeout=3\nupdate.commit_delay=1\nupdate.signatures=lenient\n\
+             secureboot.truststore={}\n{extra_config}",
+            t.join("certs").display()
+        ),
     )
     .unwrap();
     let sock = t.join("pv-ctrl");
@@ -378,7 +382,7 @@ fn clone_update_sign_post_run() {
     );
 
     // sig ls verifies with the device's trust store and lists what is not covered
-    let trust = t.join("pvroot/config/trust/dev.pem");
+    let trust = t.join("certs/dev.pem");
     let (code, out, err) = pvr(&ws, &["sig", "ls", "--cacerts", trust.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(

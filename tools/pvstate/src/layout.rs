@@ -11,7 +11,7 @@
 //! boot/pv.env                     the plain bootloader environment
 //! config/pantavisor.config        the device's configuration
 //! config/user-meta/<key>          user metadata
-//! config/trust/*.pem              trust store
+//! config/trust/                   no longer read (the trust store is the initramfs's)
 //! factory-pkgs.d/NAME.pvrexport.tgz  optional containers for the first boot
 //! ```
 
@@ -28,6 +28,7 @@ pub const CONFIG_FILE: &str = "config/pantavisor.config";
 pub const PLAIN_BOOT_ENV: &str = "boot/pv.env";
 /// Pantavisor's plain environment file, read when `boot/pv.env` is absent.
 pub const UBOOT_TXT: &str = "boot/uboot.txt";
+/// Where earlier builds kept the trust store; now only reported when found.
 pub const TRUST_DIR: &str = "config/trust";
 pub const USER_META_DIR: &str = "config/user-meta";
 pub const FACTORY_DIR: &str = "factory-pkgs.d";
@@ -165,10 +166,6 @@ impl Pvroot {
 
     pub fn config_file(&self) -> PathBuf {
         self.root.join(CONFIG_FILE)
-    }
-
-    pub fn trust_dir(&self) -> PathBuf {
-        self.root.join(TRUST_DIR)
     }
 
     pub fn user_meta_dir(&self) -> PathBuf {

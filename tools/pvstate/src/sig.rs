@@ -164,6 +164,96 @@ fn signed_by(cert: &Certificate, issuer: &TrustedKey) -> Result<(), String> {
     }
 }
 
+fn is_ca(cert: &Certificate) -> bool {
+    matches!(
+        cert.tbs_certificate
+            .get::<x509_cert::ext::pkix::BasicConstraints>(),
+        Ok(Some((_, bc))) if bc.ca
+    )
+}
+
+/// Whether `cert` is one of the trusted CAs or is signed by one.
+fn anchored(cert: &Certificate, trusted: &[TrustedKey]) -> bool {
+    trusted.iter().any(|t| match t {
+        TrustedKey::Ca(ca) => {
+            **ca == *cert
+                || (ca.tbs_certificate.subject == cert.tbs_certificate.issuer
+                    && cert_key(ca).and_then(|k| signed_by(cert, &k)).is_ok())
+        }
+        _ => false,
+    })
+}
+
+/// What a device trusts: the built-in store (public keys and CA
+/// certificates, from the initramfs) and the OEM's CA certificates, each of
+/// which must chain to a built-in CA. A signature that only an OEM CA
+/// anchors may not cover the BSP (`bsp/…`), as in Pantavisor.
+#[derive(Debug, Clone, Default)]
+pub struct TrustStore {
+    root: Vec<TrustedKey>,
+    oem: Vec<TrustedKey>,
+}
+
+impl TrustStore {
+    pub fn new(root: Vec<TrustedKey>) -> Self {
+        TrustStore {
+            root,
+            oem: Vec::new(),
+        }
+    }
+
+    /// Add the OEM store's entries; those that are not CA certificates
+    /// chaining to a built-in CA are left out, each with the reason.
+    pub fn with_oem(mut self, oem: Vec<TrustedKey>) -> (Self, Vec<String>) {
+        let mut refused = Vec::new();
+        for k in oem {
+            match &k {
+                TrustedKey::Ca(cert) if !is_ca(cert) => refused.push(format!(
+                    "OEM certificate \"{}\" is not a CA certificate (basicConstraints CA:TRUE)",
+                    cert.tbs_certificate.subject
+                )),
+                TrustedKey::Ca(cert) if anchored(cert, &self.root) => self.oem.push(k),
+                TrustedKey::Ca(cert) => refused.push(format!(
+                    "OEM certificate \"{}\" does not chain to a built-in CA",
+                    cert.tbs_certificate.subject
+                )),
+                _ => refused.push(
+                    "OEM trust store: a bare public key cannot chain to a built-in CA".into(),
+                ),
+            }
+        }
+        (self, refused)
+    }
+
+    /// How many keys and certificates: (built-in, OEM).
+    pub fn len(&self) -> (usize, usize) {
+        (self.root.len(), self.oem.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.root.is_empty() && self.oem.is_empty()
+    }
+
+    /// Verify `doc` against the built-in store, else the OEM CAs (and then
+    /// it may not cover `bsp/` keys); the keys it covers.
+    pub fn verify(&self, doc: &SignatureDoc, state: &State) -> Result<BTreeSet<String>, String> {
+        let err = match verify(doc, state, &self.root) {
+            Ok(keys) => return Ok(keys),
+            Err(e) => e,
+        };
+        if self.oem.is_empty() {
+            return Err(err);
+        }
+        let keys = verify(doc, state, &self.oem).map_err(|_| err)?;
+        match keys.iter().find(|k| k.starts_with("bsp/")) {
+            Some(k) => Err(format!(
+                "signed under the OEM trust store, which may not cover the BSP ({k})"
+            )),
+            None => Ok(keys),
+        }
+    }
+}
+
 /// The signing key of an `x5c` chain that leads to a trusted CA; the first
 /// certificate must be for code signing.
 fn chain_key(x5c: &[Value], trusted: &[TrustedKey]) -> Result<TrustedKey, String> {
@@ -192,15 +282,7 @@ fn chain_key(x5c: &[Value], trusted: &[TrustedKey]) -> Result<TrustedKey, String
         signed_by(&pair[0], &cert_key(&pair[1])?)?;
     }
     let last = certs.last().ok_or("x5c: empty chain")?;
-    let anchored = trusted.iter().any(|t| match t {
-        TrustedKey::Ca(ca) => {
-            **ca == *last
-                || (ca.tbs_certificate.subject == last.tbs_certificate.issuer
-                    && cert_key(ca).and_then(|k| signed_by(last, &k)).is_ok())
-        }
-        _ => false,
-    });
-    if !anchored {
+    if !anchored(last, trusted) {
         return Err("x5c: the chain does not lead to a CA the device trusts".into());
     }
     cert_key(leaf)
@@ -587,6 +669,11 @@ pub enum SigError {
 /// Check every signature of `state` under `mode`: (what refuses the state,
 /// what audit mode only reports).
 pub fn check(state: &State, mode: Mode, trusted: &[TrustedKey]) -> (Vec<SigError>, Vec<SigError>) {
+    check_with(state, mode, &TrustStore::new(trusted.to_vec()))
+}
+
+/// [`check`] against a [`TrustStore`] (built-in and OEM).
+pub fn check_with(state: &State, mode: Mode, trust: &TrustStore) -> (Vec<SigError>, Vec<SigError>) {
     if mode == Mode::Disabled {
         return (Vec::new(), Vec::new());
     }
@@ -594,7 +681,7 @@ pub fn check(state: &State, mode: Mode, trusted: &[TrustedKey]) -> (Vec<SigError
     let mut covered = BTreeSet::new();
     for (key, entry) in state.entries() {
         if let Entry::Signature(doc) = entry {
-            match verify(doc, state, trusted) {
+            match trust.verify(doc, state) {
                 Ok(keys) => covered.extend(keys),
                 Err(why) => problems.push(SigError::Signature {
                     key: key.clone(),

@@ -506,3 +506,129 @@ fn an_es512_signature_made_by_jwcrypto_verifies_and_ours_verify_there() {
     );
     assert!(!ok, "a changed payload must not verify");
 }
+
+/// A certificate `name` (new P-256 key) that CA `issuer` signs with `ext`
+/// (openssl extension lines); also `name.der`.
+fn issue(dir: &std::path::Path, issuer: &str, name: &str, ext: &str) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            &format!("/CN={name}"),
+        ],
+    );
+    std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            &format!("{issuer}.pem"),
+            "-CAkey",
+            &format!("{issuer}.key"),
+            "-CAcreateserial",
+            "-out",
+            &format!("{name}.pem"),
+            "-days",
+            "365",
+            "-extfile",
+            &format!("{name}.ext"),
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-in",
+            &format!("{name}.pem"),
+            "-outform",
+            "DER",
+            "-out",
+            &format!("{name}.der"),
+        ],
+    );
+}
+
+#[test]
+fn an_oem_store_chains_to_the_built_in_one_and_may_not_sign_the_bsp() {
+    use pvstate::sig::{check_with, PrivateKey, TrustStore};
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let read = |f: &str| std::fs::read_to_string(d.join(f)).unwrap();
+    // The vendor's root CA (built in), an OEM CA it certifies, a signer the
+    // OEM certifies; and an OEM CA nobody certifies.
+    make_pki(d, "vendor", "vendor-signer", true);
+    let ca_ext = "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign\n";
+    issue(d, "vendor", "oem", ca_ext);
+    issue(d, "oem", "oem-signer", "extendedKeyUsage=codeSigning\n");
+    make_pki(d, "rogue", "rogue-signer", true);
+    issue(d, "vendor", "not-a-ca", "extendedKeyUsage=codeSigning\n");
+
+    let root = TrustStore::new(trust_store_from_pem(&read("vendor.pem")).unwrap());
+    let (trust, refused) = root.clone().with_oem(
+        trust_store_from_pem(&(read("oem.pem") + &read("rogue.pem") + &read("not-a-ca.pem")))
+            .unwrap(),
+    );
+    assert_eq!(trust.len(), (1, 1), "{refused:?}");
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    assert!(refused[0].contains("CN=rogue") && refused[0].contains("does not chain"));
+    assert!(refused[1].contains("CN=not-a-ca") && refused[1].contains("not a CA"));
+
+    let state = State::parse(GATEWAY.as_bytes()).unwrap();
+    let signer = |name: &str| {
+        (
+            PrivateKey::from_pem(&read(&format!("{name}.key"))).unwrap(),
+            vec![std::fs::read(d.join(format!("{name}.der"))).unwrap()],
+        )
+    };
+    let sign = |name: &str, include: &str| {
+        let (key, x5c) = signer(name);
+        pvstate::sig::sign_with(&state, &key, &x5c, &[include.into()], &[]).unwrap()
+    };
+    // The OEM signs an app: it verifies with the OEM store, not without it.
+    let app = sign("oem-signer", "edge-app/**");
+    assert!(trust
+        .verify(&app, &state)
+        .unwrap()
+        .contains("edge-app/run.json"));
+    assert!(root.verify(&app, &state).is_err());
+    // ...but not the BSP, which only the built-in store may anchor.
+    let bsp = sign("oem-signer", "bsp/**");
+    let err = trust.verify(&bsp, &state).unwrap_err();
+    assert!(err.contains("may not cover the BSP (bsp/"), "{err}");
+    assert!(trust
+        .verify(&sign("vendor-signer", "bsp/**"), &state)
+        .is_ok());
+    // The refused OEM CA anchors nothing.
+    assert!(trust
+        .verify(&sign("rogue-signer", "edge-app/**"), &state)
+        .is_err());
+    // check_with reports by signature key.
+    let mut with_sig = state.to_value();
+    with_sig["_sigs/bsp.json"] = serde_json::to_value(&bsp).unwrap();
+    let with_sig = State::parse(&serde_json::to_vec(&with_sig).unwrap()).unwrap();
+    let (refusals, _) = check_with(&with_sig, Mode::Lenient, &trust);
+    let bsp_refusal = refusals
+        .iter()
+        .map(ToString::to_string)
+        .find(|r| r.starts_with("_sigs/bsp.json"))
+        .expect("the OEM-signed BSP is refused");
+    assert!(
+        bsp_refusal.contains("signed under the OEM"),
+        "{bsp_refusal}"
+    );
+}

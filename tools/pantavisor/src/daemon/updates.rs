@@ -18,26 +18,9 @@ use crate::runtime::Runtime;
 use crate::update::machine::{Action, Busy, Kind, Purpose, Request};
 
 /// Check the signatures of `state` under the configured mode against the
-/// trust store on storage; the reason to refuse it.
+/// device's trust store; the reason to refuse it.
 pub(super) fn signature_problem(rt: &Runtime, state: &State) -> Option<String> {
-    let mode = rt.opts.signatures;
-    if mode == pvstate::sig::Mode::Disabled {
-        return None;
-    }
-    let mut pem = String::new();
-    if let Ok(entries) = fs::read_dir(rt.storage.trust_dir()) {
-        for e in entries.flatten() {
-            if e.path().extension().is_some_and(|x| x == "pem") {
-                pem.push_str(&fs::read_to_string(e.path()).unwrap_or_default());
-                pem.push('\n');
-            }
-        }
-    }
-    let trusted = match pvstate::sig::trust_store_from_pem(&pem) {
-        Ok(t) => t,
-        Err(e) => return Some(e),
-    };
-    let (refused, warnings) = pvstate::sig::check(state, mode, &trusted);
+    let (refused, warnings) = pvstate::sig::check_with(state, rt.opts.signatures, &rt.trust);
     for w in warnings {
         warn!("signature (audit): {w}");
     }
