@@ -22,6 +22,7 @@ pub mod sig;
 mod state;
 pub mod store;
 mod validate;
+pub mod verity;
 
 pub use error::{Error, Problem, Problems, Result};
 pub use model::Entry;
