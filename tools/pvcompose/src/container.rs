@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use pvstate::keys::{container_name_problem, path_problem};
 use pvstate::model::{SrcManifest, SPEC_SRC};
-use pvstate::{Completeness, Entry, ObjectStore, Problems, State};
+use pvstate::{Completeness, Entry, ObjectId, ObjectStore, Problems, State};
 use serde_json::{json, Map, Value};
 
 use crate::error::{ComposeError, Result};
@@ -175,6 +175,33 @@ pub fn pack_tree(
     Ok(s)
 }
 
+/// The dm-verity hash tree of object `data` (volume `volume`) as an object
+/// of `store`, and the volume's manifest.
+pub fn verity_tree(
+    store: &ObjectStore,
+    data: &ObjectId,
+    volume: &str,
+) -> Result<(ObjectId, pvstate::verity::Manifest)> {
+    let path = store.path(data);
+    let mut f = std::io::BufReader::with_capacity(
+        1 << 20,
+        fs::File::open(&path).map_err(|e| ComposeError::io(&path, e))?,
+    );
+    let hash_name = format!("{volume}.hash");
+    let (device, manifest) =
+        pvstate::verity::build(&mut f, data.to_string().as_bytes(), volume, &hash_name)
+            .map_err(ComposeError::input)?;
+    let tmp = store.temp_path(&hash_name);
+    fs::write(&tmp, &device).map_err(|e| ComposeError::io(&tmp, e))?;
+    match store.adopt(&tmp) {
+        Ok((id, _)) => Ok((id, manifest)),
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(e.into())
+        }
+    }
+}
+
 /// Compose `job` into `store`; `scratch` is a directory for unpacking
 /// tarballs. Returns the part's state (validated) and the packing numbers.
 pub fn compose(
@@ -209,7 +236,7 @@ pub fn compose(
         )
     };
     // Settings first: a bad setting fails before minutes of compression.
-    let run = job.settings.run_manifest(name)?;
+    let mut run = job.settings.run_manifest(name)?;
     let oci = job.settings.oci_config(name, &rootfs)?;
     let overlay = match &job.config_dir {
         Some(dir) => config_overlay(name, dir, store)?,
@@ -250,6 +277,19 @@ pub fn compose(
     }
 
     let mut state = State::new();
+    if job.settings.dm_verity {
+        let object: ObjectId = stats.object.parse()?;
+        let (hash_id, manifest) = verity_tree(store, &object, "root.squashfs")?;
+        run.root_volume = "dm:root.squashfs".into();
+        state.insert(
+            format!("{name}/{}", manifest.hash_device),
+            Entry::Object(hash_id),
+        );
+        state.insert(
+            pvstate::verity::manifest_key(name, "root.squashfs"),
+            Entry::Json(manifest.to_value()),
+        );
+    }
     state.insert(format!("{name}/run.json"), Entry::Run(Box::new(run)));
     state.insert(format!("{name}/config.json"), Entry::Json(oci));
     state.insert(

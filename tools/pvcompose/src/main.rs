@@ -282,6 +282,10 @@ struct SettingsArgs {
     /// A host device node the container gets (e.g. /dev/ttyS1). Repeatable.
     #[arg(long = "device")]
     devices: Vec<String>,
+    /// Protect the root squashfs with dm-verity: a hash tree object and
+    /// _dm/root.squashfs.json; the device checks each block as it reads it.
+    #[arg(long)]
+    dm_verity: bool,
 }
 
 fn parse_enum<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, String> {
@@ -311,6 +315,7 @@ impl SettingsArgs {
             user: self.user.clone(),
             host_network: self.host_network,
             devices: self.devices.clone(),
+            dm_verity: self.dm_verity,
         }
     }
 }

@@ -60,6 +60,11 @@ pub struct ContainerSettings {
     /// the device when the container starts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub devices: Vec<String>,
+    /// Protect the root squashfs with dm-verity (Pantavisor's `dm:` layout:
+    /// a hash tree object and `_dm/root.squashfs.json`, `root-volume`
+    /// `dm:root.squashfs`): the device checks every block it reads.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dm_verity: bool,
 }
 
 /// A parsed `volumes` entry.
@@ -205,6 +210,7 @@ impl ContainerSettings {
         }
         take_vec!(roles, volumes, exports, env, devices);
         self.host_network |= other.host_network;
+        self.dm_verity |= other.dm_verity;
         self
     }
 

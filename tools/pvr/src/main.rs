@@ -209,6 +209,10 @@ struct AppArgs {
     /// Fixed time stamps (seconds) for a reproducible image; default $SOURCE_DATE_EPOCH.
     #[arg(long)]
     mtime: Option<u64>,
+    /// Protect the root squashfs with dm-verity (Pantavisor's dm: layout:
+    /// root.squashfs.hash and _dm/root.squashfs.json beside it).
+    #[arg(long)]
+    dm_verity: bool,
 }
 
 #[derive(Subcommand)]
@@ -859,6 +863,7 @@ fn build_app(repo: &Repo, args: AppArgs, update: bool, force: bool) -> Result<()
         restart_policy: enum_of(&args.restart_policy)
             .map_err(|e| Error::Usage(format!("--restart-policy: {e}")))?,
         volumes: args.volumes.clone(),
+        dm_verity: args.dm_verity,
         ..Default::default()
     };
     let settings = settings.overlay(flags);

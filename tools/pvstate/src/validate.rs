@@ -64,6 +64,34 @@ impl State {
         }
     }
 
+    /// A `dm:VOLUME` needs its manifest (`DIR/_dm/VOLUME.json`), naming
+    /// VOLUME as its data device and a hash device the container has.
+    fn require_verity(&self, owner_key: &str, dir: &str, volume: &str, p: &mut Vec<Problem>) {
+        let mkey = crate::verity::manifest_key(dir, volume);
+        let Some(entry) = self.get(&mkey) else {
+            p.push(Problem::new(
+                owner_key,
+                format!("root-volume: \"dm:{volume}\" needs its dm-verity manifest \"{mkey}\", which the state does not contain"),
+            ));
+            return;
+        };
+        match crate::verity::Manifest::parse(&entry.to_value()) {
+            Err(why) => p.push(Problem::new(&mkey, why)),
+            Ok(m) => {
+                if m.data_device != volume {
+                    p.push(Problem::new(
+                        &mkey,
+                        format!(
+                            "data_device \"{}\" is not the volume \"{volume}\"",
+                            m.data_device
+                        ),
+                    ));
+                }
+                self.require_file(&mkey, "hash_device", dir, &m.hash_device, p);
+            }
+        }
+    }
+
     fn check_bsp(&self, completeness: Completeness, p: &mut Vec<Problem>) {
         let Some(bsp) = self.bsp() else {
             if completeness == Completeness::Full && !self.contains("bsp/run.json") {
@@ -199,10 +227,13 @@ impl State {
                 )),
                 None => {}
             }
-            let root_volume = run
-                .root_volume
-                .strip_prefix("dm:")
-                .unwrap_or(&run.root_volume);
+            let root_volume = match run.root_volume.strip_prefix("dm:") {
+                Some(v) => {
+                    self.require_verity(&key, dir, v, p);
+                    v
+                }
+                None => &run.root_volume,
+            };
             self.require_file(&key, "root-volume", dir, root_volume, p);
             for v in run.volumes.iter().flatten() {
                 self.require_file(&key, "volumes", dir, v, p);

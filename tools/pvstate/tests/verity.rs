@@ -32,7 +32,15 @@ fn squashfs(dir: &Path) -> std::path::PathBuf {
     let out = Command::new("mksquashfs")
         .arg(&tree)
         .arg(&image)
-        .args(["-noappend", "-quiet", "-no-progress", "-noI", "-noD", "-noF", "-noX"])
+        .args([
+            "-noappend",
+            "-quiet",
+            "-no-progress",
+            "-noI",
+            "-noD",
+            "-noF",
+            "-noX",
+        ])
         .output()
         .expect("mksquashfs (squashfs-tools; ci/test installs it)");
     assert!(out.status.success(), "{out:?}");
