@@ -194,17 +194,43 @@ impl Ctr {
             return Ok(());
         }
         let dir = self.dir(env);
-        let root_key = format!(
-            "{}/{}",
-            self.name,
-            self.run.root_volume.trim_start_matches("dm:")
-        );
-        let id = env
-            .state
-            .get(&root_key)
-            .and_then(Entry::object_id)
-            .ok_or_else(|| Error::container(&self.name, format!("{root_key} is not an object")))?;
-        mounts::mount_squashfs(&env.objects.path(id), &dir.join("root"))?;
+        let object = |file: &str| {
+            let key = format!("{}/{file}", self.name);
+            env.state
+                .get(&key)
+                .and_then(Entry::object_id)
+                .map(|id| env.objects.path(id))
+                .ok_or_else(|| Error::container(&self.name, format!("{key} is not an object")))
+        };
+        match self.run.root_volume.strip_prefix("dm:") {
+            // dm-verity: only ever through the verity device.
+            Some(volume) => {
+                let key = pvstate::verity::manifest_key(&self.name, volume);
+                let manifest = env
+                    .state
+                    .get(&key)
+                    .ok_or_else(|| Error::container(&self.name, format!("no {key}")))
+                    .and_then(|e| {
+                        pvstate::verity::Manifest::parse(&e.to_value())
+                            .map_err(|why| Error::container(&self.name, format!("{key}: {why}")))
+                    })?;
+                mounts::mount_verity(
+                    &crate::dm::verity_name(&self.name, volume),
+                    &object(volume)?,
+                    &object(&manifest.hash_device)?,
+                    &manifest,
+                    &dir.join("root"),
+                    &env.run_dir.join("dm"),
+                )
+                .map_err(|e| Error::container(&self.name, e.to_string()))?;
+                info!(
+                    "{}: root volume dm:{volume} mounted through dm-verity ({})",
+                    self.name,
+                    crate::dm::verity_name(&self.name, volume)
+                );
+            }
+            None => mounts::mount_squashfs(&object(&self.run.root_volume)?, &dir.join("root"))?,
+        }
         self.mounted = true;
         // The _config overlay, written out as files.
         let config_dir = dir.join("config");

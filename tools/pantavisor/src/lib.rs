@@ -17,6 +17,7 @@ pub mod bundle;
 pub mod config;
 pub mod container;
 pub mod daemon;
+pub mod dm;
 pub mod embedded;
 pub mod error;
 pub mod kmod;

@@ -85,6 +85,57 @@ pub fn mount_squashfs(image: &Path, target: &Path) -> Result<()> {
     mounted
 }
 
+/// Mount the squashfs `data` read-only at `target` through a dm-verity
+/// device `name` that checks it against the tree in `hash` and the
+/// manifest's root hash: a block that does not match fails its read. There
+/// is no plain fallback: without device-mapper the mount fails. The device
+/// goes away when unmounted. `nodes` holds device nodes devtmpfs did not make.
+pub fn mount_verity(
+    name: &str,
+    data: &Path,
+    hash: &Path,
+    manifest: &pvstate::verity::Manifest,
+    target: &Path,
+    nodes: &Path,
+) -> Result<()> {
+    ensure_dir(target)?;
+    let sb = crate::dm::superblock(hash)?;
+    let size = fs::metadata(data).map_err(|e| Error::io(data, e))?.len();
+    if sb.data_bytes() > size {
+        return Err(Error::Other(format!(
+            "{}: the hash tree covers {} bytes, the image has {size}",
+            data.display(),
+            sb.data_bytes()
+        )));
+    }
+    let (data_dev, data_handle) = loop_attach(data)?;
+    let (hash_dev, hash_handle) = loop_attach(hash)?;
+    let dev = crate::dm::open_verity(name, &data_dev, &hash_dev, &sb, manifest, nodes)?;
+    // The verity device holds both loop devices now.
+    drop((data_handle, hash_handle));
+    let flags = MsFlags::MS_RDONLY | MsFlags::MS_NODEV | MsFlags::MS_NOSUID;
+    let mounted = mount(
+        Some(&dev.node),
+        target,
+        Some("squashfs"),
+        flags,
+        None::<&str>,
+    )
+    .map_err(|e| {
+        Error::sys(
+            format!(
+                "mount {} (dm-verity {name}) on {}",
+                data.display(),
+                target.display()
+            ),
+            e,
+        )
+    });
+    let removal = dev.remove_when_unused();
+    mounted?;
+    removal
+}
+
 /// Mount an overlay of `lower` (topmost first) with `upper`/`work` at `target`.
 pub fn mount_overlay(lower: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> Result<()> {
     for d in [upper, work, target] {

@@ -115,3 +115,32 @@ pub fn loop_set_status(fd: BorrowedFd, info: &LoopInfo64) -> libc::c_int {
         )
     }
 }
+
+/// Size of the kernel's `struct dm_ioctl` (linux/dm-ioctl.h), the header of
+/// every device-mapper request.
+pub const DM_IOCTL_SIZE: usize = 312;
+
+/// A device-mapper ioctl (`_IOWR(0xfd, cmd, struct dm_ioctl)`) on the
+/// control device with the request in `buf`: a `struct dm_ioctl` (its
+/// `data_size` no larger than `buf`) and what follows it; the kernel writes
+/// its answer back into `buf`. The ioctl's result.
+pub fn dm_ioctl(fd: BorrowedFd, cmd: u8, buf: &mut [u64]) -> libc::c_int {
+    let request: libc::c_ulong =
+        (3 << 30) | ((DM_IOCTL_SIZE as libc::c_ulong) << 16) | (0xfd << 8) | cmd as libc::c_ulong;
+    // The kernel reads and writes data_size bytes (the u32 at offset 12):
+    // never more than the buffer holds.
+    let bytes = buf.len() * 8;
+    let data_size = {
+        let head = buf.get(1).copied().unwrap_or(0);
+        // Offset 12 is the upper half of the second u64 (native endianness).
+        let b = head.to_ne_bytes();
+        u32::from_ne_bytes([b[4], b[5], b[6], b[7]]) as usize
+    };
+    if bytes < DM_IOCTL_SIZE || data_size > bytes || data_size < DM_IOCTL_SIZE {
+        return -1;
+    }
+    // SAFETY: `buf` is 8-byte aligned, at least DM_IOCTL_SIZE bytes and at
+    // least the data_size the header declares, which bounds what the kernel
+    // reads and writes; it outlives the call.
+    unsafe { libc::ioctl(fd.as_raw_fd(), request as _, buf.as_mut_ptr()) }
+}

@@ -104,6 +104,28 @@ impl Manifest {
     }
 }
 
+/// The object keys of `state` that dm-verity protects (each `dm:` root
+/// volume and its hash device): the kernel checks them block by block as
+/// they are read, so hashing them whole before a boot is not needed —
+/// Pantavisor's lazy verification.
+pub fn protected_keys(state: &crate::State) -> std::collections::BTreeSet<String> {
+    let mut keys = std::collections::BTreeSet::new();
+    for (name, run) in state.containers() {
+        let Some(volume) = run.root_volume.strip_prefix("dm:") else {
+            continue;
+        };
+        let Some(m) = state
+            .get(&manifest_key(name, volume))
+            .and_then(|e| Manifest::parse(&e.to_value()).ok())
+        else {
+            continue;
+        };
+        keys.insert(format!("{name}/{volume}"));
+        keys.insert(format!("{name}/{}", m.hash_device));
+    }
+    keys
+}
+
 /// What a hash device's superblock says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Superblock {

@@ -451,3 +451,43 @@ fn accepts_what_pvr_writes_for_data_containers() {
     });
     assert_problem(&p, "os/run.json", "missing field `config`");
 }
+
+#[test]
+fn a_dm_volume_needs_its_verity_manifest_and_hash_device() {
+    let dm = |m: &mut serde_json::Map<String, Value>| {
+        m["edge-app/run.json"]["root-volume"] = json!("dm:root.squashfs");
+    };
+    let p = problems_after(dm);
+    assert_problem(
+        &p,
+        "edge-app/run.json",
+        "needs its dm-verity manifest \"edge-app/_dm/root.squashfs.json\"",
+    );
+    let manifest = json!({
+        "type": "dm-verity", "data_device": "root.squashfs",
+        "hash_device": "root.squashfs.hash", "root_hash": "ab".repeat(32),
+        "salt": "cd".repeat(32), "uuid": "00000000-0000-4000-8000-000000000000"
+    });
+    let p = problems_after(|m| {
+        dm(m);
+        m.insert("edge-app/_dm/root.squashfs.json".into(), manifest.clone());
+    });
+    assert_problem(
+        &p,
+        "edge-app/_dm/root.squashfs.json",
+        "hash_device: refers to \"edge-app/root.squashfs.hash\"",
+    );
+    let p = problems_after(|m| {
+        dm(m);
+        let mut bad = manifest.clone();
+        bad["root_hash"] = json!("xyz");
+        m.insert("edge-app/_dm/root.squashfs.json".into(), bad);
+    });
+    assert_problem(&p, "edge-app/_dm/root.squashfs.json", "root_hash");
+    let p = problems_after(|m| {
+        dm(m);
+        m.insert("edge-app/_dm/root.squashfs.json".into(), manifest.clone());
+        m.insert("edge-app/root.squashfs.hash".into(), json!("0".repeat(64)));
+    });
+    assert!(p.is_empty(), "{p:#?}");
+}

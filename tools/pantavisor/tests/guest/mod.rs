@@ -95,6 +95,9 @@ impl Guest {
         let serial = dir.join(if kvm { "serial-kvm.log" } else { "serial.log" });
         let monitor = dir.join("monitor.sock");
         let _ = fs::remove_file(&monitor);
+        // A console left by an earlier boot would be read as this one's
+        // until QEMU truncates it.
+        let _ = fs::remove_file(&serial);
         let bsp = dir.join("bsp");
         let mut cmd = Command::new("qemu-system-x86_64");
         if kvm {
@@ -128,8 +131,10 @@ impl Guest {
         }
     }
 
+    /// The serial console so far (a kernel or a container may print bytes
+    /// that are not UTF-8: they do not hide the rest).
     pub fn console(&self) -> String {
-        fs::read_to_string(&self.serial).unwrap_or_default()
+        String::from_utf8_lossy(&fs::read(&self.serial).unwrap_or_default()).into_owned()
     }
 
     pub fn wait_for(&mut self, text: &str, within: Duration) -> bool {
