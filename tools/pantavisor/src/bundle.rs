@@ -35,6 +35,10 @@ pub struct BundleInput<'a> {
     pub rootfs: &'a Path,
     /// Volume name (storage key) -> directory on the host.
     pub volumes: &'a [(String, PathBuf)],
+    /// The run.json `volumes` (read-only images), name -> where mounted:
+    /// each appears read-only at `/volumes/NAME` in the container, and a
+    /// config mount may name it as its source too.
+    pub images: &'a [(String, PathBuf)],
     /// cgroup path, e.g. /pantavisor/edge-app.
     pub cgroup: &'a str,
 }
@@ -174,6 +178,7 @@ pub fn spec(input: &BundleInput) -> Result<Value> {
                     let dir = input
                         .volumes
                         .iter()
+                        .chain(input.images)
                         .find(|(k, _)| k == src)
                         .map(|(_, d)| d.clone())
                         .ok_or_else(|| {
@@ -187,6 +192,14 @@ pub fn spec(input: &BundleInput) -> Result<Value> {
             }
         }
         mounts.push(m);
+    }
+    for (name, dir) in input.images {
+        mounts.push(json!({
+            "destination": format!("/volumes/{name}"),
+            "type": "bind",
+            "source": dir,
+            "options": ["rbind", "ro", "nosuid", "nodev"],
+        }));
     }
     spec["mounts"] = json!(mounts);
     let linux = spec["linux"].as_object().cloned().unwrap_or_default();
@@ -255,6 +268,10 @@ mod tests {
             config: &config,
             rootfs: Path::new("/run/pv/app/rootfs"),
             volumes: &vols,
+            images: &[(
+                "data.squashfs".into(),
+                PathBuf::from("/run/pv/app/images/data.squashfs"),
+            )],
             cgroup: "/pantavisor/app",
         })
         .unwrap();
@@ -264,6 +281,12 @@ mod tests {
         assert!(mounts
             .iter()
             .any(|m| m["source"] == "/storage/disks/perm/app/docker--var-lib-app"));
+        // A run.json volume: read-only at /volumes/NAME.
+        assert!(mounts
+            .iter()
+            .any(|m| m["destination"] == "/volumes/data.squashfs"
+                && m["source"] == "/run/pv/app/images/data.squashfs"
+                && m["options"].as_array().unwrap().contains(&json!("ro"))));
         // The control socket is bound by the container's mount, not the spec.
         assert!(!mounts
             .iter()
@@ -294,6 +317,7 @@ mod tests {
                 config: c,
                 rootfs: Path::new("/r"),
                 volumes: &[],
+                images: &[],
                 cgroup: "/p/modbus",
             }
         }
@@ -333,6 +357,7 @@ mod tests {
             config: c,
             rootfs: Path::new("/r"),
             volumes: &[],
+            images: &[],
             cgroup: "/p/a",
         };
         assert!(spec(&input(&base))

@@ -188,12 +188,9 @@ impl Ctr {
         format!("/{}/{}", env.cgroup_parent, self.name)
     }
 
-    /// Mount the root squashfs, the config overlay and the writable layer.
-    pub fn mount(&mut self, env: &Env) -> Result<()> {
-        if self.mounted {
-            return Ok(());
-        }
-        let dir = self.dir(env);
+    /// Mount image `spec` (a file of the container, `dm:FILE` for one
+    /// checked by dm-verity) read-only at `target`.
+    fn mount_image(&self, env: &Env, spec: &str, target: &Path) -> Result<()> {
         let object = |file: &str| {
             let key = format!("{}/{file}", self.name);
             env.state
@@ -202,34 +199,60 @@ impl Ctr {
                 .map(|id| env.objects.path(id))
                 .ok_or_else(|| Error::container(&self.name, format!("{key} is not an object")))
         };
-        match self.run.root_volume.strip_prefix("dm:") {
-            // dm-verity: only ever through the verity device.
-            Some(volume) => {
-                let key = pvstate::verity::manifest_key(&self.name, volume);
-                let manifest = env
-                    .state
-                    .get(&key)
-                    .ok_or_else(|| Error::container(&self.name, format!("no {key}")))
-                    .and_then(|e| {
-                        pvstate::verity::Manifest::parse(&e.to_value())
-                            .map_err(|why| Error::container(&self.name, format!("{key}: {why}")))
-                    })?;
-                mounts::mount_verity(
-                    &crate::dm::verity_name(&self.name, volume),
-                    &object(volume)?,
-                    &object(&manifest.hash_device)?,
-                    &manifest,
-                    &dir.join("root"),
-                    &env.run_dir.join("dm"),
-                )
-                .map_err(|e| Error::container(&self.name, e.to_string()))?;
-                info!(
-                    "{}: root volume dm:{volume} mounted through dm-verity ({})",
-                    self.name,
-                    crate::dm::verity_name(&self.name, volume)
-                );
-            }
-            None => mounts::mount_squashfs(&object(&self.run.root_volume)?, &dir.join("root"))?,
+        let Some(volume) = spec.strip_prefix("dm:") else {
+            return mounts::mount_squashfs(&object(spec)?, target);
+        };
+        // dm-verity: only ever through the verity device.
+        let key = pvstate::verity::manifest_key(&self.name, volume);
+        let manifest = env
+            .state
+            .get(&key)
+            .ok_or_else(|| Error::container(&self.name, format!("no {key}")))
+            .and_then(|e| {
+                pvstate::verity::Manifest::parse(&e.to_value())
+                    .map_err(|why| Error::container(&self.name, format!("{key}: {why}")))
+            })?;
+        let dm_name = crate::dm::verity_name(&self.name, volume);
+        mounts::mount_verity(
+            &dm_name,
+            &object(volume)?,
+            &object(&manifest.hash_device)?,
+            &manifest,
+            target,
+            &env.run_dir.join("dm"),
+        )
+        .map_err(|e| Error::container(&self.name, e.to_string()))?;
+        info!(
+            "{}: volume dm:{volume} mounted through dm-verity ({dm_name})",
+            self.name
+        );
+        Ok(())
+    }
+
+    /// The run.json `volumes` as mounted: (name, directory).
+    fn images(&self, env: &Env) -> Vec<(String, PathBuf)> {
+        self.run
+            .volumes
+            .iter()
+            .flatten()
+            .map(|v| {
+                let name = v.strip_prefix("dm:").unwrap_or(v).to_string();
+                let dir = self.dir(env).join("images").join(&name);
+                (name, dir)
+            })
+            .collect()
+    }
+
+    /// Mount the root squashfs, the config overlay and the writable layer.
+    pub fn mount(&mut self, env: &Env) -> Result<()> {
+        if self.mounted {
+            return Ok(());
+        }
+        let dir = self.dir(env);
+        self.mount_image(env, &self.run.root_volume, &dir.join("root"))?;
+        for image in self.run.volumes.iter().flatten() {
+            let name = image.strip_prefix("dm:").unwrap_or(image);
+            self.mount_image(env, image, &dir.join("images").join(name))?;
         }
         self.mounted = true;
         // The _config overlay, written out as files.
@@ -331,6 +354,7 @@ impl Ctr {
             config: &config,
             rootfs: &rootfs,
             volumes: &volumes,
+            images: &self.images(env),
             cgroup: &cgroup,
         })?;
         let spec_path = bundle_dir.join("config.json");

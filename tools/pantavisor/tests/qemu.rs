@@ -218,7 +218,9 @@ squashfs: {comp: gzip, mtime: 1700000000}
     guest.kill();
     assert!(reached, "the revision did not reach its goals:\n{console}");
     assert!(
-        console.contains("vapp: root volume dm:root.squashfs mounted through dm-verity (pv--dmverity--vapp-root)"),
+        console.contains(
+            "vapp: volume dm:root.squashfs mounted through dm-verity (pv--dmverity--vapp-root)"
+        ),
         "{console}"
     );
     assert!(console.contains("vapp: started"), "{console}");
@@ -260,7 +262,7 @@ squashfs: {comp: gzip, mtime: 1700000000}
     assert!(failed, "{console}");
     assert!(!console.contains("vapp: started"), "{console}");
     assert!(
-        !console.contains("vapp: root volume dm:root.squashfs mounted"),
+        !console.contains("vapp: volume dm:root.squashfs mounted"),
         "{console}"
     );
     let refusal = console

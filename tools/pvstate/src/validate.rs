@@ -66,12 +66,19 @@ impl State {
 
     /// A `dm:VOLUME` needs its manifest (`DIR/_dm/VOLUME.json`), naming
     /// VOLUME as its data device and a hash device the container has.
-    fn require_verity(&self, owner_key: &str, dir: &str, volume: &str, p: &mut Vec<Problem>) {
+    fn require_verity(
+        &self,
+        owner_key: &str,
+        member: &str,
+        dir: &str,
+        volume: &str,
+        p: &mut Vec<Problem>,
+    ) {
         let mkey = crate::verity::manifest_key(dir, volume);
         let Some(entry) = self.get(&mkey) else {
             p.push(Problem::new(
                 owner_key,
-                format!("root-volume: \"dm:{volume}\" needs its dm-verity manifest \"{mkey}\", which the state does not contain"),
+                format!("{member}: \"dm:{volume}\" needs its dm-verity manifest \"{mkey}\", which the state does not contain"),
             ));
             return;
         };
@@ -229,13 +236,20 @@ impl State {
             }
             let root_volume = match run.root_volume.strip_prefix("dm:") {
                 Some(v) => {
-                    self.require_verity(&key, dir, v, p);
+                    self.require_verity(&key, "root-volume", dir, v, p);
                     v
                 }
                 None => &run.root_volume,
             };
             self.require_file(&key, "root-volume", dir, root_volume, p);
             for v in run.volumes.iter().flatten() {
+                let v = match v.strip_prefix("dm:") {
+                    Some(v) => {
+                        self.require_verity(&key, "volumes", dir, v, p);
+                        v
+                    }
+                    None => v,
+                };
                 self.require_file(&key, "volumes", dir, v, p);
             }
             for (path, entry) in &run.storage {

@@ -105,23 +105,23 @@ impl Manifest {
 }
 
 /// The object keys of `state` that dm-verity protects (each `dm:` root
-/// volume and its hash device): the kernel checks them block by block as
+/// volume or run.json volume, and its hash device): the kernel checks them block by block as
 /// they are read, so hashing them whole before a boot is not needed —
 /// Pantavisor's lazy verification.
 pub fn protected_keys(state: &crate::State) -> std::collections::BTreeSet<String> {
     let mut keys = std::collections::BTreeSet::new();
     for (name, run) in state.containers() {
-        let Some(volume) = run.root_volume.strip_prefix("dm:") else {
-            continue;
-        };
-        let Some(m) = state
-            .get(&manifest_key(name, volume))
-            .and_then(|e| Manifest::parse(&e.to_value()).ok())
-        else {
-            continue;
-        };
-        keys.insert(format!("{name}/{volume}"));
-        keys.insert(format!("{name}/{}", m.hash_device));
+        let images = std::iter::once(&run.root_volume).chain(run.volumes.iter().flatten());
+        for volume in images.filter_map(|v| v.strip_prefix("dm:")) {
+            let Some(m) = state
+                .get(&manifest_key(name, volume))
+                .and_then(|e| Manifest::parse(&e.to_value()).ok())
+            else {
+                continue;
+            };
+            keys.insert(format!("{name}/{volume}"));
+            keys.insert(format!("{name}/{}", m.hash_device));
+        }
     }
     keys
 }

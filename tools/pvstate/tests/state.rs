@@ -432,13 +432,13 @@ fn not_json_is_a_clear_error() {
 
 #[test]
 fn accepts_what_pvr_writes_for_data_containers() {
-    // pvr's template leaves out `config` for MOUNTED containers, may prefix
-    // the root volume with `dm:` and writes `built-in` persistence.
+    // pvr's template leaves out `config` for MOUNTED containers and writes
+    // `built-in` persistence. (A `dm:` root volume needs its manifest:
+    // a_dm_volume_needs_its_verity_manifest_and_hash_device.)
     let p = problems_after(|m| {
         let run = m["os/run.json"].as_object_mut().unwrap();
         run.remove("config");
         run.insert("group".into(), json!("data"));
-        run.insert("root-volume".into(), json!("dm:root.squashfs"));
         run.insert(
             "storage".into(),
             json!({"docker--data": {"persistence": "built-in"}}),
