@@ -26,7 +26,9 @@ PVCONTAINER_AUTO_RECOVERY ?= ""
 PVCONTAINER_ROLES ?= ""
 # Space-separated PATH:PERSISTENCE[@DISK], e.g. "/var/lib/mosquitto:permanent".
 PVCONTAINER_VOLUMES ?= ""
-# Space-separated names of the services this container exports.
+# Space-separated names of the services this container exports (run.json
+# "exports"). The pantavisor-rs daemon does not act on exports yet (xconnect)
+# and refuses a state that has them; upstream Pantavisor reads them.
 PVCONTAINER_SERVICES ?= ""
 # The program and its arguments (space-separated; use PVCONTAINER_ARGS_JSON
 # for arguments that contain spaces).

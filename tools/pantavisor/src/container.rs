@@ -249,6 +249,23 @@ impl Ctr {
             return Ok(());
         }
         let dir = self.dir(env);
+        // `boot` volumes on a disk start empty, as their tmpfs would.
+        for (key, entry) in &self.run.storage {
+            let p = entry.persistence.unwrap_or(Persistence::Boot);
+            if matches!(p, Persistence::Boot | Persistence::BuiltIn) {
+                if let Some(d) = crate::support::disk_volume_dir(
+                    env.storage.root(),
+                    env.state,
+                    env.rev,
+                    &self.name,
+                    key,
+                    entry.disk.as_deref(),
+                    p,
+                ) {
+                    let _ = fs::remove_dir_all(&d);
+                }
+            }
+        }
         self.mount_image(env, &self.run.root_volume, &dir.join("root"))?;
         for image in self.run.volumes.iter().flatten() {
             let name = image.strip_prefix("dm:").unwrap_or(image);
@@ -273,17 +290,8 @@ impl Ctr {
             }
             .map_err(|e| Error::io(&dest, e))?;
         }
-        // The writable layer follows lxc-overlay's persistence.
-        let persistence = self
-            .run
-            .storage
-            .get("lxc-overlay")
-            .and_then(|s| s.persistence)
-            .unwrap_or(Persistence::Boot);
-        let layer = match env
-            .storage
-            .volume_dir(env.rev, &self.name, "lxc-overlay", persistence)
-        {
+        // The writable layer follows lxc-overlay's persistence (and disk).
+        let layer = match self.volume_dir(env, "lxc-overlay")? {
             Some(d) => d,
             None => {
                 let t = dir.join("overlay-tmpfs");
@@ -311,16 +319,34 @@ impl Ctr {
         Ok(())
     }
 
+    /// Where storage entry `key` lives: on a device.json directory disk
+    /// (its `disk`, or the default disk), else on storage by persistence;
+    /// `None` for a tmpfs. (A `boot` volume on a disk is emptied by mount.)
+    fn volume_dir(&self, env: &Env, key: &str) -> Result<Option<PathBuf>> {
+        let entry = self.run.storage.get(key);
+        let p = entry
+            .and_then(|e| e.persistence)
+            .unwrap_or(Persistence::Boot);
+        let disk = entry.and_then(|e| e.disk.as_deref());
+        let storage = env.storage.root();
+        if let Some(d) =
+            crate::support::disk_volume_dir(storage, env.state, env.rev, &self.name, key, disk, p)
+        {
+            fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
+            return Ok(Some(d));
+        }
+        Ok(env.storage.volume_dir(env.rev, &self.name, key, p))
+    }
+
     /// Directories of the container's volumes (all storage entries but the
     /// writable layer).
     fn volumes(&self, env: &Env) -> Result<Vec<(String, PathBuf)>> {
         let mut out = Vec::new();
-        for (key, entry) in &self.run.storage {
+        for key in self.run.storage.keys() {
             if key == "lxc-overlay" {
                 continue;
             }
-            let p = entry.persistence.unwrap_or(Persistence::Boot);
-            let dir = match env.storage.volume_dir(env.rev, &self.name, key, p) {
+            let dir = match self.volume_dir(env, key)? {
                 Some(d) => d,
                 None => {
                     let d = self.dir(env).join("volumes").join(key);

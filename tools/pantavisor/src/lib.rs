@@ -26,6 +26,7 @@ pub mod mounts;
 pub mod recovery;
 pub mod revision;
 pub mod runtime;
+pub mod support;
 pub mod sys;
 pub mod trust;
 pub mod update;

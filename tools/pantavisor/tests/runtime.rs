@@ -296,6 +296,103 @@ core: [keeper]
 }
 
 #[test]
+fn run_json_volumes_are_mounted_read_only_at_volumes() {
+    let script = "cat /volumes/data.squashfs/hello; \
+                  touch /volumes/data.squashfs/x 2>/dev/null && echo writable || echo read-only; \
+                  exec sleep 1000";
+    let manifest = format!(
+        r#"
+containers:
+  reader: {{rootfs: rootfs/reader, group: app, args: [/bin/sh, -c, "{script}"]}}
+core: [reader]
+"#
+    );
+    let g = gateway_with_groups(&manifest, &["reader"], 10);
+    // An extra image for the container, as a pvr template would add it.
+    g.edit_state(|state, objects| {
+        let tree = g.tmp.path().join("data-tree");
+        fs::create_dir_all(&tree).unwrap();
+        fs::write(tree.join("hello"), "hello from an extra volume\n").unwrap();
+        let image = g.tmp.path().join("data.squashfs");
+        let out = std::process::Command::new("mksquashfs")
+            .arg(&tree)
+            .arg(&image)
+            .args(["-noappend", "-quiet", "-no-progress"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let store = pvstate::ObjectStore::open(objects).unwrap();
+        let (id, _) = store.adopt(&image).unwrap();
+        state.insert(
+            "reader/data.squashfs".into(),
+            serde_json::json!(id.to_string()),
+        );
+        state["reader/run.json"]["volumes"] = serde_json::json!(["data.squashfs"]);
+    });
+    let mut g = g;
+    g.start();
+    let log = wait_for(Duration::from_secs(10), || {
+        let log = g.container_log("reader");
+        log.contains("read-only").then_some(log)
+    })
+    .unwrap_or_else(|| panic!("{}\n{}", g.container_log("reader"), g.daemon_log()));
+    assert!(log.contains("hello from an extra volume"), "{log}");
+    assert!(!log.contains("writable"), "{log}");
+    assert_eq!(g.stop(), 0);
+}
+
+#[test]
+fn volumes_on_a_directory_disk_live_under_it() {
+    let script =
+        "cat /data/f 2>/dev/null || echo no-data; cat /tmp2/f 2>/dev/null || echo no-tmp; \
+                  date > /data/f; date > /tmp2/f; echo written; exec sleep 1000";
+    let manifest = format!(
+        r#"device: device.json
+containers:
+  keeper: {{rootfs: rootfs/keeper, group: app, volumes: ["/data:permanent@big", "/tmp2:boot@big"], args: [/bin/sh, -c, "{script}"]}}
+core: [keeper]
+"#
+    );
+    let mut g = gateway_in(&manifest, &["keeper"], |dir| {
+        let mut device: serde_json::Value =
+            serde_json::from_str(&DEVICE.replace("TIMEOUT", "10")).unwrap();
+        // Pantavisor's bind-mount backend: a volume-disk without provision.
+        device["disks"] = serde_json::json!([
+            {"name": "bulk", "aliases": ["big"], "type": "volume-disk"}
+        ]);
+        fs::write(dir.join("device.json"), device.to_string()).unwrap();
+    });
+    g.start();
+    wait_for(Duration::from_secs(10), || {
+        g.container_log("keeper").contains("written").then_some(())
+    })
+    .unwrap_or_else(|| panic!("{}", g.daemon_log()));
+    assert_eq!(g.stop(), 0);
+    let disk = g.storage.join("pv/volume-disk/bulk");
+    let perm = disk.join("perm/keeper/docker--data/f");
+    assert!(perm.is_file(), "the permanent volume is on the disk");
+    assert!(disk.join("boot/keeper/docker--tmp2/f").is_file());
+    assert!(!g.storage.join("disks/perm/keeper/docker--data").exists());
+    let written = fs::read_to_string(&perm).unwrap();
+    g.start();
+    wait_for(Duration::from_secs(10), || {
+        (g.container_log("keeper").matches("written").count() == 2).then_some(())
+    })
+    .expect("second run");
+    assert_eq!(g.stop(), 0);
+    let log = g.container_log("keeper");
+    let second = &log[log.find("written").unwrap() + "written".len()..];
+    assert!(
+        second.contains(written.trim()),
+        "permanent data kept: {second}"
+    );
+    assert!(
+        second.contains("no-tmp"),
+        "a boot volume starts empty: {second}"
+    );
+}
+
+#[test]
 fn sigterm_leaves_no_mount_process_or_cgroup() {
     let manifest = r#"
 containers:

@@ -521,6 +521,48 @@ fn a_key_dropped_into_storage_config_trust_is_not_trusted() {
 }
 
 #[test]
+fn an_update_asking_for_what_the_daemon_does_not_do_is_wontgo_by_name() {
+    let mut g = running();
+    let part = new_version(&g, "app1", "{group: app}", version_file("u1"));
+    let mut state = with_part(&g, "app1", part);
+    state.get_mut("app1/run.json").unwrap()["logs"] =
+        serde_json::json!([{"file": "/var/log/app.log"}]);
+    state.get_mut("app1/run.json").unwrap()["drivers"] = serde_json::json!({"required": ["wifi"]});
+    let (code, body) = g.install("unsupported", &state);
+    assert_eq!(code, 422, "{body}");
+    let why = body["Error"].as_str().unwrap();
+    assert!(
+        why.starts_with("WONTGO: not supported by this daemon:"),
+        "{why}"
+    );
+    assert!(
+        why.contains("app1/run.json: logs: container loggers"),
+        "{why}"
+    );
+    assert!(
+        why.contains("app1/run.json: drivers: managed drivers"),
+        "{why}"
+    );
+    // The same written to storage behind the API's back: LOCAL_RUN refuses it.
+    let rev = "locals/behind";
+    let dir = g.storage.join("trails").join(rev).join(".pvr");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(
+        dir.join("json"),
+        serde_json::to_vec(&serde_json::Value::Object(state)).unwrap(),
+    )
+    .unwrap();
+    let (code, body) = g.command("LOCAL_RUN", rev);
+    assert_eq!(code, 422, "{body}");
+    assert!(
+        body.to_string().contains("drivers: managed drivers"),
+        "{body}"
+    );
+    assert_eq!(g.progress(rev)["status"], "WONTGO");
+    assert_eq!(g.stop(), 0);
+}
+
+#[test]
 fn lenient_mode_accepts_unsigned_parts() {
     let (mut g, key) = signed_gateway("lenient");
     let part = new_version(&g, "app1", "{group: app}", version_file("l1"));

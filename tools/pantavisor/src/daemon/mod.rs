@@ -130,6 +130,11 @@ impl Daemon {
             state.containers().len(),
             rt.opts.mode.as_str()
         );
+        // Booted as it is (there may be nothing better to run), but nothing
+        // it asks for goes unsaid: an update with these members is WONTGO.
+        for what in crate::support::unsupported(&state) {
+            error!("revision {rev}: not supported by this daemon, not acted on: {what}");
+        }
         let mut ids = Ids::default();
         let run = Revision::layout(&rev, state, &rt.objects, &mut Vec::new(), &mut ids)?;
         // SIGCHLD, SIGTERM and SIGINT arrive through the signalfd only.

@@ -53,6 +53,13 @@ pub(super) fn check(rt: &Runtime, rev: &str, hashes: bool) -> Result<State, Stri
     Ok(state)
 }
 
+/// What of `state` this daemon would not act on, as one refusal naming
+/// every member (see [`crate::support`]).
+pub(super) fn unsupported(state: &State) -> Option<String> {
+    let list = crate::support::unsupported(state);
+    (!list.is_empty()).then(|| format!("not supported by this daemon: {}", list.join("; ")))
+}
+
 /// Bytes free for new objects on the storage's file system.
 pub fn free_bytes(path: &std::path::Path) -> u64 {
     nix::sys::statvfs::statvfs(path)
@@ -66,6 +73,9 @@ impl Daemon {
         let rev = pvstate::layout::local_revision(name).map_err(Refusal::Invalid)?;
         let state = State::parse(body).map_err(|e| Refusal::WontGo(e.to_string()))?;
         if let Some(why) = signature_problem(&self.rt, &state) {
+            return Err(Refusal::WontGo(why));
+        }
+        if let Some(why) = unsupported(&state) {
             return Err(Refusal::WontGo(why));
         }
         let missing: Vec<String> = state
@@ -111,15 +121,20 @@ impl Daemon {
         if !self.rt.storage.has_revision(rev) {
             return Err(Refusal::NotFound(format!("no revision {rev}")));
         }
-        let next = check(&self.rt, rev, self.rt.opts.verify_objects).map_err(|e| {
-            let r = Refusal::WontGo(e);
-            warn!("revision {rev}: {r}");
-            let _ = self
-                .rt
-                .storage
-                .set_progress(rev, "WONTGO", &r.to_string(), 0);
-            r
-        })?;
+        let next = check(&self.rt, rev, self.rt.opts.verify_objects)
+            .and_then(|s| match unsupported(&s) {
+                Some(why) => Err(why),
+                None => Ok(s),
+            })
+            .map_err(|e| {
+                let r = Refusal::WontGo(e);
+                warn!("revision {rev}: {r}");
+                let _ = self
+                    .rt
+                    .storage
+                    .set_progress(rev, "WONTGO", &r.to_string(), 0);
+                r
+            })?;
         let (diff, t) = plan(&self.run.state, &next);
         let stop = self.to_stop(&t);
         info!(
