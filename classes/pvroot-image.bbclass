@@ -25,8 +25,11 @@ PVROOT_INITRAMFS ?= "pantavisor-initramfs"
 # keys the device trusts (PVROOT_TRUST) are built into the initramfs by pantavisor-trust,
 # never put on the data partition: set PVROOT_SIGN_KEY and PVROOT_TRUST in local.conf.
 PVROOT_SIGN_KEY ?= "${PANTAVISOR_RS_BASE}/files/keys/dev.key"
-# config/pantavisor.config, space-separated KEY=VALUE.
-PVROOT_CONFIG ?= "update.signatures=${@'strict' if d.getVar('PVROOT_SIGN_KEY') else 'lenient'}"
+# config/pantavisor.config on the data partition (the "storage config" level),
+# space-separated KEY=VALUE. Keys that guard the device (update.signatures,
+# boot.verify_objects, the trust stores) are not taken from there: they go to
+# the initramfs with PVROOT_INITRAMFS_CONFIG (recipe pantavisor-trust).
+PVROOT_CONFIG ?= ""
 # A device.json (groups, disks, volumes); empty: Pantavisor's default groups.
 PVROOT_DEVICE_JSON ?= ""
 # plain (boot/pv.env read by our initramfs), uboot (boot/uboot.txt) or

@@ -1,9 +1,10 @@
 # nooelint: oelint.var.mandatoryvar.SRC_URI - the keys are files named by PVROOT_TRUST (local.conf), checksummed by do_install
-SUMMARY = "The device's built-in trust store for pvs@2 signatures"
+SUMMARY = "The device's built-in trust store and security configuration"
 DESCRIPTION = "Installs the PEM public keys and CA certificates of PVROOT_TRUST into \
 /etc/pantavisor/certs of the initramfs, where the daemon reads its trust store \
 (secureboot.truststore), and those of PVROOT_OEM_TRUST into /etc/pantavisor/certs/oem \
-(OEM CA certificates, which must chain to a built-in CA). Nothing on the writable data \
+(OEM CA certificates, which must chain to a built-in CA), and PVROOT_INITRAMFS_CONFIG into \
+/etc/pantavisor.config (the keys that guard the device). Nothing on the writable data \
 partition is trusted by itself. Set both in local.conf or a kas file, not in an image \
 recipe: this recipe is built on its own."
 HOMEPAGE = "https://github.com/meta-pantavisor-rs/meta-pantavisor-rs"
@@ -15,6 +16,10 @@ LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/MIT;md5=0835ade698e0bcf8506ecda
 PVROOT_SIGN_KEY ??= "${PANTAVISOR_RS_BASE}/files/keys/dev.key"
 PVROOT_TRUST ??= "${@'${PANTAVISOR_RS_BASE}/files/keys/dev.pub' if d.getVar('PVROOT_SIGN_KEY') == '${PANTAVISOR_RS_BASE}/files/keys/dev.key' else ''}"
 PVROOT_OEM_TRUST ??= ""
+# /etc/pantavisor.config in the initramfs (the "pv.conf" level), space-separated
+# KEY=VALUE: where the keys that guard the device are set. Strict signature
+# checks whenever the parts are signed.
+PVROOT_INITRAMFS_CONFIG ??= "update.signatures=${@'strict' if d.getVar('PVROOT_SIGN_KEY') else 'lenient'}"
 
 inherit allarch
 
@@ -42,8 +47,18 @@ python do_install() {
             names.add(name)
             shutil.copy(pem, os.path.join(dest, name))
             os.chmod(os.path.join(dest, name), 0o644)
+    lines = []
+    for item in (d.getVar("PVROOT_INITRAMFS_CONFIG") or "").split():
+        if "=" not in item:
+            bb.fatal("PVROOT_INITRAMFS_CONFIG entry \"%s\" is not KEY=VALUE" % item)
+        lines.append(item + "\n")
+    conf = d.getVar("D") + d.getVar("sysconfdir") + "/pantavisor.config"
+    with open(conf, "w") as f:
+        f.write("# The initramfs's configuration (pv.conf level), from PVROOT_INITRAMFS_CONFIG.\n")
+        f.writelines(lines)
+    os.chmod(conf, 0o644)
 }
-do_install[vardeps] += "PVROOT_TRUST PVROOT_OEM_TRUST"
+do_install[vardeps] += "PVROOT_TRUST PVROOT_OEM_TRUST PVROOT_INITRAMFS_CONFIG PVROOT_SIGN_KEY"
 do_install[file-checksums] += "${@' '.join(p + ':True' for p in (d.getVar('PVROOT_TRUST') + ' ' + d.getVar('PVROOT_OEM_TRUST')).split())}"
 
-FILES:${PN} = "${sysconfdir}/pantavisor/certs"
+FILES:${PN} = "${sysconfdir}/pantavisor/certs ${sysconfdir}/pantavisor.config"

@@ -9,6 +9,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::settings::{Level, Settings};
+
 /// Where the boot handshake lives (relative paths are on storage).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Bootloader {
@@ -129,6 +131,8 @@ pub struct Options {
     pub bootloader: Bootloader,
     /// How the daemon was started: it decides what a reboot is.
     pub mode: Mode,
+    /// Every key's value and origin, and what was not used (`GET /config`).
+    pub settings: Settings,
 }
 
 /// Embedded: PID 1, reboot transitions, REBOOT_DEVICE and a crashed
@@ -149,23 +153,11 @@ impl Mode {
     }
 }
 
-/// Every key [`Options::parse`] reads, for `--help` and the docs.
-pub const KEYS: &[&str] = &[
-    "cgroup.parent",
-    "log.maxsize",
-    "stop.timeout",
-    "update.goals_timeout",
-    "update.commit_delay",
-    "update.verify_objects",
-    "boot.verify_objects",
-    "update.signatures",
-    "secureboot.truststore",
-    "secureboot.oem_truststore",
-    "remote.listen",
-    "remote.token",
-    "bootloader",
-    "PV_FACTORY_PKGS",
-];
+/// Every key the daemon reads (our names), for `--help` and the docs;
+/// [`crate::settings::KEYS`] has their aliases, defaults and levels.
+pub fn keys() -> impl Iterator<Item = &'static str> {
+    crate::settings::KEYS.iter().map(|k| k.name)
+}
 
 /// The value of `key` in configuration `text` (the first line naming it).
 pub fn value(text: &str, key: &str) -> Option<String> {
@@ -188,92 +180,156 @@ pub struct Paths {
 }
 
 impl Options {
-    /// Options from configuration `text`; a key with a bad value is an error
-    /// naming it.
+    /// Options from one configuration `text` (appengine: the pv.conf level;
+    /// embedded: the storage config level); a key with a bad value is an
+    /// error naming it. [`Options::load`] reads every level.
     pub fn parse(text: &str, paths: Paths, mode: Mode) -> Result<Options, String> {
-        let number = |key: &str, default: u64| -> Result<u64, String> {
-            match value(text, key) {
-                None => Ok(default),
-                Some(v) => v.parse().map_err(|_| format!("{key}={v}: not a number")),
+        let mut settings = Settings::default();
+        let level = match mode {
+            Mode::Appengine => Level::PvConf,
+            Mode::Embedded => Level::Storage,
+        };
+        settings.apply_text(level, text);
+        Self::from_settings(settings, paths, mode)
+    }
+
+    /// Options from every configuration level of this process: `pv_conf`
+    /// (appengine: the `--config` file; embedded: the initramfs's
+    /// `/etc/pantavisor.config`), `storage_conf` (embedded: the storage's
+    /// configuration), the kernel command line (embedded), the `PV_*` /
+    /// `PH_*` environment and the user metadata on storage. The OEM level
+    /// comes later, from the revision ([`Options::with_oem`]).
+    pub fn load(
+        paths: Paths,
+        mode: Mode,
+        pv_conf: Option<&str>,
+        storage_conf: Option<&str>,
+    ) -> Result<Options, String> {
+        let mut settings = Settings::default();
+        if let Some(t) = pv_conf {
+            settings.apply_text(Level::PvConf, t);
+        }
+        if let Some(t) = storage_conf {
+            settings.apply_text(Level::Storage, t);
+        }
+        if mode == Mode::Embedded {
+            settings.apply_cmdline(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default());
+        }
+        settings.apply_env(std::env::vars());
+        settings.apply_user_meta(user_meta(&paths.storage).into_iter());
+        Self::from_settings(settings, paths, mode)
+    }
+
+    /// These options with the OEM level `text` applied (below cmdline, env
+    /// and user meta, above the files).
+    pub fn with_oem(&self, text: &str) -> Result<Options, String> {
+        let mut settings = self.settings.clone();
+        settings.apply_text(Level::Oem, text);
+        Self::from_settings(settings, self.paths(), self.mode)
+    }
+
+    /// The paths these options were made with.
+    pub fn paths(&self) -> Paths {
+        Paths {
+            storage: self.storage.clone(),
+            ctrl_socket: self.ctrl_socket.clone(),
+            run_dir: self.run_dir.clone(),
+            cgroup_parent: None,
+        }
+    }
+
+    /// Options from `settings`; a key with a bad value is an error naming
+    /// it and where it was set.
+    pub fn from_settings(
+        mut settings: Settings,
+        paths: Paths,
+        mode: Mode,
+    ) -> Result<Options, String> {
+        if let Some(c) = &paths.cgroup_parent {
+            settings.apply(Level::Flag, "cgroup.parent", c);
+        }
+        let s = &settings;
+        let bad = |key: &str, why: &str| {
+            format!("{key}={} ({}): {why}", s.get(key), s.origin(key).as_str())
+        };
+        let number = |key: &str| -> Result<u64, String> {
+            s.get(key).parse().map_err(|_| bad(key, "not a number"))
+        };
+        let flag = |key: &str| -> Result<bool, String> {
+            match s.get(key) {
+                "0" => Ok(false),
+                "1" => Ok(true),
+                _ => Err(bad(key, "not 0 or 1")),
             }
         };
-        // Ours, else Pantavisor's name for the same key.
-        let either = |ours: &str, theirs: &str| value(text, ours).or_else(|| value(text, theirs));
-        let truststore = PathBuf::from(
-            either("secureboot.truststore", "PV_SECUREBOOT_TRUSTSTORE")
-                .unwrap_or_else(|| "/etc/pantavisor/certs".into()),
-        );
-        let oem_truststore = PathBuf::from(
-            either("secureboot.oem_truststore", "PV_SECUREBOOT_OEM_TRUSTSTORE")
-                .unwrap_or_else(|| "/etc/pantavisor/certs/oem".into()),
-        );
-        // Embedded mode reads this text from the writable storage: the
-        // trust store is then the initramfs's, not something it may move.
-        if mode == Mode::Embedded {
-            for key in [
-                "secureboot.truststore",
-                "PV_SECUREBOOT_TRUSTSTORE",
-                "secureboot.oem_truststore",
-                "PV_SECUREBOOT_OEM_TRUSTSTORE",
-            ] {
-                if value(text, key).is_some() {
-                    return Err(format!(
-                        "{key}: the trust store is built into the initramfs; \
-                         the configuration on storage cannot move it"
-                    ));
-                }
-            }
-        }
+        let truststore = PathBuf::from(s.get("secureboot.truststore"));
+        let oem_truststore = PathBuf::from(s.get("secureboot.oem_truststore"));
         for (key, dir) in [
             ("secureboot.truststore", &truststore),
             ("secureboot.oem_truststore", &oem_truststore),
         ] {
             if !dir.is_absolute() {
-                return Err(format!("{key}={}: not an absolute path", dir.display()));
+                return Err(bad(key, "not an absolute path"));
             }
             let real = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
             if real(dir).starts_with(real(&paths.storage)) {
-                return Err(format!(
-                    "{key}={}: a trust store on the writable storage would trust whatever                      can write there; keep it in the initramfs",
-                    dir.display()
+                return Err(bad(
+                    key,
+                    "a trust store on the writable storage would trust whatever can write there; \
+                     keep it in the initramfs",
                 ));
             }
         }
+        let remote_listen = match s.get("remote.listen") {
+            "" => None,
+            v => Some(
+                v.parse()
+                    .map_err(|_| bad("remote.listen", "not an ADDRESS:PORT"))?,
+            ),
+        };
         Ok(Options {
             truststore,
             oem_truststore,
             storage: paths.storage,
             ctrl_socket: paths.ctrl_socket,
             run_dir: paths.run_dir,
-            cgroup_parent: paths
-                .cgroup_parent
-                .or_else(|| value(text, "cgroup.parent"))
-                .unwrap_or_else(|| "pantavisor".into()),
-            log_max_bytes: number("log.maxsize", 1 << 20)?,
-            stop_timeout: Duration::from_secs(number("stop.timeout", 10)?),
-            goals_timeout: Duration::from_secs(number("update.goals_timeout", 120)?),
-            commit_delay: Duration::from_secs(number("update.commit_delay", 5)?),
-            verify_objects: number("update.verify_objects", 1)? != 0,
-            boot_verify_objects: match value(text, "boot.verify_objects") {
-                Some(_) => number("boot.verify_objects", 1)? != 0,
-                None => number("PV_SECUREBOOT_CHECKSUM", 1)? != 0,
-            },
-            remote_listen: value(text, "remote.listen")
-                .map(|v| {
-                    v.parse()
-                        .map_err(|_| format!("remote.listen={v}: not an ADDRESS:PORT"))
-                })
-                .transpose()?,
-            remote_token: value(text, "remote.token").filter(|t| !t.is_empty()),
-            bootloader: value(text, "bootloader")
-                .unwrap_or_else(|| "plain".into())
-                .parse()?,
+            cgroup_parent: s.get("cgroup.parent").to_string(),
+            log_max_bytes: number("log.maxsize")?,
+            stop_timeout: Duration::from_secs(number("stop.timeout")?),
+            goals_timeout: Duration::from_secs(number("update.goals_timeout")?),
+            commit_delay: Duration::from_secs(number("update.commit_delay")?),
+            verify_objects: flag("update.verify_objects")?,
+            boot_verify_objects: flag("boot.verify_objects")?,
+            remote_listen,
+            remote_token: Some(s.get("remote.token").to_string()).filter(|t| !t.is_empty()),
+            bootloader: s
+                .get("bootloader")
+                .parse()
+                .map_err(|e: String| format!("{e} ({})", s.origin("bootloader").as_str()))?,
             mode,
-            signatures: value(text, "update.signatures")
-                .unwrap_or_else(|| "lenient".into())
-                .parse()?,
+            signatures: s
+                .get("update.signatures")
+                .parse()
+                .map_err(|e: String| format!("{e} ({})", s.origin("update.signatures").as_str()))?,
+            settings,
         })
     }
+}
+
+/// The user metadata on `storage` (`config/user-meta/KEY` files).
+fn user_meta(storage: &Path) -> Vec<(String, String)> {
+    let dir = storage.join(pvstate::layout::USER_META_DIR);
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if let (Some(name), Ok(value)) = (
+            e.file_name().to_str().map(str::to_string),
+            std::fs::read_to_string(e.path()),
+        ) {
+            out.push((name, value));
+        }
+    }
+    out.sort();
+    out
 }
 
 /// The factory packages the storage's configuration selects
@@ -325,13 +381,13 @@ mod tests {
         assert_eq!(o.truststore, Path::new("/etc/certs"));
         assert_eq!(o.oem_truststore, Path::new("/etc/oem"));
         assert_eq!(o.mode, Mode::Appengine);
-        // Every key documented in KEYS appears in this test's text.
-        for k in KEYS {
+        // Every key appears in this test's text (but the OEM ones).
+        for k in keys().filter(|k| !matches!(*k, "oem.name" | "policy")) {
             assert!(text.contains(k), "{k}");
         }
-        // Pantavisor's name for boot.verify_objects, when ours is not given;
-        // on by default.
-        let o = Options::parse("PV_SECUREBOOT_CHECKSUM=0", paths(), Mode::Embedded).unwrap();
+        assert!(o.settings.reports.is_empty(), "{:?}", o.settings.reports);
+        // Pantavisor's name for boot.verify_objects; on by default.
+        let o = Options::parse("PV_SECUREBOOT_CHECKSUM=0", paths(), Mode::Appengine).unwrap();
         assert!(!o.boot_verify_objects);
         assert!(
             Options::parse("", paths(), Mode::Embedded)
@@ -358,19 +414,70 @@ mod tests {
     }
 
     #[test]
-    fn the_trust_store_is_the_initramfs_one_in_embedded_mode() {
+    fn what_guards_the_device_is_not_set_from_storage_in_embedded_mode() {
         let o = Options::parse("", paths(), Mode::Embedded).unwrap();
         assert_eq!(o.truststore, Path::new("/etc/pantavisor/certs"));
         assert_eq!(o.oem_truststore, Path::new("/etc/pantavisor/certs/oem"));
-        // The configuration on storage cannot point it elsewhere.
-        for text in [
-            "secureboot.truststore=/tmp/k",
-            "PV_SECUREBOOT_TRUSTSTORE=/tmp/k",
-            "secureboot.oem_truststore=/tmp/k",
+        // The configuration on storage cannot move the trust store or
+        // weaken the checks: reported, not used.
+        for (text, key) in [
+            ("secureboot.truststore=/tmp/k", "secureboot.truststore"),
+            ("PV_SECUREBOOT_TRUSTSTORE=/tmp/k", "secureboot.truststore"),
+            (
+                "secureboot.oem_truststore=/tmp/k",
+                "secureboot.oem_truststore",
+            ),
+            ("update.signatures=disabled", "update.signatures"),
+            ("PV_SECUREBOOT_CHECKSUM=0", "boot.verify_objects"),
         ] {
-            let e = Options::parse(text, paths(), Mode::Embedded).unwrap_err();
-            assert!(e.contains("built into the initramfs"), "{text}: {e}");
+            let o = Options::parse(text, paths(), Mode::Embedded).unwrap();
+            assert_eq!(o.settings.origin(key), Level::Default, "{text}");
+            let r = &o.settings.reports[0];
+            assert!(
+                r.why.contains("cannot be set at level storage config"),
+                "{text}: {r:?}"
+            );
         }
+        assert_eq!(
+            Options::parse("update.signatures=disabled", paths(), Mode::Embedded)
+                .unwrap()
+                .signatures,
+            pvstate::sig::Mode::Lenient
+        );
+        // The initramfs's own configuration (pv.conf) may.
+        let o = Options::load(
+            paths(),
+            Mode::Embedded,
+            Some("update.signatures=strict"),
+            None,
+        )
+        .unwrap();
+        assert_eq!(o.signatures, pvstate::sig::Mode::Strict);
+        assert_eq!(o.settings.origin("update.signatures"), Level::PvConf);
+    }
+
+    #[test]
+    fn the_oem_level_sits_between_the_files_and_the_environment() {
+        let o = Options::load(
+            paths(),
+            Mode::Appengine,
+            Some("PV_OEM_NAME=acme\nupdate.goals_timeout=50\nupdate.commit_delay=4"),
+            None,
+        )
+        .unwrap();
+        let o = o
+            .with_oem("PV_UPDATER_GOALS_TIMEOUT=40\nPV_SECUREBOOT_MODE=disabled\n")
+            .unwrap();
+        assert_eq!(o.goals_timeout, Duration::from_secs(40));
+        assert_eq!(o.settings.origin("update.goals_timeout"), Level::Oem);
+        assert_eq!(o.commit_delay, Duration::from_secs(4));
+        // The OEM level may not weaken signatures.
+        assert_eq!(o.signatures, pvstate::sig::Mode::Lenient);
+        assert!(o
+            .settings
+            .reports
+            .iter()
+            .any(|r| r.key == "PV_SECUREBOOT_MODE" && r.level == Level::Oem));
     }
 
     #[test]

@@ -40,6 +40,18 @@ pub struct BootArgs {
     pub config: PathBuf,
 }
 
+/// The kernel command line words [`parse_cmdline`] reads: the initramfs's
+/// boot arguments, not configuration keys.
+pub const BOOT_ARGS: &[&str] = &[
+    "pv_storage",
+    "pv_storage.fstype",
+    "pv_storage.wait",
+    "pv_modules",
+    "pv_rev",
+    "pv_try",
+    "pv_config",
+];
+
 pub fn parse_cmdline(cmdline: &str) -> Result<BootArgs> {
     let mut args = BootArgs {
         storage: DeviceSpec::Label("pvdata".into()),

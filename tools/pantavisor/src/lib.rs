@@ -26,6 +26,7 @@ pub mod mounts;
 pub mod recovery;
 pub mod revision;
 pub mod runtime;
+pub mod settings;
 pub mod support;
 pub mod sys;
 pub mod trust;

@@ -30,11 +30,15 @@ struct Cli {
     /// Runtime directory for mounts and bundles.
     #[arg(long, default_value = "/run/pantavisor-rs")]
     run_dir: PathBuf,
-    /// Configuration file (KEY=VALUE lines: cgroup.parent, log.maxsize,
-    /// stop.timeout, update.goals_timeout, update.commit_delay,
-    /// update.verify_objects, boot.verify_objects, update.signatures = disabled|audit|lenient|strict,
-    /// remote.listen = ADDRESS:PORT and remote.token = TOKEN for the remote API,
-    /// off by default); flags override it.
+    /// Configuration file, the pv.conf level (KEY=VALUE lines: cgroup.parent,
+    /// log.maxsize, stop.timeout, update.goals_timeout, update.commit_delay,
+    /// update.verify_objects, boot.verify_objects, update.signatures =
+    /// disabled|audit|lenient|strict, secureboot.truststore,
+    /// secureboot.oem_truststore, bootloader, remote.listen = ADDRESS:PORT and
+    /// remote.token = TOKEN for the remote API (off by default), oem.name,
+    /// policy; Pantavisor's PV_* names work too). PV_*/PH_* environment
+    /// variables and user metadata named like keys override it, flags override
+    /// all; GET /config shows each value's origin (docs/runtime.md).
     #[arg(long)]
     config: Option<PathBuf>,
     /// cgroup under which containers get theirs.
@@ -51,7 +55,9 @@ fn main() -> ExitCode {
                 run_dir: PathBuf::from("/run/pantavisor-rs"),
                 cgroup_parent: None,
             };
-            Options::parse(text, paths, Mode::Embedded)
+            // The initramfs's configuration (pv.conf), then the storage's.
+            let pv_conf = std::fs::read_to_string("/etc/pantavisor.config").ok();
+            Options::load(paths, Mode::Embedded, pv_conf.as_deref(), Some(text))
                 .map_err(|e| pantavisor::Error::Other(format!("config: {e}")))
         })
     }
@@ -72,7 +78,7 @@ fn main() -> ExitCode {
         run_dir: cli.run_dir.clone(),
         cgroup_parent: cli.cgroup_parent.clone(),
     };
-    let opts = match Options::parse(&text, paths, Mode::Appengine) {
+    let opts = match Options::load(paths, Mode::Appengine, Some(&text), None) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("pantavisor: error: config: {e}");

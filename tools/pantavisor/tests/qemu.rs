@@ -340,7 +340,6 @@ config:
   remote.token: tok
   update.commit_delay: "2"
   update.goals_timeout: "30"
-  update.signatures: disabled
 squashfs: {comp: zstd, mtime: 1700000000}
 "#,
     )

@@ -393,6 +393,97 @@ core: [keeper]
 }
 
 #[test]
+fn config_levels_and_their_origins_show_in_get_config() {
+    let manifest = r#"
+containers:
+  app: {rootfs: rootfs/app, group: app, args: [/bin/sh, -c, "exec sleep 1000"]}
+core: [app]
+"#;
+    let mut g = gateway_with_groups(manifest, &["app"], 10);
+    // pv.conf: ours and Pantavisor's names, an OEM name, an unknown key.
+    fs::write(
+        g.tmp.path().join("pantavisor.config"),
+        "stop.timeout=3\nupdate.goals_timeout=50\nPV_OEM_NAME=acme\nfrobnicate=1\n\
+         PV_UPDATER_COMMIT_DELAY=3\nremote.token=hunter2\n",
+    )
+    .unwrap();
+    // The revision's OEM configuration (acme/default.config).
+    g.edit_state(|state, objects| {
+        let text = g.tmp.path().join("oem.config");
+        fs::write(
+            &text,
+            "PV_UPDATER_GOALS_TIMEOUT=40\nPV_SECUREBOOT_MODE=disabled\n",
+        )
+        .unwrap();
+        let (id, _) = pvstate::ObjectStore::open(objects)
+            .unwrap()
+            .adopt(&text)
+            .unwrap();
+        state.insert(
+            "acme/default.config".into(),
+            serde_json::json!(id.to_string()),
+        );
+    });
+    // Environment, then user metadata, above the OEM level.
+    g.env.push(("PV_UPDATER_COMMIT_DELAY".into(), "4".into()));
+    g.env.push(("PH_CREDS_HOST".into(), "hub.example".into()));
+    let meta = g.storage.join("config/user-meta");
+    fs::create_dir_all(&meta).unwrap();
+    fs::write(meta.join("pv_updater_commit_delay"), "6").unwrap();
+    g.start();
+    g.wait_status("app", "STARTED", Duration::from_secs(10));
+    let (code, config) = g.request("GET", "/config", "");
+    assert_eq!(code, 200, "{config}");
+    let key = |k: &str| {
+        config["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["key"] == k)
+            .cloned()
+            .unwrap_or_else(|| panic!("{k}: {config}"))
+    };
+    assert_eq!(key("update.goals_timeout")["value"], "40");
+    assert_eq!(key("update.goals_timeout")["modified"], "oem config");
+    assert_eq!(
+        key("update.goals_timeout")["pantavisor"],
+        "PV_UPDATER_GOALS_TIMEOUT"
+    );
+    assert_eq!(key("update.commit_delay")["value"], "6");
+    assert_eq!(key("update.commit_delay")["modified"], "user meta");
+    assert_eq!(key("stop.timeout")["modified"], "pv.conf");
+    assert_eq!(key("cgroup.parent")["modified"], "flag");
+    assert_eq!(key("update.signatures")["value"], "lenient");
+    assert_eq!(key("update.signatures")["modified"], "default");
+    assert_eq!(key("remote.token")["value"], "(set)");
+    assert!(!config.to_string().contains("hunter2"));
+    let unused = config["unused"].as_array().unwrap();
+    let why = |k: &str| {
+        unused
+            .iter()
+            .find(|u| u["key"] == k)
+            .map(|u| format!("{} {}", u["level"], u["why"]))
+            .unwrap_or_default()
+    };
+    assert!(why("frobnicate").contains("unknown key"), "{config}");
+    assert!(
+        why("PH_CREDS_HOST").contains("env") && why("PH_CREDS_HOST").contains("Pantavisor key")
+    );
+    assert!(why("PV_SECUREBOOT_MODE").contains("oem config"), "{config}");
+    // And the daemon said so at start.
+    let log = g.daemon_log();
+    assert!(
+        log.contains("config: frobnicate (pv.conf): unknown key; not used"),
+        "{log}"
+    );
+    assert!(
+        log.contains("OEM configuration acme/default.config applied"),
+        "{log}"
+    );
+    assert_eq!(g.stop(), 0);
+}
+
+#[test]
 fn sigterm_leaves_no_mount_process_or_cgroup() {
     let manifest = r#"
 containers:

@@ -45,6 +45,8 @@ pub enum Call {
     },
     Groups,
     BuildInfo,
+    /// `GET /config`: the effective configuration and each value's origin.
+    Config,
     DeviceMeta,
     UserMeta,
     UserMetaGet(String),

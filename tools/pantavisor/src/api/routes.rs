@@ -127,6 +127,7 @@ pub fn route(req: &Request) -> Result<Call, Refusal> {
         }
         ("GET", "/groups") => Ok(Call::Groups),
         ("GET", "/buildinfo") => Ok(Call::BuildInfo),
+        ("GET", "/config") => Ok(Call::Config),
         ("GET", "/device-meta") => Ok(Call::DeviceMeta),
         ("GET", "/user-meta") => Ok(Call::UserMeta),
         (m, p) if p.starts_with("/user-meta/") => {
@@ -155,8 +156,8 @@ pub fn route(req: &Request) -> Result<Call, Refusal> {
         ("POST", "/storage/gc") => Ok(Call::Gc),
         (
             _,
-            "/containers" | "/groups" | "/buildinfo" | "/device-meta" | "/user-meta" | "/signal"
-            | "/commands" | "/objects" | "/steps",
+            "/containers" | "/groups" | "/buildinfo" | "/config" | "/device-meta" | "/user-meta"
+            | "/signal" | "/commands" | "/objects" | "/steps",
         ) => Err(not_allowed(method, path)),
         _ => Err(Refusal::NotFound(format!("no endpoint {path}"))),
     }

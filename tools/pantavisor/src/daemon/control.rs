@@ -95,6 +95,7 @@ impl Service for Daemon {
             }
             Call::Groups => json(self.run.describe_groups()),
             Call::BuildInfo => json(buildinfo(self.rt.opts.mode)),
+            Call::Config => json(self.rt.opts.settings.to_json()),
             Call::DeviceMeta => json(self.device_meta()),
             Call::UserMeta => json(self.user_meta_all()),
             Call::UserMetaGet(k) => fs::read_to_string(self.rt.storage.user_meta_dir().join(&k))

@@ -65,7 +65,7 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn new(opts: Options) -> Result<Self> {
-        let rt = Runtime::new(opts)?;
+        let mut rt = Runtime::new(opts)?;
         let mut bootenv = BootEnv::open(&rt.opts.bootloader, rt.storage.root())?;
         let choice = boot::choose(
             &bootenv.rev,
@@ -130,6 +130,24 @@ impl Daemon {
             state.containers().len(),
             rt.opts.mode.as_str()
         );
+        // The OEM configuration level, from the revision that runs.
+        if let Some((key, text)) = oem_config(&rt, &state) {
+            match rt.opts.with_oem(&text) {
+                Ok(o) => {
+                    info!("revision {rev}: OEM configuration {key} applied");
+                    rt.opts = o;
+                }
+                Err(e) => error!("revision {rev}: OEM configuration {key}: {e}; not applied"),
+            }
+        }
+        for r in &rt.opts.settings.reports {
+            warn!(
+                "config: {} ({}): {}; not used",
+                r.key,
+                r.level.as_str(),
+                r.why
+            );
+        }
         // Booted as it is (there may be nothing better to run), but nothing
         // it asks for goes unsaid: an update with these members is WONTGO.
         for what in crate::support::unsupported(&state) {
@@ -278,4 +296,29 @@ fn done_newest_first(rt: &Runtime) -> Vec<String> {
         .collect();
     done.sort_by(|a, b| b.cmp(a));
     done.into_iter().map(|(_, r)| r).collect()
+}
+
+/// The revision's OEM configuration (`<oem.name>/<policy or default>.config`,
+/// Pantavisor's OEM level), when `oem.name` is set: its key and text.
+fn oem_config(rt: &Runtime, state: &pvstate::State) -> Option<(String, String)> {
+    let oem = rt.opts.settings.get("oem.name");
+    if oem.is_empty() {
+        return None;
+    }
+    let policy = match rt.opts.settings.get("policy") {
+        "" => "default",
+        p => p,
+    };
+    let key = format!("{oem}/{policy}.config");
+    let Some(id) = state.get(&key).and_then(pvstate::Entry::object_id) else {
+        info!("no OEM configuration {key} in this revision");
+        return None;
+    };
+    match std::fs::read_to_string(rt.objects.path(id)) {
+        Ok(text) => Some((key, text)),
+        Err(e) => {
+            error!("OEM configuration {key}: {e}");
+            None
+        }
+    }
 }

@@ -86,6 +86,8 @@ pub struct Gateway {
     pub run_dir: PathBuf,
     pub cgroup: String,
     pub daemon: Option<Child>,
+    /// Environment variables the daemon is started with.
+    pub env: Vec<(String, String)>,
 }
 
 /// Compose a pvroot from a manifest whose containers are `rootfs: rootfs/<name>`.
@@ -140,6 +142,7 @@ pub fn gateway_in(manifest: &str, names: &[&str], prepare: impl FnOnce(&Path)) -
         cgroup,
         tmp,
         daemon: None,
+        env: Vec::new(),
     }
 }
 
@@ -157,7 +160,8 @@ impl Gateway {
             .arg("--cgroup-parent")
             .arg(&self.cgroup)
             .arg("--config")
-            .arg(self.tmp.path().join("pantavisor.config"));
+            .arg(self.tmp.path().join("pantavisor.config"))
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         c
     }
 
