@@ -359,14 +359,18 @@ fn boot(
     eprintln!("pantavisor: storage {} mounted", dev.display());
     let text = fs::read_to_string(storage.join(&args.config)).unwrap_or_default();
     let opts = make_options(storage, &text)?;
+    if let Some(dir) = opts.ctrl_socket.parent() {
+        fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    // The daemon chooses the revision and checks it (signatures, objects)
+    // before anything of it is used — its BSP modules included.
+    let daemon = crate::daemon::Daemon::new(opts)?;
+    let (rev, state) = daemon.revision();
+    let rev = rev.to_string();
     // The revision's kernel modules and firmware, from its BSP part.
-    let env = crate::bootenv::BootEnv::open(&opts.bootloader, storage)?;
-    let rev = crate::boot::choose(&env.rev, env.try_rev.as_deref(), env.trying.as_deref())
-        .rev()
-        .to_string();
     let mut have_modules = false;
-    if let Ok(state) = pvstate::layout::Pvroot::open(storage).and_then(|s| s.state(&rev)) {
-        for (key, target) in bsp_volumes(&state, &release) {
+    {
+        for (key, target) in bsp_volumes(state, &release) {
             if let Some(pvstate::Entry::Object(id)) = state.get(&key) {
                 let image = storage.join("objects").join(id.to_string());
                 fs::create_dir_all(&target).map_err(|e| Error::io(&target, e))?;
@@ -389,10 +393,7 @@ fn boot(
     // The module tables were read and dropped: give the C library's freed
     // heap back, as PID 1 stays resident from here on.
     crate::sys::trim_heap();
-    if let Some(dir) = opts.ctrl_socket.parent() {
-        fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    }
-    crate::daemon::Daemon::new(opts)?.run()
+    daemon.run()
 }
 
 /// The BSP's module and firmware images of a revision and where they go,

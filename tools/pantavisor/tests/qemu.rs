@@ -276,6 +276,114 @@ squashfs: {comp: gzip, mtime: 1700000000}
     );
 }
 
+/// Issue 19: a committed revision whose objects were changed on the disk is
+/// refused when the device boots, and the device runs the factory revision.
+#[test]
+fn a_committed_revision_tampered_on_disk_is_refused_at_boot_and_the_device_falls_back() {
+    let uid = Command::new("id").arg("-u").output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&uid.stdout).trim(),
+        "0",
+        "needs root (ci/test runs it as root)"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    run(Command::new("bash")
+        .arg(root().join("ci/mkimage"))
+        .arg("bsp")
+        .arg(d));
+    let bin = d.join("rootfs/os/bin");
+    fs::create_dir_all(&bin).unwrap();
+    fs::copy("/bin/busybox", bin.join("busybox")).expect("busybox-static (ci/test installs it)");
+    for applet in ["sh", "sleep", "echo"] {
+        std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
+    }
+    fs::write(
+        d.join("gateway.yaml"),
+        r#"bsp:
+  kernel: bsp/vmlinuz
+  initrd: bsp/initramfs.cpio.gz
+  modules: bsp/modules
+containers:
+  os:
+    rootfs: rootfs/os
+    group: root
+    host_network: true
+    entrypoint: [/bin/sh, -c, "echo os up; exec sleep 100000"]
+core: [os]
+squashfs: {comp: gzip, mtime: 1700000000}
+"#,
+    )
+    .unwrap();
+    run(Command::new(workspace_bin("pvcompose", "pvcompose"))
+        .args(["pvroot", "--quiet", "--manifest"])
+        .arg(d.join("gateway.yaml"))
+        .arg("--out")
+        .arg(d.join("pvroot")));
+    // Revision 1, committed: revision 0 plus a file of its own.
+    let pvroot = d.join("pvroot");
+    let store = pvstate::ObjectStore::open(pvroot.join("objects")).unwrap();
+    let marker = d.join("marker");
+    fs::write(&marker, "revision 1\n".repeat(100)).unwrap();
+    let (id, _) = store.adopt(&marker).unwrap();
+    let mut state: serde_json::Value =
+        serde_json::from_slice(&fs::read(pvroot.join("trails/0/.pvr/json")).unwrap()).unwrap();
+    state["_config/os/etc/marker"] = serde_json::json!(id.to_string());
+    let state = pvstate::State::parse(&serde_json::to_vec(&state).unwrap()).unwrap();
+    fs::create_dir_all(pvroot.join("trails/1/.pvr")).unwrap();
+    fs::write(pvroot.join("trails/1/.pvr/json"), state.to_canonical()).unwrap();
+    fs::write(pvroot.join("boot/pv.env"), "pv_rev=1\npv_try=\n").unwrap();
+    let boot_and_read = |image: &std::path::Path| {
+        run(Command::new("bash")
+            .arg(root().join("ci/mkimage"))
+            .arg("disk")
+            .arg(&pvroot)
+            .arg(image)
+            .arg("256"));
+        let mut guest = boot_any(d, image);
+        let up = guest.wait_for("os: started", Duration::from_secs(120));
+        let console = guest.console();
+        guest.kill();
+        assert!(up, "{console}");
+        console
+    };
+    // Intact, it boots.
+    let console = boot_and_read(&d.join("intact.img"));
+    assert!(console.contains("revision 1: 1 containers"), "{console}");
+
+    // One flipped byte in the object only revision 1 has: refused at boot,
+    // marked ERROR, revision 0 runs.
+    let object = pvroot.join("objects").join(id.to_string());
+    let mut bytes = fs::read(&object).unwrap();
+    bytes[10] ^= 0x20;
+    fs::write(&object, bytes).unwrap();
+    let image = d.join("tampered.img");
+    let console = boot_and_read(&image);
+    let refused = console
+        .lines()
+        .find(|l| l.contains("revision 1: Refused at boot:"))
+        .unwrap_or_else(|| panic!("not refused:\n{console}"));
+    eprintln!("{refused}");
+    assert!(refused.contains("_config/os/etc/marker"), "{refused}");
+    assert!(console.contains("revision 0: 1 containers"), "{console}");
+    assert!(!console.contains("revision 1: 1 containers"), "{console}");
+    // Read as the next boot would: mounted, its journal replayed (debugfs
+    // reads the file system without the journal).
+    let mnt = d.join("mnt");
+    fs::create_dir_all(&mnt).unwrap();
+    run(Command::new("mount")
+        .args(["-t", "ext4", "-o", "loop,offset=1048576"])
+        .arg(&image)
+        .arg(&mnt));
+    let progress = fs::read_to_string(mnt.join("trails/1/.pv/progress"));
+    run(Command::new("umount").arg(&mnt));
+    let progress = progress.expect("revision 1's progress was written");
+    assert!(
+        progress.contains("\"ERROR\"") && progress.contains("Refused at boot"),
+        "{progress}"
+    );
+}
+
 fn wait_remote(
     port: u16,
     path: &str,

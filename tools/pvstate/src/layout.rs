@@ -123,7 +123,7 @@ impl Pvroot {
     pub fn write_state(&self, rev: &str, state: &State) -> Result<()> {
         let path = self.state_path(rev);
         if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            crate::store::create_dir_durable(dir)?;
         }
         crate::store::write_atomic(&path, &state.to_canonical())
     }
@@ -217,7 +217,7 @@ impl Pvroot {
     pub fn set_progress(&self, rev: &str, status: &str, msg: &str, progress: u32) -> Result<()> {
         let path = self.progress_path(rev);
         if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            crate::store::create_dir_durable(dir)?;
         }
         let v = serde_json::json!({"status": status, "status-msg": msg, "progress": progress});
         crate::store::write_atomic(&path, v.to_string().as_bytes())

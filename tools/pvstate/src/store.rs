@@ -39,6 +39,26 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(|e| Error::io(dir, e))
 }
 
+/// Create `dir` and its missing parents so that they survive a power cut:
+/// each directory made is recorded by an fsync of its parent (a file
+/// written and fsynced in a new directory is otherwise lost with the
+/// directory's entry).
+pub fn create_dir_durable(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(p) = parent {
+        create_dir_durable(p)?;
+    }
+    match fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(Error::io(dir, e)),
+    }
+    sync_dir(parent.unwrap_or(Path::new(".")))
+}
+
 /// Temporary files are created 0600; what they become is for everyone to read.
 fn readable(file: &File, path: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;

@@ -196,6 +196,11 @@ impl Daemon {
 
     /// Run until stopped by SIGTERM/SIGINT, or (embedded mode) until every
     /// container stopped for a reboot.
+    /// The revision chosen to run (it passed its check at boot) and its state.
+    pub fn revision(&self) -> (&str, &pvstate::State) {
+        (&self.run.name, &self.run.state)
+    }
+
     pub fn run(mut self) -> Result<Stop> {
         self.advance_groups();
         self.install_factory_packages();
