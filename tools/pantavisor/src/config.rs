@@ -131,6 +131,18 @@ pub struct Options {
     pub bootloader: Bootloader,
     /// How the daemon was started: it decides what a reboot is.
     pub mode: Mode,
+    /// `storage.gc.keep_revisions`: good revisions kept besides the pinned ones.
+    pub gc_keep: usize,
+    /// `storage.gc.reserved` (`PV_STORAGE_GC_RESERVED`): percent of storage an
+    /// update must leave free.
+    pub gc_reserved_pct: u64,
+    /// `storage.gc.threshold` (`PV_STORAGE_GC_THRESHOLD`): percent used that
+    /// starts a collection by itself (0: off)...
+    pub gc_threshold_pct: u64,
+    /// ...at most once per `storage.gc.threshold.defertime`.
+    pub gc_defer: Duration,
+    /// `log.dir_maxsize` (`PV_LOG_DIR_MAXSIZE`): all logs together.
+    pub log_dir_max_bytes: u64,
     /// Every key's value and origin, and what was not used (`GET /config`).
     pub settings: Settings,
 }
@@ -280,6 +292,29 @@ impl Options {
                 ));
             }
         }
+        let size = |key: &str| -> Result<u64, String> {
+            let v = s.get(key).trim();
+            let (n, unit) = match v.find(|c: char| !c.is_ascii_digit()) {
+                Some(i) => (&v[..i], v[i..].to_ascii_uppercase()),
+                None => (v, String::new()),
+            };
+            let mult: u64 = match unit.as_str() {
+                "" | "B" => 1,
+                "K" | "KB" => 1 << 10,
+                "M" | "MB" => 1 << 20,
+                "G" | "GB" => 1 << 30,
+                _ => return Err(bad(key, "not a size (N, NK, NM, NG)")),
+            };
+            n.parse::<u64>()
+                .map(|n| n * mult)
+                .map_err(|_| bad(key, "not a size (N, NK, NM, NG)"))
+        };
+        let percent = |key: &str| -> Result<u64, String> {
+            match number(key)? {
+                p @ 0..=100 => Ok(p),
+                _ => Err(bad(key, "not a percentage (0 to 100)")),
+            }
+        };
         let remote_listen = match s.get("remote.listen") {
             "" => None,
             v => Some(
@@ -311,6 +346,11 @@ impl Options {
                 .get("update.signatures")
                 .parse()
                 .map_err(|e: String| format!("{e} ({})", s.origin("update.signatures").as_str()))?,
+            gc_keep: number("storage.gc.keep_revisions")? as usize,
+            gc_reserved_pct: percent("storage.gc.reserved")?,
+            gc_threshold_pct: percent("storage.gc.threshold")?,
+            gc_defer: Duration::from_secs(number("storage.gc.threshold.defertime")?),
+            log_dir_max_bytes: size("log.dir_maxsize")?,
             settings,
         })
     }
@@ -359,7 +399,9 @@ mod tests {
                     boot.verify_objects=0\n\
                     update.signatures=strict\nremote.listen=127.0.0.1:9\nremote.token=t\n\
                     bootloader=rpi-tryboot:/boot/autoboot.txt\nPV_FACTORY_PKGS=a\n\
-                    secureboot.truststore=/etc/certs\nsecureboot.oem_truststore=/etc/oem\n";
+                    secureboot.truststore=/etc/certs\nsecureboot.oem_truststore=/etc/oem\n\
+                    storage.gc.keep_revisions=3\nstorage.gc.reserved=10\nstorage.gc.threshold=80\n\
+                    storage.gc.threshold.defertime=60\nlog.dir_maxsize=4M\n";
         let o = Options::parse(text, paths(), Mode::Appengine).unwrap();
         assert_eq!(o.cgroup_parent, "pv");
         assert_eq!(o.log_max_bytes, 10);
@@ -378,6 +420,10 @@ mod tests {
                 partitions: (2, 3)
             }
         );
+        assert_eq!(o.gc_keep, 3);
+        assert_eq!((o.gc_reserved_pct, o.gc_threshold_pct), (10, 80));
+        assert_eq!(o.gc_defer, Duration::from_secs(60));
+        assert_eq!(o.log_dir_max_bytes, 4 << 20);
         assert_eq!(o.truststore, Path::new("/etc/certs"));
         assert_eq!(o.oem_truststore, Path::new("/etc/oem"));
         assert_eq!(o.mode, Mode::Appengine);
@@ -404,6 +450,8 @@ mod tests {
             ("update.signatures=maybe", "maybe"),
             ("bootloader=lilo", "bootloader=lilo"),
             ("secureboot.truststore=certs", "not an absolute path"),
+            ("storage.gc.reserved=150", "not a percentage"),
+            ("log.dir_maxsize=lots", "not a size"),
             // A trust store on the storage trusts whatever writes there.
             ("secureboot.truststore=/s/config/trust", "writable storage"),
             ("PV_SECUREBOOT_OEM_TRUSTSTORE=/s/oem", "writable storage"),

@@ -20,6 +20,7 @@ pub mod daemon;
 pub mod dm;
 pub mod embedded;
 pub mod error;
+pub mod gc;
 pub mod kmod;
 pub mod lxc;
 pub mod mounts;

@@ -1,21 +1,35 @@
-//! The daemon's own log: to stderr and to `logs/<rev>/pantavisor/pantavisor.log`.
+//! The daemon's own log: to stderr and to `logs/<rev>/pantavisor/pantavisor.log`,
+//! rotated (to `pantavisor.log.1`) past a size, as container logs are.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-static SINK: Mutex<Option<File>> = Mutex::new(None);
+struct Sink {
+    file: File,
+    path: PathBuf,
+    written: u64,
+    max: u64,
+}
 
-/// Also write the log to `path` (appending).
-pub fn to_file(path: &Path) {
+static SINK: Mutex<Option<Sink>> = Mutex::new(None);
+
+/// Also write the log to `path` (appending), rotating it past `max` bytes.
+pub fn to_file(path: &Path, max: u64) {
     if let Some(dir) = path.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
-    if let Ok(f) = OpenOptions::new().create(true).append(true).open(path) {
+    if let Ok(file) = OpenOptions::new().create(true).append(true).open(path) {
+        let written = file.metadata().map(|m| m.len()).unwrap_or(0);
         if let Ok(mut sink) = SINK.lock() {
-            *sink = Some(f);
+            *sink = Some(Sink {
+                file,
+                path: path.to_path_buf(),
+                written,
+                max: max.max(4096),
+            });
         }
     }
 }
@@ -31,8 +45,17 @@ pub fn line(level: &str, message: &str) {
     );
     let _ = std::io::stderr().write_all(text.as_bytes());
     if let Ok(mut sink) = SINK.lock() {
-        if let Some(f) = sink.as_mut() {
-            let _ = f.write_all(text.as_bytes());
+        if let Some(s) = sink.as_mut() {
+            if s.written + text.len() as u64 > s.max {
+                let _ = std::fs::rename(&s.path, s.path.with_extension("log.1"));
+                if let Ok(f) = OpenOptions::new().create(true).append(true).open(&s.path) {
+                    s.file = f;
+                    s.written = 0;
+                }
+            }
+            if s.file.write_all(text.as_bytes()).is_ok() {
+                s.written += text.len() as u64;
+            }
         }
     }
 }

@@ -133,6 +133,36 @@ pub const KEYS: &[Key] = &[
         "plain",
         LOCAL,
     ),
+    // Storage lifetime: revisions kept, the space an update leaves free,
+    // collection when storage fills, the logs' total size.
+    key("storage.gc.keep_revisions", &[], "2", UPDATE_USER),
+    key(
+        "storage.gc.reserved",
+        &["PV_STORAGE_GC_RESERVED", "storage.gc.reserved"],
+        "5",
+        UPDATE_USER,
+    ),
+    key(
+        "storage.gc.threshold",
+        &["PV_STORAGE_GC_THRESHOLD", "storage.gc.threshold"],
+        "0",
+        UPDATE_USER,
+    ),
+    key(
+        "storage.gc.threshold.defertime",
+        &[
+            "PV_STORAGE_GC_THRESHOLD_DEFERTIME",
+            "storage.gc.threshold.defertime",
+        ],
+        "600",
+        UPDATE_USER,
+    ),
+    key(
+        "log.dir_maxsize",
+        &["PV_LOG_DIR_MAXSIZE", "log.dir_maxsize"],
+        "16777216",
+        UPDATE_USER,
+    ),
     key("oem.name", &["PV_OEM_NAME"], "", BOOT),
     key("policy", &["PV_POLICY"], "", &[PvConf, Env]),
     key("PV_FACTORY_PKGS", &[], "", &[PvConf, Storage]),

@@ -337,7 +337,7 @@ fn an_upload_that_does_not_fit_gets_507_and_leaves_nothing() {
     let (code, body) = g.request_bytes("PUT", &format!("/objects/{id}"), &big);
     assert_eq!(code, 507, "{body}");
     assert!(
-        body["Error"].as_str().unwrap().contains("free on storage"),
+        body["Error"].as_str().unwrap().contains("not enough space"),
         "{body}"
     );
     assert_eq!(listing(&small.join("objects")), before, "no partial file");
@@ -833,4 +833,139 @@ fn strict_mode_refuses_an_unsigned_committed_revision_at_boot() {
             .starts_with("Refused at boot: strict mode:"),
         "{p}"
     );
+}
+
+/// Issue 16, storage lifetime: 60 updates of a container carrying 3 MiB of
+/// its own each (180 MiB in all) on a 96 MiB storage. The revisions the
+/// keep policy lets go are removed with their objects (named in the log),
+/// a rollback still works after them, and an upload larger than the room
+/// left is refused on its header, before any byte of it is taken.
+#[test]
+fn sixty_updates_never_fill_a_small_storage_and_a_rollback_still_works() {
+    use rand_core::RngCore;
+    let mut g = gateway_with_device();
+    let small = g.tmp.path().join("small");
+    fs::create_dir_all(&small).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=96m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _unmount = Unmount(small.clone());
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", g.storage.display()))
+        .arg(&small)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    g.storage = small.clone();
+    fs::write(
+        g.tmp.path().join("pantavisor.config"),
+        "stop.timeout=2\nupdate.commit_delay=1\nupdate.goals_timeout=5\n\
+         storage.gc.keep_revisions=2\nstorage.gc.reserved=5\n",
+    )
+    .unwrap();
+    g.start();
+    for n in ["sys", "app1", "app2"] {
+        g.wait_status(n, "STARTED", Duration::from_secs(10));
+    }
+    let used = |p: &std::path::Path| {
+        let s = nix::sys::statvfs::statvfs(p).unwrap();
+        (s.blocks() - s.blocks_available()) * s.fragment_size()
+    };
+    let mut peak = 0;
+    for i in 0..60 {
+        let part = new_version(
+            &g,
+            "app1",
+            "{group: app, args: [/bin/sh, -c, 'exec sleep 1000']}",
+            |root| {
+                fs::write(root.join("etc/version"), format!("v{i}\n")).unwrap();
+                let mut blob = vec![0u8; 3 << 20];
+                rand_core::OsRng.fill_bytes(&mut blob);
+                fs::write(root.join("blob"), blob).unwrap();
+            },
+        );
+        let rev = format!("locals/u{i}");
+        assert_eq!(
+            g.install(&format!("u{i}"), &with_part(&g, "app1", part)).0,
+            200
+        );
+        assert_eq!(g.command("LOCAL_RUN", &rev).0, 200, "update {i}");
+        g.wait_progress(&rev, "UPDATED", Duration::from_secs(30));
+        peak = peak.max(used(&small));
+    }
+    let log = g.daemon_log();
+    let gcs: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("gc (update finished): removed revisions ["))
+        .collect();
+    assert!(gcs.len() >= 55, "{}", gcs.join("\n"));
+    eprintln!("{} collections; e.g. {}", gcs.len(), gcs[gcs.len() / 2]);
+    eprintln!("peak use {} MiB of 96", peak >> 20);
+    assert!(
+        log.contains("locals/u0"),
+        "the first update's revision was collected"
+    );
+    // What is left: 0, the running one and the two before it.
+    let left: Vec<String> = fs::read_dir(small.join("trails/locals"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(left.len() <= 3, "{left:?}");
+    assert!(left.contains(&"u59".to_string()), "{left:?}");
+
+    // A rollback still works: an update whose container never starts.
+    let part = new_version(&g, "app1", "{group: app, args: [/nonexistent]}", |root| {
+        fs::write(root.join("etc/version"), "broken\n").unwrap()
+    });
+    assert_eq!(g.install("broken", &with_part(&g, "app1", part)).0, 200);
+    assert_eq!(g.command("LOCAL_RUN", "locals/broken").0, 200);
+    g.wait_progress("locals/broken", "ERROR", Duration::from_secs(60));
+    wait_for(Duration::from_secs(30), || {
+        (g.request("GET", "/device-meta", "").1["pantavisor.revision"] == "locals/u59")
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("{}", g.daemon_log()));
+    g.wait_status("app1", "STARTED", Duration::from_secs(20));
+
+    // An object larger than the room left: refused on its header.
+    let before = fs::read_dir(small.join("objects")).unwrap().count();
+    let big = 200u64 << 20;
+    let sha = "ab".repeat(32);
+    let mut s = std::os::unix::net::UnixStream::connect(&g.socket).unwrap();
+    use std::io::{Read, Write};
+    write!(
+        s,
+        "PUT /objects/{sha} HTTP/1.1\r\nHost: x\r\nContent-Length: {big}\r\n\r\n"
+    )
+    .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut answer = String::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        answer.push_str(&String::from_utf8_lossy(&buf[..n]));
+        if answer.contains("\r\n\r\n") && answer.contains('}') {
+            break;
+        }
+    }
+    assert!(answer.starts_with("HTTP/1.1 507"), "{answer}");
+    assert!(answer.contains("not enough space"), "{answer}");
+    let after = fs::read_dir(small.join("objects")).unwrap().count();
+    assert_eq!(before, after, "nothing of it was written");
+    assert_eq!(g.stop(), 0);
 }

@@ -10,6 +10,7 @@
 mod control;
 mod lifecycle;
 mod logs;
+mod storage;
 mod updates;
 
 use std::collections::HashMap;
@@ -61,6 +62,8 @@ pub struct Daemon {
     /// Index of the group being stopped during shutdown.
     shutdown_group: Option<usize>,
     log_sizes: HashMap<PathBuf, u64>,
+    /// When storage's fill level is looked at next (`storage.gc.threshold`).
+    gc_next: Option<Instant>,
 }
 
 impl Daemon {
@@ -124,6 +127,7 @@ impl Daemon {
             &rt.storage
                 .log_dir(&rev, "pantavisor")
                 .join("pantavisor.log"),
+            rt.opts.log_max_bytes,
         );
         info!(
             "revision {rev}: {} containers ({} mode)",
@@ -191,6 +195,7 @@ impl Daemon {
             reboot_now: None,
             shutdown_group: None,
             log_sizes: HashMap::new(),
+            gc_next: None,
         })
     }
 
@@ -230,7 +235,14 @@ impl Daemon {
             }
             self.on_timers();
             if self.shutdown_group.is_none() {
+                let was_busy = self.machine.busy();
                 self.advance_update();
+                if was_busy && !self.machine.busy() {
+                    // An update ended (committed or rolled back): what it
+                    // left behind goes.
+                    let _ = self.collect("update finished");
+                }
+                self.storage_tick();
             }
             if self.shutdown_group.is_some() && self.advance_shutdown() {
                 self.finish_shutdown();

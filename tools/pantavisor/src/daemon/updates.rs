@@ -60,13 +60,6 @@ pub(super) fn unsupported(state: &State) -> Option<String> {
     (!list.is_empty()).then(|| format!("not supported by this daemon: {}", list.join("; ")))
 }
 
-/// Bytes free for new objects on the storage's file system.
-pub fn free_bytes(path: &std::path::Path) -> u64 {
-    nix::sys::statvfs::statvfs(path)
-        .map(|s| s.blocks_available() * s.fragment_size())
-        .unwrap_or(0)
-}
-
 impl Daemon {
     /// `PUT /steps/locals/NAME`: install a revision's state.
     pub(super) fn install_step(&mut self, name: &str, body: &[u8]) -> Result<Value, Refusal> {
@@ -322,31 +315,17 @@ impl Daemon {
         id: &ObjectId,
         length: u64,
     ) -> Result<ObjectWriter, Refusal> {
-        let free = free_bytes(self.rt.objects.dir());
-        // Keep a margin for trails, progress and logs.
-        let reserve = 1 << 20;
-        if length.saturating_add(reserve) > free {
-            return Err(Refusal::NoSpace(format!(
-                "object {id} needs {length} bytes; {free} are free on storage"
-            )));
-        }
+        self.ensure_space(&format!("object {id}"), length)?;
         self.rt
             .objects
             .writer(Some(id))
             .map_err(|e| Refusal::Failed(e.to_string()))
     }
 
-    /// Objects no installed revision refers to are removed (never those of
-    /// the running, committed or pending revisions: every trail counts).
+    /// `POST /storage/gc`: revisions the keep policy does not hold, then
+    /// objects no revision refers to (see `daemon::storage`).
     pub(super) fn gc(&mut self) -> Result<Value, Refusal> {
-        let r = pvstate::store::gc_storage(self.rt.storage.root())
-            .map_err(|e| Refusal::Failed(e.to_string()))?;
-        info!(
-            "gc: removed {} object(s), {} bytes",
-            r.removed.len(),
-            r.freed_bytes
-        );
-        Ok(json!({"reclaimed": r.freed_bytes, "removed": r.removed.len()}))
+        self.collect("requested")
     }
 
     /// On first boot, install the factory packages (`factory-pkgs.d/NAME.pvrexport.tgz`,
