@@ -131,6 +131,17 @@ pub struct Options {
     pub bootloader: Bootloader,
     /// How the daemon was started: it decides what a reboot is.
     pub mode: Mode,
+    /// `watchdog.mode` (`PV_WDT_MODE`), `watchdog.timeout` (`PV_WDT_TIMEOUT`,
+    /// seconds) and `watchdog.device`: see [`crate::watchdog`].
+    pub watchdog: crate::watchdog::Mode,
+    pub watchdog_timeout: u32,
+    pub watchdog_device: PathBuf,
+    /// `debug.hang_command`: `POST /commands {"op": "DEBUG_HANG"}` hangs the
+    /// event loop (to test the watchdog); refused otherwise.
+    pub debug_hang: bool,
+    /// `update.min_version`: refuse revisions older than the device's floor
+    /// (`config/min-version`), which rises to each committed version.
+    pub min_version: bool,
     /// `storage.gc.keep_revisions`: good revisions kept besides the pinned ones.
     pub gc_keep: usize,
     /// `storage.gc.reserved` (`PV_STORAGE_GC_RESERVED`): percent of storage an
@@ -346,6 +357,16 @@ impl Options {
                 .get("update.signatures")
                 .parse()
                 .map_err(|e: String| format!("{e} ({})", s.origin("update.signatures").as_str()))?,
+            min_version: flag("update.min_version")?,
+            // Pantavisor's default (shutdown) as PID 1; a process on a host
+            // leaves the host's watchdog alone unless told.
+            watchdog: match (mode, s.origin("watchdog.mode")) {
+                (Mode::Appengine, Level::Default) => crate::watchdog::Mode::Disabled,
+                _ => s.get("watchdog.mode").parse()?,
+            },
+            watchdog_timeout: number("watchdog.timeout")? as u32,
+            watchdog_device: PathBuf::from(s.get("watchdog.device")),
+            debug_hang: flag("debug.hang_command")?,
             gc_keep: number("storage.gc.keep_revisions")? as usize,
             gc_reserved_pct: percent("storage.gc.reserved")?,
             gc_threshold_pct: percent("storage.gc.threshold")?,
@@ -401,7 +422,9 @@ mod tests {
                     bootloader=rpi-tryboot:/boot/autoboot.txt\nPV_FACTORY_PKGS=a\n\
                     secureboot.truststore=/etc/certs\nsecureboot.oem_truststore=/etc/oem\n\
                     storage.gc.keep_revisions=3\nstorage.gc.reserved=10\nstorage.gc.threshold=80\n\
-                    storage.gc.threshold.defertime=60\nlog.dir_maxsize=4M\n";
+                    storage.gc.threshold.defertime=60\nlog.dir_maxsize=4M\nupdate.min_version=1\n\
+                    watchdog.mode=always\nwatchdog.timeout=7\nwatchdog.device=/dev/wd\n\
+                    debug.hang_command=1\n";
         let o = Options::parse(text, paths(), Mode::Appengine).unwrap();
         assert_eq!(o.cgroup_parent, "pv");
         assert_eq!(o.log_max_bytes, 10);
@@ -420,6 +443,11 @@ mod tests {
                 partitions: (2, 3)
             }
         );
+        assert!(o.min_version);
+        assert_eq!(o.watchdog, crate::watchdog::Mode::Always);
+        assert_eq!(o.watchdog_timeout, 7);
+        assert_eq!(o.watchdog_device, Path::new("/dev/wd"));
+        assert!(o.debug_hang);
         assert_eq!(o.gc_keep, 3);
         assert_eq!((o.gc_reserved_pct, o.gc_threshold_pct), (10, 80));
         assert_eq!(o.gc_defer, Duration::from_secs(60));

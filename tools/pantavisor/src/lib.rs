@@ -32,5 +32,6 @@ pub mod support;
 pub mod sys;
 pub mod trust;
 pub mod update;
+pub mod watchdog;
 
 pub use error::{Error, Refusal, Result};

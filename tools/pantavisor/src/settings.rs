@@ -119,6 +119,24 @@ pub const KEYS: &[Key] = &[
         "/etc/pantavisor/certs/oem",
         BOOT,
     ),
+    // Anti-rollback: refuse a revision older than the floor, which rises
+    // with every commit. Guards the device: not settable from storage.
+    key("update.min_version", &[], "0", BOOT),
+    key(
+        "watchdog.mode",
+        &["PV_WDT_MODE", "wdt.mode"],
+        "shutdown",
+        BOOT,
+    ),
+    key(
+        "watchdog.timeout",
+        &["PV_WDT_TIMEOUT", "wdt.timeout"],
+        "15",
+        BOOT,
+    ),
+    key("watchdog.device", &[], "/dev/watchdog", BOOT),
+    // A control command that hangs the event loop, to test the watchdog.
+    key("debug.hang_command", &["PV_DEBUG_HANG_COMMAND"], "0", BOOT),
     key("remote.listen", &[], "", &[PvConf, Storage, Env]),
     Key {
         name: "remote.token",

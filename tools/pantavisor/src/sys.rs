@@ -144,3 +144,18 @@ pub fn dm_ioctl(fd: BorrowedFd, cmd: u8, buf: &mut [u64]) -> libc::c_int {
     // reads and writes; it outlives the call.
     unsafe { libc::ioctl(fd.as_raw_fd(), request as _, buf.as_mut_ptr()) }
 }
+
+/// WDIOC_SETTIMEOUT (`_IOWR('W', 6, int)`): set a watchdog's timeout in
+/// seconds; the driver writes back the one it set. The ioctl's result.
+pub fn watchdog_set_timeout(fd: BorrowedFd, seconds: &mut libc::c_int) -> libc::c_int {
+    const WDIOC_SETTIMEOUT: libc::c_ulong = 0xC004_5706;
+    // SAFETY: WDIOC_SETTIMEOUT reads and writes one int through the
+    // pointer, which points at a live c_int for the call.
+    unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            WDIOC_SETTIMEOUT as _,
+            seconds as *mut libc::c_int,
+        )
+    }
+}

@@ -384,6 +384,156 @@ squashfs: {comp: gzip, mtime: 1700000000}
     );
 }
 
+/// Issue 16, hardware watchdog: QEMU's i6300esb (the revision's module tree
+/// has its driver; the daemon loads drivers for unclaimed devices), armed
+/// from start (`PV_WDT_MODE=always` on the kernel command line, 10 s). A
+/// clean power-off stops it (magic close) and takes longer than its timeout
+/// without a reset; a hung event loop (the debug-only DEBUG_HANG command)
+/// resets the guest within the timeout.
+#[test]
+fn a_hung_loop_is_reset_by_the_watchdog_and_a_clean_power_off_is_not() {
+    let uid = Command::new("id").arg("-u").output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&uid.stdout).trim(),
+        "0",
+        "needs root (ci/test runs it as root)"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    run(Command::new("bash")
+        .arg(root().join("ci/mkimage"))
+        .arg("bsp")
+        .arg(d));
+    let os = d.join("rootfs/os");
+    fs::create_dir_all(os.join("bin")).unwrap();
+    fs::create_dir_all(os.join("etc")).unwrap();
+    fs::copy("/bin/busybox", os.join("bin/busybox")).expect("busybox-static (ci/test installs it)");
+    for applet in ["sh", "sleep", "echo", "ip", "cat", "grep", "udhcpc"] {
+        std::os::unix::fs::symlink("busybox", os.join("bin").join(applet)).unwrap();
+    }
+    fs::copy(
+        root().join("ci/lib/udhcpc.script"),
+        os.join("etc/udhcpc.script"),
+    )
+    .unwrap();
+    // The app ignores SIGTERM: stopping it takes stop.timeout (14 s), longer
+    // than the watchdog's 10 s.
+    let app = d.join("rootfs/app/bin");
+    fs::create_dir_all(&app).unwrap();
+    fs::copy("/bin/busybox", app.join("busybox")).unwrap();
+    for applet in ["sh", "sleep"] {
+        std::os::unix::fs::symlink("busybox", app.join(applet)).unwrap();
+    }
+    fs::write(
+        d.join("gateway.yaml"),
+        r#"bsp:
+  kernel: bsp/vmlinuz
+  initrd: bsp/initramfs.cpio.gz
+  modules: bsp/modules
+containers:
+  os:
+    rootfs: rootfs/os
+    group: root
+    host_network: true
+    entrypoint: [/bin/sh, -c, "ip link set lo up; exec udhcpc -f -i eth0 -s /etc/udhcpc.script -t 10 -T 1 -A 2"]
+  app:
+    rootfs: rootfs/app
+    group: app
+    entrypoint: [/bin/sh, -c, "trap '' TERM; while true; do sleep 1; done"]
+core: [os, app]
+config:
+  remote.listen: "0.0.0.0:12368"
+  remote.token: tok
+  stop.timeout: "14"
+squashfs: {comp: gzip, mtime: 1700000000}
+"#,
+    )
+    .unwrap();
+    let disk = d.join("disk.img");
+    compose_disk(d, &disk, "256");
+    let boot = |port: u16| {
+        let fwd = format!("user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:12368");
+        Guest::boot_cmdline(
+            d,
+            &disk,
+            false,
+            &[
+                "-no-reboot",
+                "-netdev",
+                &fwd,
+                "-device",
+                "virtio-net-pci,netdev=n0",
+                "-device",
+                "i6300esb",
+                "-action",
+                "watchdog=reset",
+            ],
+            "PV_WDT_MODE=always PV_WDT_TIMEOUT=10 PV_DEBUG_HANG_COMMAND=1",
+        )
+    };
+    let exited_within = |g: &mut Guest, within: Duration| -> Option<Duration> {
+        let start = Instant::now();
+        while start.elapsed() < within {
+            if let Ok(Some(_)) = g.child.try_wait() {
+                return Some(start.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    };
+
+    // A clean power-off, slower than the timeout: no reset.
+    let port = free_port();
+    let mut guest = boot(port);
+    if !guest.wait_for(
+        "group app: every container reached its goal",
+        Duration::from_secs(120),
+    ) {
+        let c = guest.console();
+        guest.kill();
+        panic!("did not come up:\n{c}");
+    }
+    let console = guest.console();
+    assert!(
+        console.contains("watchdog: /dev/watchdog armed, 10 s"),
+        "{console}"
+    );
+    guest.monitor("sendkey ctrl-alt-delete");
+    let took = exited_within(&mut guest, Duration::from_secs(60));
+    let console = guest.console();
+    guest.kill();
+    let took = took.unwrap_or_else(|| panic!("no power-off:\n{console}"));
+    assert!(took > Duration::from_secs(10), "the stop took {took:?}");
+    assert!(
+        console.contains("watchdog: stopped for the power-off")
+            && console.contains("stopped; powering off"),
+        "{console}"
+    );
+    eprintln!("clean power-off after {took:?}, past the 10 s timeout, no reset");
+
+    // A hung loop: reset (QEMU exits: -no-reboot) within the timeout.
+    let port = free_port();
+    let mut guest = boot(port);
+    if wait_remote(port, "/device-meta", Duration::from_secs(120), |_| true).is_none() {
+        let c = guest.console();
+        guest.kill();
+        panic!("remote API did not come up:\n{c}");
+    }
+    // The request never gets an answer: sent from a thread.
+    std::thread::spawn(move || api(port, "POST", "/commands", r#"{"op":"DEBUG_HANG"}"#));
+    let took = exited_within(&mut guest, Duration::from_secs(40));
+    let console = guest.console();
+    guest.kill();
+    let took = took.unwrap_or_else(|| panic!("the guest was not reset:\n{console}"));
+    assert!(
+        console.contains("DEBUG_HANG: the event loop stops turning now"),
+        "{console}"
+    );
+    assert!(!console.contains("powering off"), "{console}");
+    assert!(took < Duration::from_secs(25), "reset after {took:?}");
+    eprintln!("hung loop reset {took:?} after the command");
+}
+
 fn wait_remote(
     port: u16,
     path: &str,

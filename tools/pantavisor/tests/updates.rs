@@ -889,8 +889,11 @@ fn sixty_updates_never_fill_a_small_storage_and_a_rollback_still_works() {
         let part = new_version(
             &g,
             "app1",
-            "{group: app, args: [/bin/sh, -c, 'exec sleep 1000']}",
+            "{group: app, args: [/bin/sh, -c, \"trap 'exit 0' TERM; sleep 1000 & wait\"]}",
             |root| {
+                // Without the test's (debug) pvcontrol: the update is
+                // the 3 MiB blob, busybox and a few libraries.
+                let _ = fs::remove_file(root.join("usr/bin/pvcontrol"));
                 fs::write(root.join("etc/version"), format!("v{i}\n")).unwrap();
                 let mut blob = vec![0u8; 3 << 20];
                 rand_core::OsRng.fill_bytes(&mut blob);
@@ -967,5 +970,66 @@ fn sixty_updates_never_fill_a_small_storage_and_a_rollback_still_works() {
     assert!(answer.contains("not enough space"), "{answer}");
     let after = fs::read_dir(small.join("objects")).unwrap().count();
     assert_eq!(before, after, "nothing of it was written");
+    assert_eq!(g.stop(), 0);
+}
+
+/// Issue 16, anti-rollback: with update.min_version the device refuses a
+/// revision older than its floor (WONTGO), the floor rises with each commit
+/// and survives a restart, and a rollback to the last good revision still
+/// works.
+#[test]
+fn anti_rollback_refuses_older_versions_and_keeps_its_floor() {
+    let mut g = gateway_with_device();
+    fs::write(
+        g.tmp.path().join("pantavisor.config"),
+        "stop.timeout=2\nupdate.commit_delay=1\nupdate.goals_timeout=5\nupdate.min_version=1\n",
+    )
+    .unwrap();
+    g.start();
+    g.wait_status("app2", "STARTED", Duration::from_secs(10));
+    let floor_file = g.storage.join("config/min-version");
+    let floor = || fs::read_to_string(&floor_file).unwrap_or_default();
+    let versioned = |g: &Gateway, v: u64, tag: &str, args: &str| {
+        let part = new_version(g, "app1", args, version_file(tag));
+        let mut state = with_part(g, "app1", part);
+        state.insert("version.json".into(), serde_json::json!({"version": v}));
+        state
+    };
+    let ok_args = "{group: app, args: [/bin/sh, -c, 'exec sleep 1000']}";
+    // Version 5: runs and commits (a new root key: a reboot transition,
+    // DONE); the floor rises to 5.
+    assert_eq!(g.install("v5", &versioned(&g, 5, "v5", ok_args)).0, 200);
+    assert_eq!(g.command("LOCAL_RUN", "locals/v5").0, 200);
+    g.wait_progress("locals/v5", "DONE", Duration::from_secs(30));
+    assert_eq!(floor().trim(), "5");
+    // Version 3, signed or not: older than the floor, WONTGO.
+    let (code, body) = g.install("v3", &versioned(&g, 3, "v3", ok_args));
+    assert_eq!(code, 422, "{body}");
+    assert!(
+        body["Error"]
+            .as_str()
+            .unwrap()
+            .contains("version 3 is older than this device's floor 5"),
+        "{body}"
+    );
+    // The floor is on storage: after a restart version 4 is refused too.
+    assert_eq!(g.stop(), 0);
+    g.start();
+    g.wait_status("app2", "STARTED", Duration::from_secs(10));
+    assert_eq!(g.install("v4", &versioned(&g, 4, "v4", ok_args)).0, 422);
+    // Version 6 that fails: rolled back to version 5, the last good one,
+    // which is below nothing; the floor stays 5.
+    let broken = versioned(&g, 6, "v6", "{group: app, args: [/nonexistent]}");
+    assert_eq!(g.install("v6", &broken).0, 200);
+    assert_eq!(g.command("LOCAL_RUN", "locals/v6").0, 200);
+    g.wait_progress("locals/v6", "ERROR", Duration::from_secs(60));
+    wait_for(Duration::from_secs(30), || {
+        (g.request("GET", "/device-meta", "").1["pantavisor.revision"] == "locals/v5").then_some(())
+    })
+    .unwrap_or_else(|| panic!("{}", g.daemon_log()));
+    assert_eq!(floor().trim(), "5");
+    assert!(g
+        .daemon_log()
+        .contains("anti-rollback: floor raised to 5 (revision locals/v5)"));
     assert_eq!(g.stop(), 0);
 }

@@ -42,6 +42,9 @@ pub enum Op {
     TRY_ONCE,
     REBOOT_DEVICE,
     RUN_GC,
+    /// Hang the daemon's event loop (only with `debug.hang_command=1`): a
+    /// watchdog test.
+    DEBUG_HANG,
 }
 
 /// The body of `POST /commands`.

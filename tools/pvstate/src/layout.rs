@@ -34,6 +34,10 @@ pub const USER_META_DIR: &str = "config/user-meta";
 pub const FACTORY_DIR: &str = "factory-pkgs.d";
 /// Marks the factory packages as installed (holds the selection).
 pub const FACTORY_DONE: &str = "config/.factory-done";
+/// A state's anti-rollback version document (`{"version": N}`).
+pub const VERSION_KEY: &str = "version.json";
+/// The lowest version this device accepts (anti-rollback floor).
+pub const MIN_VERSION_FILE: &str = "config/min-version";
 /// A trail's state, relative to the trail.
 pub const TRAIL_STATE: &str = ".pvr/json";
 

@@ -291,6 +291,28 @@ impl State {
     }
 
     /// The containers, by directory name, with their run.json.
+    /// The anti-rollback version the state declares in `version.json`
+    /// (`{"version": N}`, N a non-negative integer); 0 when it has none.
+    /// Covered by signatures like every key, so only a signer can raise it.
+    pub fn version(&self) -> std::result::Result<u64, String> {
+        match self.entries.get(crate::layout::VERSION_KEY) {
+            None => Ok(0),
+            Some(Entry::Json(v)) => v
+                .get("version")
+                .and_then(serde_json::Value::as_u64)
+                .ok_or_else(|| {
+                    format!(
+                        "{}: \"version\" must be a non-negative integer",
+                        crate::layout::VERSION_KEY
+                    )
+                }),
+            Some(_) => Err(format!(
+                "{}: not a JSON document",
+                crate::layout::VERSION_KEY
+            )),
+        }
+    }
+
     pub fn containers(&self) -> BTreeMap<&str, &RunManifest> {
         self.entries
             .iter()

@@ -291,6 +291,15 @@ impl Daemon {
             Op::TRY_ONCE => self.run_revision(&c.payload, Purpose::TryOnce),
             Op::RUN_GC => self.gc(),
             Op::REBOOT_DEVICE => self.reboot_device(&c.payload),
+            Op::DEBUG_HANG if self.rt.opts.debug_hang => {
+                error!("DEBUG_HANG: the event loop stops turning now (debug.hang_command=1)");
+                loop {
+                    std::thread::sleep(std::time::Duration::from_secs(3600));
+                }
+            }
+            Op::DEBUG_HANG => Err(Refusal::Denied(
+                "DEBUG_HANG needs debug.hang_command=1".into(),
+            )),
         }
     }
 }

@@ -64,6 +64,8 @@ pub struct Daemon {
     log_sizes: HashMap<PathBuf, u64>,
     /// When storage's fill level is looked at next (`storage.gc.threshold`).
     gc_next: Option<Instant>,
+    /// The hardware watchdog while it is armed (`watchdog.mode`).
+    watchdog: Option<crate::watchdog::Watchdog>,
 }
 
 impl Daemon {
@@ -182,7 +184,7 @@ impl Daemon {
         if let Some(t) = &trying {
             machine.after_boot(t, &bootenv.rev, Instant::now());
         }
-        Ok(Daemon {
+        let mut daemon = Daemon {
             rt,
             run,
             ids,
@@ -196,17 +198,43 @@ impl Daemon {
             shutdown_group: None,
             log_sizes: HashMap::new(),
             gc_next: None,
-        })
+            watchdog: None,
+        };
+        // The committed revision sets the anti-rollback floor at least.
+        let committed = daemon.bootenv.rev.clone();
+        daemon.raise_floor(&committed);
+        Ok(daemon)
     }
 
-    /// Run until stopped by SIGTERM/SIGINT, or (embedded mode) until every
-    /// container stopped for a reboot.
+    /// Open the watchdog (`watchdog.device`, `watchdog.timeout`); one that
+    /// cannot be opened is reported and the daemon goes on without it.
+    fn arm_watchdog(&mut self) {
+        let o = &self.rt.opts;
+        match crate::watchdog::Watchdog::open(&o.watchdog_device, o.watchdog_timeout) {
+            Ok(w) => {
+                info!(
+                    "watchdog: {} armed, {} s",
+                    o.watchdog_device.display(),
+                    w.timeout
+                );
+                self.watchdog = Some(w);
+            }
+            Err(e) => error!("watchdog: {e}; running without it"),
+        }
+    }
+
     /// The revision chosen to run (it passed its check at boot) and its state.
     pub fn revision(&self) -> (&str, &pvstate::State) {
         (&self.run.name, &self.run.state)
     }
 
+    /// Run until stopped by SIGTERM/SIGINT, or (embedded mode) until every
+    /// container stopped for a reboot.
     pub fn run(mut self) -> Result<Stop> {
+        use crate::watchdog::Mode as Wdt;
+        if matches!(self.rt.opts.watchdog, Wdt::Always | Wdt::Startup) {
+            self.arm_watchdog();
+        }
         self.advance_groups();
         self.install_factory_packages();
         let mut events = vec![EpollEvent::empty(); 64];
@@ -244,9 +272,36 @@ impl Daemon {
                 }
                 self.storage_tick();
             }
+            if let Some(w) = self.watchdog.as_mut() {
+                w.ping();
+            }
+            if self.rt.opts.watchdog == Wdt::Startup
+                && self.run.all_up()
+                && self.shutdown_group.is_none()
+            {
+                if let Some(w) = self.watchdog.take() {
+                    info!("watchdog: the revision is up; stopped (watchdog.mode=startup)");
+                    w.stop();
+                }
+            }
+            if self.rt.opts.watchdog == Wdt::Shutdown
+                && self.shutdown_group.is_some()
+                && self.watchdog.is_none()
+            {
+                self.arm_watchdog();
+            }
             if self.shutdown_group.is_some() && self.advance_shutdown() {
                 self.finish_shutdown();
-                return Ok(self.reboot_now.take().unwrap_or(Stop::Halt));
+                let stop = self.reboot_now.take().unwrap_or(Stop::Halt);
+                // A clean power-off stops the watchdog; a reboot leaves it
+                // running until the reset.
+                if stop == Stop::Halt {
+                    if let Some(w) = self.watchdog.take() {
+                        info!("watchdog: stopped for the power-off");
+                        w.stop();
+                    }
+                }
+                return Ok(stop);
             }
         }
     }

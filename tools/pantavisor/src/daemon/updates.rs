@@ -53,6 +53,65 @@ pub(super) fn check(rt: &Runtime, rev: &str, hashes: bool) -> Result<State, Stri
     Ok(state)
 }
 
+impl Daemon {
+    /// The anti-rollback floor: the lowest version this device takes.
+    pub(super) fn floor(&self) -> u64 {
+        fs::read_to_string(
+            self.rt
+                .storage
+                .root()
+                .join(pvstate::layout::MIN_VERSION_FILE),
+        )
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0)
+    }
+
+    /// With `update.min_version`, why `state` is too old to run (its
+    /// `version.json` below the floor); rollbacks do not ask.
+    fn too_old(&self, state: &State) -> Option<String> {
+        if !self.rt.opts.min_version {
+            return None;
+        }
+        let floor = self.floor();
+        match state.version() {
+            Err(e) => Some(e),
+            Ok(v) if v < floor => Some(format!(
+                "version {v} is older than this device's floor {floor} (update.min_version)"
+            )),
+            Ok(_) => None,
+        }
+    }
+
+    /// On a commit the floor rises to the committed revision's version
+    /// (written durably before the commit is recorded).
+    pub(super) fn raise_floor(&mut self, rev: &str) {
+        if !self.rt.opts.min_version {
+            return;
+        }
+        let Some(v) = self
+            .rt
+            .storage
+            .state(rev)
+            .ok()
+            .and_then(|s| s.version().ok())
+        else {
+            return;
+        };
+        if v > self.floor() {
+            let path = self
+                .rt
+                .storage
+                .root()
+                .join(pvstate::layout::MIN_VERSION_FILE);
+            match pvstate::store::write_atomic(&path, format!("{v}\n").as_bytes()) {
+                Ok(()) => info!("anti-rollback: floor raised to {v} (revision {rev})"),
+                Err(e) => error!("anti-rollback: {}: {e}", path.display()),
+            }
+        }
+    }
+}
+
 /// What of `state` this daemon would not act on, as one refusal naming
 /// every member (see [`crate::support`]).
 pub(super) fn unsupported(state: &State) -> Option<String> {
@@ -69,6 +128,9 @@ impl Daemon {
             return Err(Refusal::WontGo(why));
         }
         if let Some(why) = unsupported(&state) {
+            return Err(Refusal::WontGo(why));
+        }
+        if let Some(why) = self.too_old(&state) {
             return Err(Refusal::WontGo(why));
         }
         let missing: Vec<String> = state
@@ -115,7 +177,7 @@ impl Daemon {
             return Err(Refusal::NotFound(format!("no revision {rev}")));
         }
         let next = check(&self.rt, rev, self.rt.opts.verify_objects)
-            .and_then(|s| match unsupported(&s) {
+            .and_then(|s| match unsupported(&s).or_else(|| self.too_old(&s)) {
                 Some(why) => Err(why),
                 None => Ok(s),
             })
@@ -193,6 +255,7 @@ impl Daemon {
                     }
                 }
                 Action::Commit { rev } => {
+                    self.raise_floor(&rev);
                     self.bootenv.rev = rev;
                     self.settle();
                 }

@@ -92,6 +92,17 @@ impl Guest {
     }
 
     pub fn boot_with(dir: &Path, disk: &Path, kvm: bool, extra: &[&str]) -> Guest {
+        Self::boot_cmdline(dir, disk, kvm, extra, "")
+    }
+
+    /// [`Guest::boot_with`], with `cmdline` added to the kernel command line.
+    pub fn boot_cmdline(
+        dir: &Path,
+        disk: &Path,
+        kvm: bool,
+        extra: &[&str],
+        cmdline: &str,
+    ) -> Guest {
         let serial = dir.join(if kvm { "serial-kvm.log" } else { "serial.log" });
         let monitor = dir.join("monitor.sock");
         let _ = fs::remove_file(&monitor);
@@ -109,10 +120,10 @@ impl Guest {
             .arg(bsp.join("vmlinuz"))
             .arg("-initrd")
             .arg(bsp.join("initramfs.cpio.gz"))
-            .args([
-                "-append",
-                "console=ttyS0 pv_storage=LABEL=pvdata panic=-1 quiet",
-            ])
+            .arg("-append")
+            .arg(format!(
+                "console=ttyS0 pv_storage=LABEL=pvdata panic=-1 quiet {cmdline}"
+            ))
             .arg("-drive")
             .arg(format!("file={},if=virtio,format=raw", disk.display()))
             .arg("-serial")
