@@ -15,32 +15,13 @@ use std::time::{Duration, Instant};
 
 #[test]
 fn boots_as_pid1_runs_the_revision_and_powers_off() {
-    let uid = Command::new("id").arg("-u").output().unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&uid.stdout).trim(),
-        "0",
-        "needs root (ci/test runs it as root)"
-    );
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = bsp_dir();
     let d = tmp.path();
-    run(Command::new("bash")
-        .arg(root().join("ci/mkimage"))
-        .arg("bsp")
-        .arg(d));
     // A container from Debian's static busybox.
-    let rootfs = d.join("rootfs/os/bin");
-    fs::create_dir_all(&rootfs).unwrap();
-    fs::copy("/bin/busybox", rootfs.join("busybox")).expect("busybox-static (ci/test installs it)");
-    for applet in ["sh", "sleep", "echo"] {
-        std::os::unix::fs::symlink("busybox", rootfs.join(applet)).unwrap();
-    }
-    fs::write(
-        d.join("gateway.yaml"),
-        r#"bsp:
-  kernel: bsp/vmlinuz
-  initrd: bsp/initramfs.cpio.gz
-  modules: bsp/modules
-containers:
+    busybox_rootfs(&d.join("rootfs/os"), &["sh", "sleep", "echo"]);
+    gateway_manifest(
+        d,
+        r#"containers:
   os:
     rootfs: rootfs/os
     group: root
@@ -49,8 +30,7 @@ containers:
 core: [os]
 squashfs: {comp: zstd, mtime: 1700000000}
 "#,
-    )
-    .unwrap();
+    );
     let disk = d.join("disk.img");
     compose_disk(d, &disk, "512");
 
@@ -158,35 +138,18 @@ fn boot_any(d: &std::path::Path, disk: &std::path::Path) -> Guest {
 
 #[test]
 fn a_dm_verity_container_runs_and_one_flipped_byte_fails_it_alone() {
-    let uid = Command::new("id").arg("-u").output().unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&uid.stdout).trim(),
-        "0",
-        "needs root (ci/test runs it as root)"
-    );
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = bsp_dir();
     let d = tmp.path();
-    run(Command::new("bash")
-        .arg(root().join("ci/mkimage"))
-        .arg("bsp")
-        .arg(d));
     for name in ["os", "vapp"] {
-        let bin = d.join(format!("rootfs/{name}/bin"));
-        fs::create_dir_all(&bin).unwrap();
-        fs::copy("/bin/busybox", bin.join("busybox"))
-            .expect("busybox-static (ci/test installs it)");
-        for applet in ["sh", "sleep", "echo", "cat"] {
-            std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
-        }
+        busybox_rootfs(
+            &d.join("rootfs").join(name),
+            &["sh", "sleep", "echo", "cat"],
+        );
     }
     fs::write(d.join("rootfs/vapp/secret.txt"), "read through dm-verity\n").unwrap();
-    fs::write(
-        d.join("gateway.yaml"),
-        r#"bsp:
-  kernel: bsp/vmlinuz
-  initrd: bsp/initramfs.cpio.gz
-  modules: bsp/modules
-containers:
+    gateway_manifest(
+        d,
+        r#"containers:
   os:
     rootfs: rootfs/os
     group: root
@@ -200,8 +163,7 @@ containers:
 core: [os, vapp]
 squashfs: {comp: gzip, mtime: 1700000000}
 "#,
-    )
-    .unwrap();
+    );
     let disk = d.join("disk.img");
     compose_disk(d, &disk, "256");
     let state: serde_json::Value =
@@ -246,12 +208,7 @@ squashfs: {comp: gzip, mtime: 1700000000}
     run(Command::new("umount").arg(&plain));
     assert_eq!(read.unwrap(), "read through dm-verity\n");
     let tampered = d.join("tampered.img");
-    run(Command::new("bash")
-        .arg(root().join("ci/mkimage"))
-        .arg("disk")
-        .arg(d.join("pvroot"))
-        .arg(&tampered)
-        .arg("256"));
+    disk_image(&d.join("pvroot"), &tampered, "256");
     let mut guest = boot_any(d, &tampered);
     let failed = guest.wait_for("pv--dmverity--vapp-root", Duration::from_secs(120))
         && guest.wait_for("os: started", Duration::from_secs(60));
@@ -280,31 +237,12 @@ squashfs: {comp: gzip, mtime: 1700000000}
 /// refused when the device boots, and the device runs the factory revision.
 #[test]
 fn a_committed_revision_tampered_on_disk_is_refused_at_boot_and_the_device_falls_back() {
-    let uid = Command::new("id").arg("-u").output().unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&uid.stdout).trim(),
-        "0",
-        "needs root (ci/test runs it as root)"
-    );
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = bsp_dir();
     let d = tmp.path();
-    run(Command::new("bash")
-        .arg(root().join("ci/mkimage"))
-        .arg("bsp")
-        .arg(d));
-    let bin = d.join("rootfs/os/bin");
-    fs::create_dir_all(&bin).unwrap();
-    fs::copy("/bin/busybox", bin.join("busybox")).expect("busybox-static (ci/test installs it)");
-    for applet in ["sh", "sleep", "echo"] {
-        std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
-    }
-    fs::write(
-        d.join("gateway.yaml"),
-        r#"bsp:
-  kernel: bsp/vmlinuz
-  initrd: bsp/initramfs.cpio.gz
-  modules: bsp/modules
-containers:
+    busybox_rootfs(&d.join("rootfs/os"), &["sh", "sleep", "echo"]);
+    gateway_manifest(
+        d,
+        r#"containers:
   os:
     rootfs: rootfs/os
     group: root
@@ -313,8 +251,7 @@ containers:
 core: [os]
 squashfs: {comp: gzip, mtime: 1700000000}
 "#,
-    )
-    .unwrap();
+    );
     run(Command::new(workspace_bin("pvcompose", "pvcompose"))
         .args(["pvroot", "--quiet", "--manifest"])
         .arg(d.join("gateway.yaml"))
@@ -334,12 +271,7 @@ squashfs: {comp: gzip, mtime: 1700000000}
     fs::write(pvroot.join("trails/1/.pvr/json"), state.to_canonical()).unwrap();
     fs::write(pvroot.join("boot/pv.env"), "pv_rev=1\npv_try=\n").unwrap();
     let boot_and_read = |image: &std::path::Path| {
-        run(Command::new("bash")
-            .arg(root().join("ci/mkimage"))
-            .arg("disk")
-            .arg(&pvroot)
-            .arg(image)
-            .arg("256"));
+        disk_image(&pvroot, image, "256");
         let mut guest = boot_any(d, image);
         let up = guest.wait_for("os: started", Duration::from_secs(120));
         let console = guest.console();
@@ -392,25 +324,11 @@ squashfs: {comp: gzip, mtime: 1700000000}
 /// resets the guest within the timeout.
 #[test]
 fn a_hung_loop_is_reset_by_the_watchdog_and_a_clean_power_off_is_not() {
-    let uid = Command::new("id").arg("-u").output().unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&uid.stdout).trim(),
-        "0",
-        "needs root (ci/test runs it as root)"
-    );
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = bsp_dir();
     let d = tmp.path();
-    run(Command::new("bash")
-        .arg(root().join("ci/mkimage"))
-        .arg("bsp")
-        .arg(d));
     let os = d.join("rootfs/os");
-    fs::create_dir_all(os.join("bin")).unwrap();
+    busybox_rootfs(&os, &["sh", "sleep", "echo", "ip", "cat", "grep", "udhcpc"]);
     fs::create_dir_all(os.join("etc")).unwrap();
-    fs::copy("/bin/busybox", os.join("bin/busybox")).expect("busybox-static (ci/test installs it)");
-    for applet in ["sh", "sleep", "echo", "ip", "cat", "grep", "udhcpc"] {
-        std::os::unix::fs::symlink("busybox", os.join("bin").join(applet)).unwrap();
-    }
     fs::copy(
         root().join("ci/lib/udhcpc.script"),
         os.join("etc/udhcpc.script"),
@@ -418,19 +336,10 @@ fn a_hung_loop_is_reset_by_the_watchdog_and_a_clean_power_off_is_not() {
     .unwrap();
     // The app ignores SIGTERM: stopping it takes stop.timeout (14 s), longer
     // than the watchdog's 10 s.
-    let app = d.join("rootfs/app/bin");
-    fs::create_dir_all(&app).unwrap();
-    fs::copy("/bin/busybox", app.join("busybox")).unwrap();
-    for applet in ["sh", "sleep"] {
-        std::os::unix::fs::symlink("busybox", app.join(applet)).unwrap();
-    }
-    fs::write(
-        d.join("gateway.yaml"),
-        r#"bsp:
-  kernel: bsp/vmlinuz
-  initrd: bsp/initramfs.cpio.gz
-  modules: bsp/modules
-containers:
+    busybox_rootfs(&d.join("rootfs/app"), &["sh", "sleep"]);
+    gateway_manifest(
+        d,
+        r#"containers:
   os:
     rootfs: rootfs/os
     group: root
@@ -447,8 +356,7 @@ config:
   stop.timeout: "14"
 squashfs: {comp: gzip, mtime: 1700000000}
 "#,
-    )
-    .unwrap();
+    );
     let disk = d.join("disk.img");
     compose_disk(d, &disk, "256");
     let boot = |port: u16| {
@@ -553,25 +461,11 @@ fn wait_remote(
 
 #[test]
 fn a_reboot_transition_boots_the_try_and_a_failed_try_falls_back() {
-    let uid = Command::new("id").arg("-u").output().unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&uid.stdout).trim(),
-        "0",
-        "needs root"
-    );
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = bsp_dir();
     let d = tmp.path();
-    run(Command::new("bash")
-        .arg(root().join("ci/mkimage"))
-        .arg("bsp")
-        .arg(d));
     let os = d.join("rootfs/os");
-    fs::create_dir_all(os.join("bin")).unwrap();
+    busybox_rootfs(&os, &["sh", "sleep", "echo", "ip", "cat", "grep", "udhcpc"]);
     fs::create_dir_all(os.join("etc")).unwrap();
-    fs::copy("/bin/busybox", os.join("bin/busybox")).unwrap();
-    for applet in ["sh", "sleep", "echo", "ip", "cat", "grep", "udhcpc"] {
-        std::os::unix::fs::symlink("busybox", os.join("bin").join(applet)).unwrap();
-    }
     fs::copy(
         root().join("ci/lib/udhcpc.script"),
         os.join("etc/udhcpc.script"),
@@ -579,13 +473,9 @@ fn a_reboot_transition_boots_the_try_and_a_failed_try_falls_back() {
     .unwrap();
     fs::write(os.join("etc/version"), "1\n").unwrap();
     // The os container brings up QEMU's user network with DHCP.
-    fs::write(
-        d.join("gateway.yaml"),
-        r#"bsp:
-  kernel: bsp/vmlinuz
-  initrd: bsp/initramfs.cpio.gz
-  modules: bsp/modules
-containers:
+    gateway_manifest(
+        d,
+        r#"containers:
   os:
     rootfs: rootfs/os
     group: root
@@ -600,8 +490,7 @@ config:
   update.goals_timeout: "30"
 squashfs: {comp: zstd, mtime: 1700000000}
 "#,
-    )
-    .unwrap();
+    );
     // The daemon reads its configuration from the data partition.
     let disk = d.join("disk.img");
     compose_disk(d, &disk, "768");

@@ -180,6 +180,46 @@ impl Drop for Guest {
     }
 }
 
+/// The start of every QEMU test: root (asserted), a temporary directory
+/// with the BSP `ci/mkimage bsp` makes.
+pub fn bsp_dir() -> tempfile::TempDir {
+    let uid = Command::new("id").arg("-u").output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&uid.stdout).trim(),
+        "0",
+        "needs root (ci/test runs it as root)"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    run(Command::new("bash")
+        .arg(root().join("ci/mkimage"))
+        .arg("bsp")
+        .arg(tmp.path()));
+    tmp
+}
+
+/// A container root file system at `dir` from Debian's static busybox,
+/// with `applets` linked in `bin/`.
+pub fn busybox_rootfs(dir: &Path, applets: &[&str]) {
+    let bin = dir.join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    fs::copy("/bin/busybox", bin.join("busybox")).expect("busybox-static (ci/test installs it)");
+    for applet in applets {
+        std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
+    }
+}
+
+/// `dir/gateway.yaml`: the BSP of [`bsp_dir`] and `body` (containers, core,
+/// config, squashfs).
+pub fn gateway_manifest(dir: &Path, body: &str) {
+    fs::write(
+        dir.join("gateway.yaml"),
+        format!(
+            "bsp:\n  kernel: bsp/vmlinuz\n  initrd: bsp/initramfs.cpio.gz\n  modules: bsp/modules\n{body}"
+        ),
+    )
+    .unwrap();
+}
+
 /// `pvcompose pvroot` of `dir/gateway.yaml` into `dir/pvroot`, then
 /// `ci/mkimage disk` of it into `disk` (`size_mb` MiB).
 pub fn compose_disk(dir: &Path, disk: &Path, size_mb: &str) {
@@ -188,10 +228,15 @@ pub fn compose_disk(dir: &Path, disk: &Path, size_mb: &str) {
         .arg(dir.join("gateway.yaml"))
         .arg("--out")
         .arg(dir.join("pvroot")));
+    disk_image(&dir.join("pvroot"), disk, size_mb);
+}
+
+/// `ci/mkimage disk` of `pvroot` into `disk` (`size_mb` MiB).
+pub fn disk_image(pvroot: &Path, disk: &Path, size_mb: &str) {
     run(Command::new("bash")
         .arg(root().join("ci/mkimage"))
         .arg("disk")
-        .arg(dir.join("pvroot"))
+        .arg(pvroot)
         .arg(disk)
         .arg(size_mb));
 }
