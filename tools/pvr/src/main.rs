@@ -1077,6 +1077,36 @@ fn pool_bytes<'a>(
     .sum()
 }
 
+/// What the device reports free beyond its reserve (device metadata
+/// `storage.real_free`, a JSON object or, as Pantavisor writes it, a JSON
+/// string); `None` when it does not say.
+fn device_room(device: &Device) -> Option<u64> {
+    let meta = device.json("GET", "/device-meta", b"").ok()?;
+    let storage = match &meta["storage"] {
+        serde_json::Value::String(s) => serde_json::from_str(s).ok()?,
+        other => other.clone(),
+    };
+    storage["real_free"].as_u64()
+}
+
+/// Refuse an update whose objects do not fit on the device before any byte
+/// of it is sent; when they do not, ask the device to collect first.
+fn room_for(device: &Device, bytes: u64) -> Result<()> {
+    let Some(have) = device_room(device) else {
+        return Ok(());
+    };
+    if bytes <= have {
+        return Ok(());
+    }
+    let _ = device.json("POST", "/commands", br#"{"op":"RUN_GC","payload":""}"#);
+    match device_room(device) {
+        Some(have) if bytes > have => Err(Error::Remote(format!(
+            "not enough space on the device: the update needs {bytes} bytes, {have} are free beyond its reserve; nothing was sent"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// The ids of the objects the device has.
 fn device_objects(device: &Device) -> Result<BTreeSet<String>> {
     Ok(device
@@ -1252,6 +1282,7 @@ fn post(
         .collect();
     let total = pool_bytes(&pool, ids.iter());
     let to_send = pool_bytes(&pool, missing.iter().copied());
+    room_for(&device, to_send)?;
     // Up to four uploads at once, each on its own connection.
     let next = std::sync::atomic::AtomicUsize::new(0);
     let done = std::sync::atomic::AtomicUsize::new(0);

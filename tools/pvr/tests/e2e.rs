@@ -490,6 +490,64 @@ fn clone_update_sign_post_run() {
     );
 }
 
+/// Issue 16: an update whose new objects do not fit beyond the device's
+/// reserve (`storage` in its device metadata, as Pantavisor reports it) is
+/// refused by `pvr post` before any byte of it is sent.
+#[test]
+fn an_update_that_does_not_fit_is_refused_before_any_byte_is_sent() {
+    // All of storage reserved: nothing new fits.
+    let s = setup("storage.gc.reserved=100\n");
+    let (t, sock) = (s.tmp.path(), &s.sock);
+    let (_, meta) = request(sock, "GET", "/device-meta", "");
+    assert_eq!(meta["storage"]["real_free"], 0, "{meta}");
+    assert!(meta["storage"]["total"].as_u64().unwrap() > 0, "{meta}");
+    let ws = t.join("ws");
+    let (code, out, err) = pvr(
+        t,
+        &[
+            "clone",
+            &format!("unix:{}", sock.display()),
+            ws.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let newfs = t.join("rootfs/app1-big");
+    let ok = Command::new("cp")
+        .arg("-a")
+        .arg(t.join("rootfs/app1"))
+        .arg(&newfs)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    fs::write(newfs.join("etc/version"), "big\n").unwrap();
+    let (code, out, err) = pvr(
+        &ws,
+        &[
+            "app",
+            "update",
+            "app1",
+            "--from",
+            newfs.to_str().unwrap(),
+            "--comp",
+            "lz4",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(pvr(&ws, &["commit", "-m", "big"]).0, 0);
+    let (_, before) = request(sock, "GET", "/objects", "");
+    let (code, out, err) = pvr(&ws, &["post", "--rev", "locals/big"]);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("not enough space on the device: the update needs")
+            && err.contains("nothing was sent"),
+        "{err}"
+    );
+    let (_, after) = request(sock, "GET", "/objects", "");
+    assert_eq!(before, after, "no object arrived");
+    let (code, _) = request(sock, "GET", "/steps/locals/big", "");
+    assert_eq!(code, 404);
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

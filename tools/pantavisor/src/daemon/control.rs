@@ -250,6 +250,7 @@ impl Daemon {
             "pantavisor.revision": self.run.name,
             "pantavisor.reboot-requested": self.reboot_requested,
             "pantavisor.rss_kb": rss_kb,
+            "storage": self.storage_meta(),
         })
     }
 

@@ -41,6 +41,19 @@ fn du(dir: &Path) -> u64 {
 }
 
 impl Daemon {
+    /// Storage as Pantavisor's device metadata `storage` reports it: total,
+    /// free, the reserve (`storage.gc.reserved`) and what is free beyond it.
+    pub(super) fn storage_meta(&self) -> Value {
+        let (total, free) = fs_space(self.rt.objects.dir());
+        let reserved = total / 100 * self.rt.opts.gc_reserved_pct;
+        json!({
+            "total": total,
+            "free": free,
+            "reserved": reserved,
+            "real_free": free.saturating_sub(reserved),
+        })
+    }
+
     /// The revisions no collection may remove: running, committed, tried,
     /// and both ends of an update under way.
     fn pinned(&self) -> BTreeSet<String> {
@@ -191,14 +204,9 @@ impl Daemon {
     /// less the reserve (`storage.gc.reserved` percent of storage) must hold
     /// them. Refused with what is needed and what there is.
     pub(super) fn ensure_space(&mut self, what: &str, length: u64) -> Result<(), Refusal> {
-        let dir = self.rt.objects.dir().to_path_buf();
         let fits = |me: &Self| {
-            let (total, free) = fs_space(&dir);
-            let reserve = total / 100 * me.rt.opts.gc_reserved_pct;
-            (
-                free.saturating_sub(reserve) >= length,
-                free.saturating_sub(reserve),
-            )
+            let have = me.storage_meta()["real_free"].as_u64().unwrap_or(0);
+            (have >= length, have)
         };
         if fits(self).0 {
             return Ok(());
