@@ -225,6 +225,20 @@ fn setup(extra_config: &str) -> Setup {
     }
 }
 
+/// A copy of app1's root file system whose etc/version says `tag`.
+fn app1_version(t: &Path, tag: &str) -> PathBuf {
+    let newfs = t.join(format!("rootfs/app1-{tag}"));
+    let ok = Command::new("cp")
+        .arg("-a")
+        .arg(t.join("rootfs/app1"))
+        .arg(&newfs)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    fs::write(newfs.join("etc/version"), format!("{tag}\n")).unwrap();
+    newfs
+}
+
 #[test]
 fn clone_update_sign_post_run() {
     let s = setup("");
@@ -247,15 +261,7 @@ fn clone_update_sign_post_run() {
     assert!(status.is_empty(), "a fresh clone has no changes: {status}");
 
     // app update from a new rootfs, commit, sign
-    let newfs = t.join("rootfs/app1-v2");
-    let ok = Command::new("cp")
-        .arg("-a")
-        .arg(t.join("rootfs/app1"))
-        .arg(&newfs)
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    fs::write(newfs.join("etc/version"), "2\n").unwrap();
+    let newfs = app1_version(t, "2");
     let (code, out, err) = pvr(
         &ws,
         &[
@@ -511,15 +517,7 @@ fn an_update_that_does_not_fit_is_refused_before_any_byte_is_sent() {
         ],
     );
     assert_eq!(code, 0, "{out}{err}");
-    let newfs = t.join("rootfs/app1-big");
-    let ok = Command::new("cp")
-        .arg("-a")
-        .arg(t.join("rootfs/app1"))
-        .arg(&newfs)
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    fs::write(newfs.join("etc/version"), "big\n").unwrap();
+    let newfs = app1_version(t, "big");
     let (code, out, err) = pvr(
         &ws,
         &[
