@@ -350,21 +350,10 @@ impl Daemon {
 
 /// The revisions that reached DONE, newest first (by their progress file).
 fn done_newest_first(rt: &Runtime) -> Vec<String> {
-    let mut done: Vec<(std::time::SystemTime, String)> = rt
-        .storage
-        .revisions()
+    let mut done: Vec<(std::time::SystemTime, String)> = storage::trails(&rt.storage)
         .into_iter()
-        .filter(|r| {
-            rt.storage
-                .progress(r)
-                .is_some_and(|p| p["status"] == "DONE")
-        })
-        .map(|r| {
-            let t = std::fs::metadata(rt.storage.progress_path(&r))
-                .and_then(|m| m.modified())
-                .unwrap_or(std::time::UNIX_EPOCH);
-            (t, r)
-        })
+        .filter(|t| t.status.as_deref() == Some("DONE"))
+        .map(|t| (t.when, t.rev))
         .collect();
     done.sort_by(|a, b| b.cmp(a));
     done.into_iter().map(|(_, r)| r).collect()

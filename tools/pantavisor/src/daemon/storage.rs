@@ -27,6 +27,25 @@ fn fs_space(path: &Path) -> (u64, u64) {
         .unwrap_or((0, 0))
 }
 
+/// Every revision on `storage` with its progress status and when that last
+/// changed (the state's time for a revision without progress).
+pub(super) fn trails(storage: &pvstate::layout::Pvroot) -> Vec<Trail> {
+    storage
+        .revisions()
+        .into_iter()
+        .map(|rev| {
+            let status = storage
+                .progress(&rev)
+                .and_then(|p| p["status"].as_str().map(str::to_string));
+            let when = fs::metadata(storage.progress_path(&rev))
+                .or_else(|_| fs::metadata(storage.state_path(&rev)))
+                .and_then(|m| m.modified())
+                .unwrap_or(std::time::UNIX_EPOCH);
+            Trail { rev, status, when }
+        })
+        .collect()
+}
+
 /// Bytes under `dir`.
 fn du(dir: &Path) -> u64 {
     let mut total = 0;
@@ -41,11 +60,17 @@ fn du(dir: &Path) -> u64 {
 }
 
 impl Daemon {
-    /// Storage as Pantavisor's device metadata `storage` reports it: total,
-    /// free, the reserve (`storage.gc.reserved`) and what is free beyond it.
-    pub(super) fn storage_meta(&self) -> Value {
+    /// Storage's (total, free, reserved) bytes, the reserve being
+    /// `storage.gc.reserved` percent of the total.
+    fn space(&self) -> (u64, u64, u64) {
         let (total, free) = fs_space(self.rt.objects.dir());
-        let reserved = total / 100 * self.rt.opts.gc_reserved_pct;
+        (total, free, total / 100 * self.rt.opts.gc_reserved_pct)
+    }
+
+    /// Storage as Pantavisor's device metadata `storage` reports it: total,
+    /// free, the reserve and what is free beyond it.
+    pub(super) fn storage_meta(&self) -> Value {
+        let (total, free, reserved) = self.space();
         json!({
             "total": total,
             "free": free,
@@ -103,22 +128,11 @@ impl Daemon {
         if self.machine.busy() {
             return Err(Refusal::Busy("an update is under way".into()));
         }
-        let storage = &self.rt.storage;
-        let trails: Vec<Trail> = storage
-            .revisions()
-            .into_iter()
-            .map(|rev| {
-                let status = storage
-                    .progress(&rev)
-                    .and_then(|p| p["status"].as_str().map(str::to_string));
-                let when = fs::metadata(storage.progress_path(&rev))
-                    .or_else(|_| fs::metadata(storage.state_path(&rev)))
-                    .and_then(|m| m.modified())
-                    .unwrap_or(std::time::UNIX_EPOCH);
-                Trail { rev, status, when }
-            })
-            .collect();
-        let remove = plan(&trails, &self.pinned(), self.rt.opts.gc_keep);
+        let remove = plan(
+            &trails(&self.rt.storage),
+            &self.pinned(),
+            self.rt.opts.gc_keep,
+        );
         let mut removed = Vec::new();
         for rev in &remove {
             match self.remove_revision(rev) {
@@ -205,7 +219,8 @@ impl Daemon {
     /// them. Refused with what is needed and what there is.
     pub(super) fn ensure_space(&mut self, what: &str, length: u64) -> Result<(), Refusal> {
         let fits = |me: &Self| {
-            let have = me.storage_meta()["real_free"].as_u64().unwrap_or(0);
+            let (_, free, reserved) = me.space();
+            let have = free.saturating_sub(reserved);
             (have >= length, have)
         };
         if fits(self).0 {
