@@ -54,17 +54,19 @@ pub(super) fn check(rt: &Runtime, rev: &str, hashes: bool) -> Result<State, Stri
 }
 
 impl Daemon {
+    fn floor_path(&self) -> std::path::PathBuf {
+        self.rt
+            .storage
+            .root()
+            .join(pvstate::layout::MIN_VERSION_FILE)
+    }
+
     /// The anti-rollback floor: the lowest version this device takes.
     pub(super) fn floor(&self) -> u64 {
-        fs::read_to_string(
-            self.rt
-                .storage
-                .root()
-                .join(pvstate::layout::MIN_VERSION_FILE),
-        )
-        .ok()
-        .and_then(|t| t.trim().parse().ok())
-        .unwrap_or(0)
+        fs::read_to_string(self.floor_path())
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0)
     }
 
     /// With `update.min_version`, why `state` is too old to run (its
@@ -99,11 +101,7 @@ impl Daemon {
             return;
         };
         if v > self.floor() {
-            let path = self
-                .rt
-                .storage
-                .root()
-                .join(pvstate::layout::MIN_VERSION_FILE);
+            let path = self.floor_path();
             match pvstate::store::write_atomic(&path, format!("{v}\n").as_bytes()) {
                 Ok(()) => info!("anti-rollback: floor raised to {v} (revision {rev})"),
                 Err(e) => error!("anti-rollback: {}: {e}", path.display()),
@@ -112,11 +110,17 @@ impl Daemon {
     }
 }
 
-/// What of `state` this daemon would not act on, as one refusal naming
-/// every member (see [`crate::support`]).
-pub(super) fn unsupported(state: &State) -> Option<String> {
-    let list = crate::support::unsupported(state);
-    (!list.is_empty()).then(|| format!("not supported by this daemon: {}", list.join("; ")))
+impl Daemon {
+    /// Why `state` may not be taken as an update beyond its signatures and
+    /// objects: members this daemon would not act on (one refusal naming
+    /// every one, see [`crate::support`]), or a version below the floor.
+    fn update_problem(&self, state: &State) -> Option<String> {
+        let list = crate::support::unsupported(state);
+        if !list.is_empty() {
+            return Some(format!("not supported by this daemon: {}", list.join("; ")));
+        }
+        self.too_old(state)
+    }
 }
 
 impl Daemon {
@@ -127,10 +131,7 @@ impl Daemon {
         if let Some(why) = signature_problem(&self.rt, &state) {
             return Err(Refusal::WontGo(why));
         }
-        if let Some(why) = unsupported(&state) {
-            return Err(Refusal::WontGo(why));
-        }
-        if let Some(why) = self.too_old(&state) {
+        if let Some(why) = self.update_problem(&state) {
             return Err(Refusal::WontGo(why));
         }
         let missing: Vec<String> = state
@@ -177,7 +178,7 @@ impl Daemon {
             return Err(Refusal::NotFound(format!("no revision {rev}")));
         }
         let next = check(&self.rt, rev, self.rt.opts.verify_objects)
-            .and_then(|s| match unsupported(&s).or_else(|| self.too_old(&s)) {
+            .and_then(|s| match self.update_problem(&s) {
                 Some(why) => Err(why),
                 None => Ok(s),
             })
