@@ -250,26 +250,14 @@ impl Ctr {
         }
         let dir = self.dir(env);
         // `boot` volumes on a disk start empty, as their tmpfs would.
-        for (key, entry) in &self.run.storage {
-            let p = entry.persistence.unwrap_or(Persistence::Boot);
-            if matches!(p, Persistence::Boot | Persistence::BuiltIn) {
-                if let Some(d) = crate::support::disk_volume_dir(
-                    env.storage.root(),
-                    env.state,
-                    env.rev,
-                    &self.name,
-                    key,
-                    entry.disk.as_deref(),
-                    p,
-                ) {
-                    let _ = fs::remove_dir_all(&d);
-                }
+        for key in self.run.storage.keys() {
+            if let (Persistence::Boot | Persistence::BuiltIn, Some(d)) = self.on_disk(env, key) {
+                let _ = fs::remove_dir_all(&d);
             }
         }
         self.mount_image(env, &self.run.root_volume, &dir.join("root"))?;
-        for image in self.run.volumes.iter().flatten() {
-            let name = image.strip_prefix("dm:").unwrap_or(image);
-            self.mount_image(env, image, &dir.join("images").join(name))?;
+        for (image, (_, target)) in self.run.volumes.iter().flatten().zip(self.images(env)) {
+            self.mount_image(env, image, &target)?;
         }
         self.mounted = true;
         // The _config overlay, written out as files.
@@ -323,19 +311,33 @@ impl Ctr {
     /// (its `disk`, or the default disk), else on storage by persistence;
     /// `None` for a tmpfs. (A `boot` volume on a disk is emptied by mount.)
     fn volume_dir(&self, env: &Env, key: &str) -> Result<Option<PathBuf>> {
+        match self.on_disk(env, key) {
+            (_, Some(d)) => {
+                fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
+                Ok(Some(d))
+            }
+            (p, None) => Ok(env.storage.volume_dir(env.rev, &self.name, key, p)),
+        }
+    }
+
+    /// Storage entry `key`'s persistence, and its directory when it lives
+    /// on a device.json directory disk (its `disk`, or the default disk).
+    fn on_disk(&self, env: &Env, key: &str) -> (Persistence, Option<PathBuf>) {
         let entry = self.run.storage.get(key);
         let p = entry
             .and_then(|e| e.persistence)
             .unwrap_or(Persistence::Boot);
         let disk = entry.and_then(|e| e.disk.as_deref());
-        let storage = env.storage.root();
-        if let Some(d) =
-            crate::support::disk_volume_dir(storage, env.state, env.rev, &self.name, key, disk, p)
-        {
-            fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
-            return Ok(Some(d));
-        }
-        Ok(env.storage.volume_dir(env.rev, &self.name, key, p))
+        let dir = crate::support::disk_volume_dir(
+            env.storage.root(),
+            env.state,
+            env.rev,
+            &self.name,
+            key,
+            disk,
+            p,
+        );
+        (p, dir)
     }
 
     /// Directories of the container's volumes (all storage entries but the
