@@ -212,6 +212,12 @@ pub fn lookup(name: &str) -> Option<(&'static Key, &'static str)> {
     })
 }
 
+/// Whether `key` has the form of a Pantavisor key (`PV_*` / `PH_*`, any case).
+fn pantavisor_form(key: &str) -> bool {
+    let k = key.trim().as_bytes();
+    k.len() >= 3 && (k[..3].eq_ignore_ascii_case(b"PV_") || k[..3].eq_ignore_ascii_case(b"PH_"))
+}
+
 /// A setting that was not used, and why.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Report {
@@ -267,8 +273,7 @@ impl Settings {
             why,
         };
         let Some((k, alias)) = lookup(key) else {
-            let upper = key.trim().to_ascii_uppercase();
-            let why = if upper.starts_with("PV_") || upper.starts_with("PH_") {
+            let why = if pantavisor_form(key) {
                 "a Pantavisor key this daemon does not use".to_string()
             } else {
                 "unknown key".to_string()
@@ -332,11 +337,10 @@ impl Settings {
     pub fn apply_cmdline(&mut self, cmdline: &str) {
         for word in cmdline.split_whitespace() {
             if let Some((k, v)) = word.split_once('=') {
-                let lower = k.to_ascii_lowercase();
                 // pv_storage, pv_config and the like are the initramfs's
                 // own boot arguments, not configuration keys.
-                if (lower.starts_with("pv_") || lower.starts_with("ph_"))
-                    && !crate::embedded::BOOT_ARGS.contains(&lower.as_str())
+                if pantavisor_form(k)
+                    && !crate::embedded::BOOT_ARGS.contains(&k.to_ascii_lowercase().as_str())
                 {
                     self.apply(Cmdline, k, v);
                 }
@@ -347,8 +351,7 @@ impl Settings {
     /// `PV_*` / `PH_*` variables of an environment.
     pub fn apply_env(&mut self, vars: impl Iterator<Item = (String, String)>) {
         for (k, v) in vars {
-            let upper = k.to_ascii_uppercase();
-            if upper.starts_with("PV_") || upper.starts_with("PH_") {
+            if pantavisor_form(&k) {
                 self.apply(Env, &k, &v);
             }
         }
@@ -358,8 +361,7 @@ impl Settings {
     /// metadata (which is most of it) is not configuration.
     pub fn apply_user_meta(&mut self, entries: impl Iterator<Item = (String, String)>) {
         for (k, v) in entries {
-            let upper = k.to_ascii_uppercase();
-            if lookup(&k).is_some() || upper.starts_with("PV_") || upper.starts_with("PH_") {
+            if lookup(&k).is_some() || pantavisor_form(&k) {
                 self.apply(UserMeta, &k, &v);
             }
         }
@@ -387,7 +389,7 @@ impl Settings {
                 };
                 json!({
                     "key": k.name,
-                    "pantavisor": k.aliases.iter().find(|a| a.starts_with("PV_") || a.starts_with("PH_")),
+                    "pantavisor": k.aliases.iter().find(|a| pantavisor_form(a)),
                     "value": value,
                     "modified": self.origin(k.name).as_str(),
                 })
