@@ -275,62 +275,12 @@ fn make_pki(dir: &std::path::Path, ca: &str, leaf: &str, code_signing: bool) {
             "keyUsage=critical,keyCertSign",
         ],
     );
-    openssl(
-        dir,
-        &[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-384",
-            "-nodes",
-            "-keyout",
-            &format!("{leaf}.key"),
-            "-out",
-            &format!("{leaf}.csr"),
-            "-subj",
-            &format!("/CN={leaf}"),
-        ],
-    );
     let ext = if code_signing {
         "extendedKeyUsage=codeSigning\n"
     } else {
         "extendedKeyUsage=serverAuth\n"
     };
-    std::fs::write(dir.join(format!("{leaf}.ext")), ext).unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &format!("{leaf}.csr"),
-            "-CA",
-            &format!("{ca}.pem"),
-            "-CAkey",
-            &format!("{ca}.key"),
-            "-CAcreateserial",
-            "-out",
-            &format!("{leaf}.pem"),
-            "-days",
-            "365",
-            "-extfile",
-            &format!("{leaf}.ext"),
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-in",
-            &format!("{leaf}.pem"),
-            "-outform",
-            "DER",
-            "-out",
-            &format!("{leaf}.der"),
-        ],
-    );
+    issue(dir, ca, leaf, "P-384", ext);
 }
 
 #[test]
@@ -507,9 +457,9 @@ fn an_es512_signature_made_by_jwcrypto_verifies_and_ours_verify_there() {
     assert!(!ok, "a changed payload must not verify");
 }
 
-/// A certificate `name` (new P-256 key) that CA `issuer` signs with `ext`
-/// (openssl extension lines); also `name.der`.
-fn issue(dir: &std::path::Path, issuer: &str, name: &str, ext: &str) {
+/// A certificate `name` (new EC key on `curve`) that CA `issuer` signs with
+/// `ext` (openssl extension lines); also `name.der`.
+fn issue(dir: &std::path::Path, issuer: &str, name: &str, curve: &str, ext: &str) {
     openssl(
         dir,
         &[
@@ -518,7 +468,7 @@ fn issue(dir: &std::path::Path, issuer: &str, name: &str, ext: &str) {
             "-newkey",
             "ec",
             "-pkeyopt",
-            "ec_paramgen_curve:P-256",
+            &format!("ec_paramgen_curve:{curve}"),
             "-nodes",
             "-keyout",
             &format!("{name}.key"),
@@ -573,10 +523,22 @@ fn an_oem_store_chains_to_the_built_in_one_and_may_not_sign_the_bsp() {
     // OEM certifies; and an OEM CA nobody certifies.
     make_pki(d, "vendor", "vendor-signer", true);
     let ca_ext = "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign\n";
-    issue(d, "vendor", "oem", ca_ext);
-    issue(d, "oem", "oem-signer", "extendedKeyUsage=codeSigning\n");
+    issue(d, "vendor", "oem", "P-256", ca_ext);
+    issue(
+        d,
+        "oem",
+        "oem-signer",
+        "P-256",
+        "extendedKeyUsage=codeSigning\n",
+    );
     make_pki(d, "rogue", "rogue-signer", true);
-    issue(d, "vendor", "not-a-ca", "extendedKeyUsage=codeSigning\n");
+    issue(
+        d,
+        "vendor",
+        "not-a-ca",
+        "P-256",
+        "extendedKeyUsage=codeSigning\n",
+    );
 
     let root = TrustStore::new(trust_store_from_pem(&read("vendor.pem")).unwrap());
     let (trust, refused) = root.clone().with_oem(
