@@ -387,6 +387,24 @@ mod tests {
     }
 
     #[test]
+    fn a_manifest_as_pantavisor_states_carry_it_parses() {
+        // The form of `pvr-sdk/_dm/root.squashfs.json` in Pantavisor's own
+        // test states (test/pvtx/resources/initial_state.json).
+        let v = json!({
+            "data_device": "root.squashfs",
+            "hash_device": "root.squashfs.hash",
+            "root_hash": "2b95173c2fba9391e7e5fc441a7ef54265b4dcc0f70392fc9089f340c57e5b3c",
+            "salt": "64440fb2cd2374345715ed8fa574e5b798d97b30b8d90d79d70012f4ac97462b",
+            "type": "dm-verity",
+            "uuid": "125e28bb-90af-4d13-b72b-c14549476299"
+        });
+        let m = Manifest::parse(&v).unwrap();
+        assert_eq!(m.hash_device, "root.squashfs.hash");
+        assert_eq!(hex::encode(m.root_hash), v["root_hash"].as_str().unwrap());
+        assert_eq!(m.to_value(), v);
+    }
+
+    #[test]
     fn bad_input_and_manifests_are_refused_with_the_reason() {
         let e = build(&mut &[0u8; 5000][..], b"s", "d", "h").unwrap_err();
         assert!(e.contains("not a multiple of 4096"), "{e}");
