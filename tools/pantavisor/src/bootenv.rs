@@ -19,6 +19,26 @@ pub struct BootEnv {
     pub rev: String,
     pub try_rev: Option<String>,
     pub trying: Option<String>,
+    /// Raspberry Pi tryboot: the boot partitions beside the variables.
+    rpi: Option<RpiTryboot>,
+    /// `pv_tryboot=REV@N`: revision REV's BSP was written to boot partition
+    /// N for its try (Raspberry Pi).
+    pub tryboot: Option<(String, u32)>,
+    /// The boot partition the running kernel came from, when known.
+    pub booted: Option<u32>,
+}
+
+/// What [`BootEnv::firmware_check`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Firmware {
+    /// Nothing to act on.
+    Fine,
+    /// The firmware did not boot the partition a pending try was staged on:
+    /// the try failed before our code ran; why.
+    TryFailed { rev: String, why: String },
+    /// `autoboot.txt` already boots the try's partition but `pv_rev` was not
+    /// moved: a commit cut between its two writes, now finished.
+    CommitFinished(String),
 }
 
 impl std::fmt::Debug for BootEnv {
@@ -28,6 +48,8 @@ impl std::fmt::Debug for BootEnv {
             .field("rev", &self.rev)
             .field("try_rev", &self.try_rev)
             .field("trying", &self.trying)
+            .field("tryboot", &self.tryboot)
+            .field("booted", &self.booted)
             .finish()
     }
 }
@@ -85,7 +107,25 @@ pub fn store(spec: &Bootloader, storage: &Path) -> Box<dyn EnvStore> {
 impl BootEnv {
     /// The handshake in the backend `spec` names.
     pub fn open(spec: &Bootloader, storage: &Path) -> Result<Self> {
-        Self::load_from(store(spec, storage))
+        let mut env = Self::load_from(store(spec, storage))?;
+        if let Bootloader::RpiTryboot {
+            autoboot,
+            partitions,
+        } = spec
+        {
+            env.rpi = Some(RpiTryboot {
+                vars: PlainEnv {
+                    path: storage.join(layout::PLAIN_BOOT_ENV),
+                },
+                autoboot: if autoboot.is_absolute() {
+                    autoboot.clone()
+                } else {
+                    storage.join(autoboot)
+                },
+                partitions: *partitions,
+            });
+        }
+        Ok(env)
     }
 
     /// The default backend (a plain file on `storage`).
@@ -100,7 +140,13 @@ impl BootEnv {
             rev: get("pv_rev").unwrap_or_else(|| "0".into()),
             try_rev: get("pv_try"),
             trying: get("pv_trying"),
+            tryboot: get("pv_tryboot").and_then(|v| {
+                let (rev, n) = v.rsplit_once('@')?;
+                Some((rev.to_string(), n.parse().ok()?))
+            }),
             store,
+            rpi: None,
+            booted: None,
         })
     }
 
@@ -108,9 +154,83 @@ impl BootEnv {
         self.store.describe()
     }
 
-    /// What to pass to reboot(2) now (Raspberry Pi: `0 tryboot` while a try is pending).
+    /// What to pass to reboot(2) now: on Raspberry Pi `0 tryboot` while a
+    /// try is pending whose BSP was staged and whose try has not begun (a
+    /// rollback from a begun try reboots plainly, to the committed
+    /// partition).
     pub fn reboot_arg(&self) -> Option<String> {
-        self.store.reboot_arg(self.try_rev.is_some())
+        let staged = matches!((&self.tryboot, &self.try_rev), (Some((r, _)), Some(t)) if r == t);
+        (self.rpi.is_some() && staged && self.trying.is_none()).then(|| "0 tryboot".to_string())
+    }
+
+    /// Whether a reboot that tries a revision must first [`Self::stage`] its BSP.
+    pub fn stages_bsp(&self) -> bool {
+        self.rpi.is_some()
+    }
+
+    /// Before the reboot that tries `rev`: its BSP onto the boot partition
+    /// the firmware's tryboot takes (Raspberry Pi; nothing elsewhere);
+    /// remembered with the try when that is saved. `cmdline`: the command
+    /// line for a BSP without its own `cmdline.txt`.
+    pub fn stage(&mut self, rev: &str, bsp: &crate::rpi::BspFiles, cmdline: &str) -> Result<()> {
+        let Some(rpi) = &self.rpi else {
+            return Ok(());
+        };
+        let part = rpi.stage(rev, bsp, cmdline)?;
+        crate::info!("revision {rev}: BSP written to boot partition {part} for its tryboot");
+        self.tryboot = Some((rev.to_string(), part));
+        Ok(())
+    }
+
+    /// The commit of `rev`. On Raspberry Pi, when `rev` runs from the boot
+    /// partition its BSP was staged on, `autoboot.txt` is switched to that
+    /// partition first — the commit point the firmware sees; then `pv_rev`
+    /// (saved by the [`Self::clear_try`] that follows).
+    pub fn commit(&mut self, rev: &str) -> Result<()> {
+        if let (Some(rpi), Some((r, part))) = (&self.rpi, &self.tryboot) {
+            if r == rev && self.booted == Some(*part) {
+                rpi.commit_partition(*part)?;
+                crate::info!("boot partition {part} committed (autoboot.txt)");
+            }
+        }
+        self.rev = rev.to_string();
+        Ok(())
+    }
+
+    /// At start, on Raspberry Pi: what the firmware did with a staged try,
+    /// given the partition the running kernel came from.
+    pub fn firmware_check(&mut self, booted: Option<u32>) -> Result<Firmware> {
+        self.booted = booted;
+        let (Some(rpi), Some((rev, part))) = (&self.rpi, self.tryboot.clone()) else {
+            return Ok(Firmware::Fine);
+        };
+        if self.try_rev.as_deref() != Some(rev.as_str()) {
+            // A leftover of a try that ended.
+            self.tryboot = None;
+            self.save()?;
+            return Ok(Firmware::Fine);
+        }
+        let Some(booted) = booted else {
+            crate::warn!(
+                "tryboot: the boot partition of this kernel is unknown (no {}= on its command line, no device tree entry); the try of {rev} goes on",
+                crate::rpi::PART_ARG
+            );
+            return Ok(Firmware::Fine);
+        };
+        if booted != part {
+            return Ok(Firmware::TryFailed {
+                why: format!(
+                    "its BSP on boot partition {part} did not boot; the firmware booted partition {booted}"
+                ),
+                rev,
+            });
+        }
+        if self.trying.as_deref() == Some(rev.as_str()) && rpi.committed_partition()? == part {
+            self.rev = rev.clone();
+            self.clear_try()?;
+            return Ok(Firmware::CommitFinished(rev));
+        }
+        Ok(Firmware::Fine)
     }
 
     /// `pv_try = rev`, with the latch `pv_trying = rev` when the try has
@@ -121,10 +241,11 @@ impl BootEnv {
         self.save()
     }
 
-    /// Nothing pending: `pv_try` and `pv_trying` cleared; saved.
+    /// Nothing pending: `pv_try`, `pv_trying` (and `pv_tryboot`) cleared; saved.
     pub fn clear_try(&mut self) -> Result<()> {
         self.try_rev = None;
         self.trying = None;
+        self.tryboot = None;
         self.save()
     }
 
@@ -133,6 +254,10 @@ impl BootEnv {
         vars.insert("pv_rev".into(), self.rev.clone());
         vars.insert("pv_try".into(), self.try_rev.clone().unwrap_or_default());
         vars.insert("pv_trying".into(), self.trying.clone().unwrap_or_default());
+        if self.rpi.is_some() || vars.contains_key("pv_tryboot") {
+            let v = self.tryboot.as_ref().map(|(r, n)| format!("{r}@{n}"));
+            vars.insert("pv_tryboot".into(), v.unwrap_or_default());
+        }
         self.store.write(&vars)
     }
 }
@@ -204,13 +329,76 @@ mod tests {
             assert_eq!(store.read().unwrap()["bootcmd"], "run pv", "{spec}");
             let again = BootEnv::load_from(store).unwrap();
             assert_eq!(again, env, "{spec}");
-            assert_eq!(
-                again.reboot_arg().is_some(),
-                spec.starts_with("rpi"),
-                "{spec}"
-            );
+            // Nothing staged: a plain reboot, whatever the backend.
+            assert_eq!(again.reboot_arg(), None, "{spec}");
         }
         // The syntax is config::Bootloader's (tested there); a bad one fails here too.
         assert!(store_from_spec("lilo", s).is_err());
+    }
+
+    /// A staged BSP for `rev` (one kernel file).
+    fn staged(env: &mut BootEnv, dir: &Path, rev: &str) {
+        fs::write(dir.join("kernel"), rev).unwrap();
+        let bsp = crate::rpi::BspFiles {
+            files: vec![("vmlinuz".into(), dir.join("kernel"))],
+            linux: Some("vmlinuz".into()),
+            initrd: None,
+            fdt: None,
+        };
+        env.stage(rev, &bsp, "console=ttyS0").unwrap();
+        env.set_try(rev, false).unwrap();
+    }
+
+    #[test]
+    fn tryboot_stages_commits_and_tells_a_try_the_firmware_did_not_boot() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = tmp.path();
+        let spec: Bootloader = "rpi-tryboot:sd/autoboot.txt:2,3".parse().unwrap();
+        let open = |booted| {
+            let mut env = BootEnv::open(&spec, s).unwrap();
+            let seen = env.firmware_check(booted).unwrap();
+            (env, seen)
+        };
+        // Staged on 3 (2 is committed), rebooted with tryboot.
+        let (mut env, seen) = open(Some(2));
+        assert_eq!(seen, Firmware::Fine);
+        staged(&mut env, s, "locals/a");
+        assert_eq!(env.reboot_arg().as_deref(), Some("0 tryboot"));
+        assert_eq!(
+            fs::read_to_string(s.join("sd/p3/vmlinuz")).unwrap(),
+            "locals/a"
+        );
+        // The firmware booted 3: the try goes on; once begun, a reboot is
+        // plain; its commit switches autoboot.txt.
+        let (mut env, seen) = open(Some(3));
+        assert_eq!(seen, Firmware::Fine);
+        env.set_try("locals/a", true).unwrap();
+        assert_eq!(env.reboot_arg(), None);
+        env.commit("locals/a").unwrap();
+        env.clear_try().unwrap();
+        let rpi = env.rpi.as_ref().unwrap();
+        assert_eq!(rpi.committed_partition().unwrap(), 3);
+        // The next try goes to 2; the firmware came back on 3: failed.
+        staged(&mut env, s, "locals/b");
+        assert_eq!(env.tryboot, Some(("locals/b".to_string(), 2)));
+        let (env, seen) = open(Some(3));
+        assert!(
+            matches!(&seen, Firmware::TryFailed { rev, why } if rev == "locals/b" && why.contains("partition 2")),
+            "{seen:?}"
+        );
+        assert_eq!(env.rev, "locals/a");
+        // A commit cut after autoboot.txt, before pv_rev: finished at start.
+        let (mut env, _) = open(Some(3));
+        staged(&mut env, s, "locals/c");
+        let (mut env, _) = open(Some(2));
+        env.set_try("locals/c", true).unwrap();
+        env.rpi.as_ref().unwrap().commit_partition(2).unwrap();
+        let (env, seen) = open(Some(2));
+        assert_eq!(seen, Firmware::CommitFinished("locals/c".into()));
+        assert_eq!((env.rev.as_str(), env.try_rev.clone()), ("locals/c", None));
+        // Without a known boot partition nothing is decided.
+        let (mut env, _) = open(Some(2));
+        staged(&mut env, s, "locals/d");
+        assert_eq!(open(None).1, Firmware::Fine);
     }
 }

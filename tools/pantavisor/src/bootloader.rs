@@ -28,11 +28,6 @@ pub trait EnvStore: Send {
     fn read(&self) -> Result<Vars>;
     /// Replace the variables; when it returns, they survive a power cut.
     fn write(&self, vars: &Vars) -> Result<()>;
-    /// The argument of `reboot(2)`'s RESTART2 when a try revision is
-    /// pending (the Raspberry Pi firmware's `0 tryboot`); None: plain restart.
-    fn reboot_arg(&self, _try_pending: bool) -> Option<String> {
-        None
-    }
 }
 
 fn invalid(path: &Path, why: impl Into<String>) -> Error {
@@ -325,48 +320,6 @@ pub struct RpiTryboot {
     pub partitions: (u32, u32),
 }
 
-impl RpiTryboot {
-    /// The boot partition `autoboot.txt` boots normally.
-    pub fn committed_partition(&self) -> Result<u32> {
-        let text = match fs::read_to_string(&self.autoboot) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(self.partitions.0),
-            Err(e) => return Err(Error::io(&self.autoboot, e)),
-        };
-        let mut section = String::new();
-        for line in text.lines().map(str::trim) {
-            if line.starts_with('[') {
-                section = line.to_string();
-            } else if let Some(v) = line.strip_prefix("boot_partition=") {
-                if section == "[all]" {
-                    return v
-                        .trim()
-                        .parse()
-                        .map_err(|_| invalid(&self.autoboot, format!("boot_partition={v}")));
-                }
-            }
-        }
-        Ok(self.partitions.0)
-    }
-
-    /// Make `partition` the committed one (after its try succeeded); the
-    /// other becomes the next try slot.
-    pub fn commit_partition(&self, partition: u32) -> Result<()> {
-        let (a, b) = self.partitions;
-        if partition != a && partition != b {
-            return Err(Error::Other(format!(
-                "tryboot: partition {partition} is neither {a} nor {b}"
-            )));
-        }
-        let other = if partition == a { b } else { a };
-        let text = format!(
-            "[all]\ntryboot_a_b=1\nboot_partition={partition}\n[tryboot]\nboot_partition={other}\n"
-        );
-        pvstate::store::write_atomic(&self.autoboot, text.as_bytes())?;
-        Ok(())
-    }
-}
-
 impl EnvStore for RpiTryboot {
     fn describe(&self) -> String {
         format!(
@@ -382,10 +335,6 @@ impl EnvStore for RpiTryboot {
 
     fn write(&self, vars: &Vars) -> Result<()> {
         self.vars.write(vars)
-    }
-
-    fn reboot_arg(&self, try_pending: bool) -> Option<String> {
-        try_pending.then(|| "0 tryboot".to_string())
     }
 }
 
@@ -494,25 +443,5 @@ mod tests {
         }
         env2.write(&vars(&[("pv_rev", "9")])).unwrap();
         assert_eq!(env2.read().unwrap()["pv_rev"], "9");
-    }
-
-    #[test]
-    fn rpi_tryboot_switches_partitions() {
-        let tmp = tempfile::tempdir().unwrap();
-        let rpi = RpiTryboot {
-            vars: PlainEnv {
-                path: tmp.path().join("pv.env"),
-            },
-            autoboot: tmp.path().join("autoboot.txt"),
-            partitions: (2, 3),
-        };
-        assert_eq!(rpi.committed_partition().unwrap(), 2);
-        rpi.commit_partition(3).unwrap();
-        assert_eq!(rpi.committed_partition().unwrap(), 3);
-        let text = fs::read_to_string(tmp.path().join("autoboot.txt")).unwrap();
-        assert!(text.contains("[tryboot]\nboot_partition=2"), "{text}");
-        assert!(rpi.commit_partition(5).is_err());
-        assert_eq!(rpi.reboot_arg(true).as_deref(), Some("0 tryboot"));
-        assert_eq!(rpi.reboot_arg(false), None);
     }
 }

@@ -26,6 +26,7 @@ pub mod lxc;
 pub mod mounts;
 pub mod recovery;
 pub mod revision;
+pub mod rpi;
 pub mod runtime;
 pub mod settings;
 pub mod support;

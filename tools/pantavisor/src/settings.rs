@@ -253,7 +253,7 @@ fn translate_bootloader(alias: &str, value: &str) -> Result<String, String> {
     }
     match value.trim() {
         "uboot" => Ok("plain".into()),
-        "rpiab" => Ok("rpi-tryboot:/bootsel/autoboot.txt".into()),
+        "rpiab" => Ok("rpi-tryboot:/dev/mmcblk0p1:2,3".into()),
         "grub" => Ok("grub:boot/grubenv".into()),
         other => Err(format!(
             "bootloader type {other} is not supported (uboot, rpiab, grub; or bootloader=...)"
@@ -491,7 +491,7 @@ mod tests {
             PvConf,
             "PV_BOOTLOADER_TYPE=rpiab\nremote.token=hunter2\nPH_CREDS_SECRET=s3\n",
         );
-        assert_eq!(s.get("bootloader"), "rpi-tryboot:/bootsel/autoboot.txt");
+        assert_eq!(s.get("bootloader"), "rpi-tryboot:/dev/mmcblk0p1:2,3");
         s.apply_text(Env, "bootloader.type=uboot-pvk");
         assert!(s
             .reports

@@ -606,3 +606,190 @@ squashfs: {comp: zstd, mtime: 1700000000}
     }
     guest.kill();
 }
+
+/// Waits for the guest to end (QEMU runs with -no-reboot): Some(true) when
+/// it rebooted with the Raspberry Pi tryboot flag (the kernel's "Restarting
+/// system with command '0 tryboot'"), Some(false) for a plain reboot.
+fn rebooted(guest: &mut Guest, within: Duration) -> Option<bool> {
+    let start = Instant::now();
+    while start.elapsed() < within {
+        if let Ok(Some(_)) = guest.child.try_wait() {
+            let console = guest.console();
+            return console
+                .contains("Restarting system")
+                .then(|| console.contains("Restarting system with command '0 tryboot'"));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    None
+}
+
+#[test]
+fn a_bsp_update_boots_from_the_other_partition_by_tryboot_and_a_kernel_that_cannot_start_falls_back(
+) {
+    let tmp = bsp_dir();
+    let d = tmp.path();
+    let os = d.join("rootfs/os");
+    busybox_rootfs(&os, &["sh", "sleep", "echo", "ip", "cat", "udhcpc"]);
+    fs::create_dir_all(os.join("etc")).unwrap();
+    fs::copy(
+        root().join("ci/lib/udhcpc.script"),
+        os.join("etc/udhcpc.script"),
+    )
+    .unwrap();
+    gateway_manifest(
+        d,
+        r#"containers:
+  os:
+    rootfs: rootfs/os
+    group: root
+    host_network: true
+    entrypoint: [/bin/sh, -c, "ip link set lo up; exec udhcpc -f -i eth0 -s /etc/udhcpc.script -t 10 -T 1 -A 2"]
+core: [os]
+config:
+  bootloader: "rpi-tryboot:/dev/vda1:2,3"
+  remote.listen: "0.0.0.0:12368"
+  remote.token: tok
+  update.commit_delay: "2"
+  update.goals_timeout: "30"
+squashfs: {comp: zstd, mtime: 1700000000}
+"#,
+    );
+    run(Command::new(workspace_bin("pvcompose", "pvcompose"))
+        .args(["pvroot", "--quiet", "--manifest"])
+        .arg(d.join("gateway.yaml"))
+        .arg("--out")
+        .arg(d.join("pvroot")));
+    let disk = d.join("disk.img");
+    let base = "console=ttyS0 pv_storage=LABEL=pvdata panic=-1 quiet";
+    run(Command::new("bash")
+        .arg(root().join("ci/mkimage"))
+        .arg("rpi-disk")
+        .arg(d.join("pvroot"))
+        .arg(&disk)
+        .args(["768", base]));
+    let fw = Firmware::new(&disk);
+    let port = free_port();
+    let fwd = format!("user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:12368");
+    let net = [
+        "-netdev",
+        fwd.as_str(),
+        "-device",
+        "virtio-net-pci,netdev=n0",
+    ];
+    let fail = |g: &mut Guest, what: &str| -> ! {
+        let c = g.console();
+        g.kill();
+        panic!("{what}:\n{c}")
+    };
+    let (mut guest, part) = fw.boot(d, false, &net);
+    assert_eq!(part, 2, "the factory image boots partition A");
+    if wait_remote(port, "/device-meta", Duration::from_secs(120), |v| {
+        v["pantavisor.revision"] == "0"
+    })
+    .is_none()
+    {
+        fail(&mut guest, "the remote API did not come up on revision 0");
+    }
+    // A new BSP (its own command line): staged on partition 3, tried by a
+    // reboot with the tryboot flag, committed by autoboot.txt.
+    let ws = d.join("ws");
+    pvr(
+        d,
+        &[
+            "--token",
+            "tok",
+            "clone",
+            &format!("http://127.0.0.1:{port}"),
+            ws.to_str().unwrap(),
+        ],
+    );
+    fs::write(ws.join("bsp/cmdline.txt"), format!("{base} pvbsp=2\n")).unwrap();
+    commit_post_run(&ws, port, "bsp 2", "locals/r1");
+    match rebooted(&mut guest, Duration::from_secs(180)) {
+        Some(true) => {}
+        other => fail(&mut guest, &format!("no reboot with tryboot: {other:?}")),
+    }
+    assert!(fw
+        .read(3, "cmdline.txt")
+        .unwrap()
+        .contains("pvbsp=2 pv_rpi_part=3"));
+    let (mut guest, part) = fw.boot(d, true, &net);
+    assert_eq!(part, 3, "tryboot takes partition B");
+    if wait_remote(
+        port,
+        "/steps/locals/r1/progress",
+        Duration::from_secs(180),
+        |v| v["status"] == "DONE",
+    )
+    .is_none()
+    {
+        fail(&mut guest, "locals/r1 was not committed after its tryboot");
+    }
+    assert_eq!(fw.partition(false), 3, "the commit switched autoboot.txt");
+    // A plain reboot now boots partition 3 by itself.
+    let (code, body) = api(
+        port,
+        "POST",
+        "/commands",
+        r#"{"op":"REBOOT_DEVICE","payload":"test"}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    match rebooted(&mut guest, Duration::from_secs(120)) {
+        Some(false) => {}
+        other => fail(&mut guest, &format!("no plain reboot: {other:?}")),
+    }
+    let (mut guest, part) = fw.boot(d, false, &net);
+    assert_eq!(part, 3);
+    if wait_remote(port, "/device-meta", Duration::from_secs(120), |v| {
+        v["pantavisor.revision"] == "locals/r1"
+    })
+    .is_none()
+    {
+        fail(&mut guest, "partition 3 did not come up on locals/r1");
+    }
+    // A BSP whose kernel cannot start: staged on partition 2, tried, and
+    // the board comes back on partition 3 (the tryboot flag is one-shot).
+    let run_json: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(ws.join("bsp/run.json")).unwrap()).unwrap();
+    let linux = run_json["linux"].as_str().unwrap().to_string();
+    fs::write(ws.join("bsp").join(&linux), vec![0x5a; 1 << 20]).unwrap();
+    commit_post_run(&ws, port, "broken kernel", "locals/r2");
+    match rebooted(&mut guest, Duration::from_secs(180)) {
+        Some(true) => {}
+        other => fail(&mut guest, &format!("no reboot with tryboot: {other:?}")),
+    }
+    let staged = d.join("staged-vmlinuz");
+    fw.copy_out(2, &linux, &staged);
+    assert!(
+        fs::read(&staged).unwrap() == fs::read(ws.join("bsp").join(&linux)).unwrap(),
+        "partition 2 does not hold the new kernel: {:?}",
+        fw.read(2, "pv-bsp-files.txt")
+    );
+    let (mut bad, part) = fw.boot(d, true, &net);
+    assert_eq!(part, 2);
+    // QEMU cannot load it; on a board the watchdog resets a dead kernel.
+    if bad.wait_for("pantavisor:", Duration::from_secs(30)) {
+        fail(&mut bad, "the broken kernel booted");
+    }
+    bad.kill();
+    let (mut guest, part) = fw.boot(d, false, &net);
+    assert_eq!(
+        part, 3,
+        "after the failed try the firmware boots partition 3"
+    );
+    let Some(progress) = wait_remote(
+        port,
+        "/steps/locals/r2/progress",
+        Duration::from_secs(180),
+        |v| v["status"] == "ERROR",
+    ) else {
+        fail(&mut guest, "locals/r2 was not reported rolled back")
+    };
+    let msg = progress["status-msg"].as_str().unwrap_or_default();
+    assert!(msg.contains("boot partition 2 did not boot"), "{progress}");
+    let (_, meta) = api(port, "GET", "/device-meta", "");
+    assert_eq!(meta["pantavisor.revision"], "locals/r1", "{meta}");
+    assert_eq!(fw.partition(false), 3);
+    guest.kill();
+}

@@ -745,7 +745,7 @@ fn rpi_tryboot_is_one_setting_for_composer_and_daemon() {
     assert_eq!(
         opts.bootloader,
         pantavisor::config::Bootloader::RpiTryboot {
-            autoboot: "/bootsel/autoboot.txt".into(),
+            autoboot: "/dev/mmcblk0p1".into(),
             partitions: (2, 3)
         },
         "{text}"

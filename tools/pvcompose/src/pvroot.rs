@@ -64,15 +64,17 @@ pub enum Bootloader {
     Uboot,
     /// Raspberry Pi A/B tryboot: `boot/pv.env` for the variables, and the
     /// daemon told (`bootloader=` in the configuration) to switch the
-    /// firmware's `autoboot.txt` on the `bootsel` partition.
+    /// firmware's `autoboot.txt` on the `bootsel` partition, and to write a
+    /// tried revision's BSP to the boot partition the tryboot takes.
     #[serde(rename = "rpi-tryboot")]
     RpiTryboot,
 }
 
 /// The runtime setting of the Raspberry Pi tryboot backend: `autoboot.txt`
-/// on the bootsel partition (mounted at /bootsel), boot partitions 2 and 3,
-/// as files/wic/pantavisor-rpi-tryboot.wks.in lays them out.
-pub const RPI_TRYBOOT_SETTING: &str = "rpi-tryboot:/bootsel/autoboot.txt:2,3";
+/// on the SD card's first partition (the daemon mounts it, and boot
+/// partitions 2 and 3, as it needs them), as
+/// files/wic/pantavisor-rpi-tryboot.wks.in lays them out.
+pub const RPI_TRYBOOT_SETTING: &str = "rpi-tryboot:/dev/mmcblk0p1:2,3";
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -24,7 +24,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use crate::api;
 use crate::boot::{self, Choice};
-use crate::bootenv::BootEnv;
+use crate::bootenv::{BootEnv, Firmware};
 use crate::config::Options;
 use crate::error::{Error, Result};
 use crate::revision::{Ids, Revision};
@@ -72,6 +72,28 @@ impl Daemon {
     pub fn new(opts: Options) -> Result<Self> {
         let mut rt = Runtime::new(opts)?;
         let mut bootenv = BootEnv::open(&rt.opts.bootloader, rt.storage.root())?;
+        // Raspberry Pi tryboot: did the firmware boot the partition a
+        // pending try's BSP went to?
+        if bootenv.stages_bsp() && rt.opts.mode == crate::config::Mode::Embedded {
+            match bootenv.firmware_check(crate::rpi::running_partition())? {
+                Firmware::TryFailed { rev, why } => {
+                    error!("revision {rev}: {why}; rolled back");
+                    let msg = format!("Rolled back: {why}");
+                    let _ = rt.storage.set_progress(&rev, "ERROR", &msg, 0);
+                    bootenv.clear_try()?;
+                }
+                Firmware::CommitFinished(rev) => {
+                    info!("revision {rev}: its commit was cut by a power loss after autoboot.txt; finished");
+                    let _ = rt.storage.set_progress(
+                        &rev,
+                        "DONE",
+                        "Update finished, revision set as rollback point",
+                        100,
+                    );
+                }
+                Firmware::Fine => {}
+            }
+        }
         let choice = boot::choose(
             &bootenv.rev,
             bootenv.try_rev.as_deref(),

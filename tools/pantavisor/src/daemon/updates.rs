@@ -250,14 +250,33 @@ impl Daemon {
         for action in actions {
             match action {
                 Action::Latch { rev, latch } => {
+                    // No latch: a reboot tries `rev`. Where the bootloader
+                    // boots it from a partition of its own (Raspberry Pi),
+                    // its BSP goes there first.
+                    if !latch && self.bootenv.stages_bsp() {
+                        if let Err(why) = self.stage_bsp(&rev) {
+                            self.machine.abort();
+                            return Err(Refusal::Failed(why));
+                        }
+                    }
                     if let Err(e) = self.bootenv.set_try(&rev, latch) {
                         self.machine.abort();
                         return Err(Refusal::Failed(e.to_string()));
                     }
                 }
                 Action::Commit { rev } => {
+                    if let Err(e) = self.bootenv.commit(&rev) {
+                        // Not committed: the latch stays, so the next boot
+                        // goes back; that boot comes now.
+                        let why = format!("its commit failed: {e}");
+                        error!("revision {rev}: {why}");
+                        let msg = format!("Rolled back: {why}");
+                        let _ = self.rt.storage.set_progress(&rev, "ERROR", &msg, 0);
+                        self.machine.abort();
+                        self.request_reboot(format!("revision {rev} could not be committed"));
+                        return Ok(());
+                    }
                     self.raise_floor(&rev);
-                    self.bootenv.rev = rev;
                     self.settle();
                 }
                 Action::Settle => self.settle(),
@@ -287,6 +306,20 @@ impl Daemon {
             }
         }
         Ok(())
+    }
+
+    /// Revision `rev`'s BSP onto the boot partition its tryboot takes.
+    fn stage_bsp(&mut self, rev: &str) -> Result<(), String> {
+        let state = self
+            .rt
+            .storage
+            .state(rev)
+            .map_err(|e| format!("revision {rev}: {e}"))?;
+        let bsp = crate::rpi::BspFiles::of_state(&state, |id| self.rt.objects.path(id));
+        let cmdline = fs::read_to_string("/proc/cmdline").unwrap_or_default();
+        self.bootenv.stage(rev, &bsp, &cmdline).map_err(|e| {
+            format!("revision {rev}: its BSP could not be written to the boot partition: {e}")
+        })
     }
 
     /// `rev` runs uncommitted: the next boot tries it.

@@ -103,13 +103,34 @@ impl Guest {
         extra: &[&str],
         cmdline: &str,
     ) -> Guest {
+        let bsp = dir.join("bsp");
+        Self::boot_kernel(
+            dir,
+            &bsp.join("vmlinuz"),
+            &bsp.join("initramfs.cpio.gz"),
+            &format!("console=ttyS0 pv_storage=LABEL=pvdata panic=-1 quiet {cmdline}"),
+            disk,
+            kvm,
+            extra,
+        )
+    }
+
+    /// A guest booting `kernel` and `initrd` with command line `append`.
+    pub fn boot_kernel(
+        dir: &Path,
+        kernel: &Path,
+        initrd: &Path,
+        append: &str,
+        disk: &Path,
+        kvm: bool,
+        extra: &[&str],
+    ) -> Guest {
         let serial = dir.join(if kvm { "serial-kvm.log" } else { "serial.log" });
         let monitor = dir.join("monitor.sock");
         let _ = fs::remove_file(&monitor);
         // A console left by an earlier boot would be read as this one's
         // until QEMU truncates it.
         let _ = fs::remove_file(&serial);
-        let bsp = dir.join("bsp");
         let mut cmd = Command::new("qemu-system-x86_64");
         if kvm {
             cmd.args(["-enable-kvm", "-cpu", "host"]);
@@ -117,13 +138,11 @@ impl Guest {
         cmd.args(["-m", "1024", "-smp", "2", "-display", "none"])
             .args(extra)
             .arg("-kernel")
-            .arg(bsp.join("vmlinuz"))
+            .arg(kernel)
             .arg("-initrd")
-            .arg(bsp.join("initramfs.cpio.gz"))
+            .arg(initrd)
             .arg("-append")
-            .arg(format!(
-                "console=ttyS0 pv_storage=LABEL=pvdata panic=-1 quiet {cmdline}"
-            ))
+            .arg(append)
             .arg("-drive")
             .arg(format!("file={},if=virtio,format=raw", disk.display()))
             .arg("-serial")
@@ -239,4 +258,122 @@ pub fn disk_image(pvroot: &Path, disk: &Path, size_mb: &str) {
         .arg(pvroot)
         .arg(disk)
         .arg(size_mb));
+}
+
+/// The Raspberry Pi firmware's part in the tryboot layout (`ci/mkimage
+/// rpi-disk`): `autoboot.txt` on partition 1 names the boot partition, its
+/// `[tryboot]` section the one taken once after a reboot with the tryboot
+/// flag; that partition's `config.txt` names the kernel and initramfs,
+/// its `cmdline.txt` the command line. Read with mtools, straight from the
+/// disk image.
+pub struct Firmware {
+    pub disk: PathBuf,
+    /// The start of each partition, in bytes (index 0: partition 1).
+    starts: Vec<u64>,
+}
+
+impl Firmware {
+    pub fn new(disk: &Path) -> Firmware {
+        let out = run(Command::new("sfdisk").arg("-J").arg(disk));
+        let table: Value = serde_json::from_str(&out).unwrap();
+        let starts = table["partitiontable"]["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["start"].as_u64().unwrap() * 512)
+            .collect();
+        Firmware {
+            disk: disk.to_path_buf(),
+            starts,
+        }
+    }
+
+    /// The text of `name` on FAT partition `part`, if there.
+    pub fn read(&self, part: u32, name: &str) -> Option<String> {
+        let image = format!(
+            "{}@@{}",
+            self.disk.display(),
+            self.starts[part as usize - 1]
+        );
+        let out = Command::new("mtype")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .args(["-i", &image, &format!("::{name}")])
+            .output()
+            .expect("mtools (ci/test installs it)");
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// `name` of partition `part` copied out to `to`.
+    pub fn copy_out(&self, part: u32, name: &str, to: &Path) {
+        let image = format!(
+            "{}@@{}",
+            self.disk.display(),
+            self.starts[part as usize - 1]
+        );
+        run(Command::new("mcopy")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .args(["-o", "-n", "-i", &image, &format!("::{name}")])
+            .arg(to));
+    }
+
+    /// The boot partition `autoboot.txt` names: under `[tryboot]` with the
+    /// flag, else under `[all]`.
+    pub fn partition(&self, tryboot: bool) -> u32 {
+        let text = self.read(1, "autoboot.txt").expect("autoboot.txt");
+        let want = if tryboot { "[tryboot]" } else { "[all]" };
+        let mut section = "";
+        for line in text.lines().map(str::trim) {
+            if line.starts_with('[') {
+                section = line;
+            } else if let Some(v) = line.strip_prefix("boot_partition=") {
+                if section == want {
+                    return v.parse().unwrap();
+                }
+            }
+        }
+        panic!("autoboot.txt names no boot partition under {want}:\n{text}")
+    }
+
+    /// Boot as the firmware would (with the tryboot flag or not): the
+    /// partition, its kernel, initramfs and command line; QEMU's reboot
+    /// ends the guest (-no-reboot) and the caller plays the next boot.
+    pub fn boot(&self, dir: &Path, tryboot: bool, extra: &[&str]) -> (Guest, u32) {
+        let part = self.partition(tryboot);
+        let config = self.read(part, "config.txt").unwrap_or_default();
+        let kernel = config
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("kernel="))
+            .unwrap_or("kernel8.img")
+            .to_string();
+        let initrd = config
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("initramfs "))
+            .and_then(|l| l.split_whitespace().next())
+            .expect("config.txt names an initramfs")
+            .to_string();
+        let cmdline = self.read(part, "cmdline.txt").unwrap_or_default();
+        let fw = dir.join("firmware-loaded");
+        fs::create_dir_all(&fw).unwrap();
+        self.copy_out(part, &kernel, &fw.join("kernel"));
+        self.copy_out(part, &initrd, &fw.join("initrd"));
+        eprintln!(
+            "firmware: partition {part} (tryboot {tryboot}): kernel {kernel} ({} bytes), initramfs {initrd}, command line {:?}",
+            fs::metadata(fw.join("kernel")).map(|m| m.len()).unwrap_or(0),
+            cmdline.trim()
+        );
+        let mut args = vec!["-no-reboot"];
+        args.extend_from_slice(extra);
+        let guest = Guest::boot_kernel(
+            dir,
+            &fw.join("kernel"),
+            &fw.join("initrd"),
+            cmdline.trim(),
+            &self.disk,
+            false,
+            &args,
+        );
+        (guest, part)
+    }
 }
