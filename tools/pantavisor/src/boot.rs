@@ -26,6 +26,28 @@ impl Choice {
     }
 }
 
+/// `pv_bootrev=REV` of a kernel command line: the revision whose kernel
+/// and initramfs the bootloader loaded (our U-Boot script says so).
+pub fn bootloader_rev(cmdline: &str) -> Option<&str> {
+    cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("pv_bootrev="))
+        .filter(|r| !r.is_empty())
+}
+
+/// A try the bootloader gave up before the daemon ran: the handshake
+/// says try `rev`, but the bootloader booted the kernel of `booted`
+/// (its try began in the bootloader and never reached us — a kernel that
+/// cannot start). Why, or None when there is nothing wrong.
+pub fn try_not_booted(choice: &Choice, booted: Option<&str>) -> Option<String> {
+    match (choice, booted) {
+        (Choice::Try { rev, .. }, Some(b)) if b != rev => Some(format!(
+            "its BSP did not boot: the bootloader booted the kernel of revision {b} (its try of {rev} began in the bootloader and never reached the daemon)"
+        )),
+        _ => None,
+    }
+}
+
 /// Decide from the handshake's three variables.
 pub fn choose(rev: &str, try_rev: Option<&str>, trying: Option<&str>) -> Choice {
     match try_rev.filter(|t| !t.is_empty() && *t != rev) {
@@ -95,6 +117,23 @@ mod tests {
         assert_eq!(
             choose("3", Some("3"), Some("3")),
             Choice::Committed("3".into())
+        );
+    }
+
+    #[test]
+    fn a_try_the_bootloader_did_not_boot_is_told() {
+        let cmd = "console=ttyS0 pv_bootrev=locals/a quiet";
+        assert_eq!(bootloader_rev(cmd), Some("locals/a"));
+        assert_eq!(bootloader_rev("pv_bootrev= x"), None);
+        let try_b = choose("locals/a", Some("locals/b"), None);
+        let why = try_not_booted(&try_b, bootloader_rev(cmd)).unwrap();
+        assert!(why.contains("kernel of revision locals/a"), "{why}");
+        // The try's own kernel, a committed boot, or no report: nothing.
+        assert_eq!(try_not_booted(&try_b, Some("locals/b")), None);
+        assert_eq!(try_not_booted(&try_b, None), None);
+        assert_eq!(
+            try_not_booted(&choose("locals/a", None, None), Some("locals/a")),
+            None
         );
     }
 

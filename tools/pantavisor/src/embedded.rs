@@ -40,8 +40,10 @@ pub struct BootArgs {
     pub config: PathBuf,
 }
 
-/// The kernel command line words [`parse_cmdline`] reads: the initramfs's
-/// boot arguments, not configuration keys.
+/// The kernel command line words that are boot arguments, not configuration
+/// keys: those [`parse_cmdline`] reads, and the bootloader's reports. (The
+/// kernel hands PID 1 the words it does not know as environment variables
+/// too.)
 pub const BOOT_ARGS: &[&str] = &[
     "pv_storage",
     "pv_storage.fstype",
@@ -50,6 +52,10 @@ pub const BOOT_ARGS: &[&str] = &[
     "pv_rev",
     "pv_try",
     "pv_config",
+    // Read by the daemon: the revision whose kernel the bootloader booted
+    // (our U-Boot script), the Raspberry Pi boot partition (our cmdline.txt).
+    "pv_bootrev",
+    "pv_rpi_part",
 ];
 
 pub fn parse_cmdline(cmdline: &str) -> Result<BootArgs> {

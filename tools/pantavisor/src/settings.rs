@@ -261,6 +261,13 @@ fn translate_bootloader(alias: &str, value: &str) -> Result<String, String> {
     }
 }
 
+/// A `pv_*`/`ph_*` name that is a configuration key: pv_storage, pv_config
+/// and the like are boot arguments (which the kernel also passes PID 1 as
+/// environment variables), not configuration.
+fn configuration_key(k: &str) -> bool {
+    pantavisor_form(k) && !crate::embedded::BOOT_ARGS.contains(&k.to_ascii_lowercase().as_str())
+}
+
 impl Settings {
     /// Set `key` to `value` at `level`, unless a higher level set it
     /// already; what cannot be used is reported.
@@ -337,11 +344,7 @@ impl Settings {
     pub fn apply_cmdline(&mut self, cmdline: &str) {
         for word in cmdline.split_whitespace() {
             if let Some((k, v)) = word.split_once('=') {
-                // pv_storage, pv_config and the like are the initramfs's
-                // own boot arguments, not configuration keys.
-                if pantavisor_form(k)
-                    && !crate::embedded::BOOT_ARGS.contains(&k.to_ascii_lowercase().as_str())
-                {
+                if configuration_key(k) {
                     self.apply(Cmdline, k, v);
                 }
             }
@@ -351,7 +354,7 @@ impl Settings {
     /// `PV_*` / `PH_*` variables of an environment.
     pub fn apply_env(&mut self, vars: impl Iterator<Item = (String, String)>) {
         for (k, v) in vars {
-            if pantavisor_form(&k) {
+            if configuration_key(&k) {
                 self.apply(Env, &k, &v);
             }
         }
@@ -440,9 +443,18 @@ mod tests {
         s.apply_user_meta([("PV_UPDATER_COMMIT_DELAY".into(), "11".into())].into_iter());
         assert_eq!(s.get("update.commit_delay"), "11");
         assert_eq!(s.origin("update.commit_delay"), UserMeta);
-        // pv_storage is a boot argument, not a key: not reported.
+        // Boot arguments are no keys, on the command line or in PID 1's
+        // environment (where the kernel puts them too): not reported.
+        s.apply_cmdline("pv_bootrev=locals/x pv_rpi_part=3");
+        s.apply_env(
+            [("pv_storage", "LABEL=x"), ("pv_bootrev", "locals/x")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
         assert!(
-            !s.reports.iter().any(|r| r.key == "pv_storage"),
+            !s.reports
+                .iter()
+                .any(|r| ["pv_storage", "pv_bootrev", "pv_rpi_part"].contains(&r.key.as_str())),
             "{:?}",
             s.reports
         );

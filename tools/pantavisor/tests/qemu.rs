@@ -607,6 +607,47 @@ squashfs: {comp: zstd, mtime: 1700000000}
     guest.kill();
 }
 
+/// The kernel command line of the boot-flow tests' disks.
+const BASE_CMDLINE: &str = "console=ttyS0 pv_storage=LABEL=pvdata panic=-1 quiet";
+
+/// `d/pvroot`: one container, os, on QEMU's user network (DHCP), the
+/// remote API (token `tok`), quick commits, and `bootloader`.
+fn networked_pvroot(d: &std::path::Path, bootloader: &str) {
+    let os = d.join("rootfs/os");
+    busybox_rootfs(&os, &["sh", "sleep", "echo", "ip", "cat", "udhcpc"]);
+    fs::create_dir_all(os.join("etc")).unwrap();
+    fs::copy(
+        root().join("ci/lib/udhcpc.script"),
+        os.join("etc/udhcpc.script"),
+    )
+    .unwrap();
+    gateway_manifest(
+        d,
+        &format!(
+            r#"containers:
+  os:
+    rootfs: rootfs/os
+    group: root
+    host_network: true
+    entrypoint: [/bin/sh, -c, "ip link set lo up; exec udhcpc -f -i eth0 -s /etc/udhcpc.script -t 10 -T 1 -A 2"]
+core: [os]
+config:
+  bootloader: "{bootloader}"
+  remote.listen: "0.0.0.0:12368"
+  remote.token: tok
+  update.commit_delay: "2"
+  update.goals_timeout: "30"
+squashfs: {{comp: zstd, mtime: 1700000000}}
+"#
+        ),
+    );
+    run(Command::new(workspace_bin("pvcompose", "pvcompose"))
+        .args(["pvroot", "--quiet", "--manifest"])
+        .arg(d.join("gateway.yaml"))
+        .arg("--out")
+        .arg(d.join("pvroot")));
+}
+
 /// Waits for the guest to end (QEMU runs with -no-reboot): Some(true) when
 /// it rebooted with the Raspberry Pi tryboot flag (the kernel's "Restarting
 /// system with command '0 tryboot'"), Some(false) for a plain reboot.
@@ -629,45 +670,14 @@ fn a_bsp_update_boots_from_the_other_partition_by_tryboot_and_a_kernel_that_cann
 ) {
     let tmp = bsp_dir();
     let d = tmp.path();
-    let os = d.join("rootfs/os");
-    busybox_rootfs(&os, &["sh", "sleep", "echo", "ip", "cat", "udhcpc"]);
-    fs::create_dir_all(os.join("etc")).unwrap();
-    fs::copy(
-        root().join("ci/lib/udhcpc.script"),
-        os.join("etc/udhcpc.script"),
-    )
-    .unwrap();
-    gateway_manifest(
-        d,
-        r#"containers:
-  os:
-    rootfs: rootfs/os
-    group: root
-    host_network: true
-    entrypoint: [/bin/sh, -c, "ip link set lo up; exec udhcpc -f -i eth0 -s /etc/udhcpc.script -t 10 -T 1 -A 2"]
-core: [os]
-config:
-  bootloader: "rpi-tryboot:/dev/vda1:2,3"
-  remote.listen: "0.0.0.0:12368"
-  remote.token: tok
-  update.commit_delay: "2"
-  update.goals_timeout: "30"
-squashfs: {comp: zstd, mtime: 1700000000}
-"#,
-    );
-    run(Command::new(workspace_bin("pvcompose", "pvcompose"))
-        .args(["pvroot", "--quiet", "--manifest"])
-        .arg(d.join("gateway.yaml"))
-        .arg("--out")
-        .arg(d.join("pvroot")));
+    networked_pvroot(d, "rpi-tryboot:/dev/vda1:2,3");
     let disk = d.join("disk.img");
-    let base = "console=ttyS0 pv_storage=LABEL=pvdata panic=-1 quiet";
     run(Command::new("bash")
         .arg(root().join("ci/mkimage"))
         .arg("rpi-disk")
         .arg(d.join("pvroot"))
         .arg(&disk)
-        .args(["768", base]));
+        .args(["768", BASE_CMDLINE]));
     let fw = Firmware::new(&disk);
     let port = free_port();
     let fwd = format!("user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:12368");
@@ -704,7 +714,11 @@ squashfs: {comp: zstd, mtime: 1700000000}
             ws.to_str().unwrap(),
         ],
     );
-    fs::write(ws.join("bsp/cmdline.txt"), format!("{base} pvbsp=2\n")).unwrap();
+    fs::write(
+        ws.join("bsp/cmdline.txt"),
+        format!("{BASE_CMDLINE} pvbsp=2\n"),
+    )
+    .unwrap();
     commit_post_run(&ws, port, "bsp 2", "locals/r1");
     match rebooted(&mut guest, Duration::from_secs(180)) {
         Some(true) => {}
@@ -791,5 +805,123 @@ squashfs: {comp: zstd, mtime: 1700000000}
     let (_, meta) = api(port, "GET", "/device-meta", "");
     assert_eq!(meta["pantavisor.revision"], "locals/r1", "{meta}");
     assert_eq!(fw.partition(false), 3);
+    guest.kill();
+}
+
+/// The layer's U-Boot script (recipes-bsp/pantavisor-boot-script), run by
+/// Debian's U-Boot for QEMU x86: it boots the kernel and initramfs of the
+/// revision boot/pv.env names from trails/REV/.pv/, so a BSP update
+/// changes what boots; a kernel that cannot start is tried once (U-Boot
+/// records the try on its FAT partition), the board resets into the
+/// committed revision, and the daemon — told pv_bootrev — rolls it back.
+#[test]
+fn the_u_boot_script_boots_each_revisions_own_bsp_and_a_kernel_that_cannot_start_falls_back() {
+    let uboot = std::path::Path::new("/usr/lib/u-boot/qemu-x86/u-boot.rom");
+    assert!(
+        uboot.is_file(),
+        "{} missing (ci/test installs u-boot-qemu)",
+        uboot.display()
+    );
+    let tmp = bsp_dir();
+    let d = tmp.path();
+    networked_pvroot(d, "plain");
+    let disk = d.join("disk.img");
+    run(Command::new("bash")
+        .arg(root().join("ci/mkimage"))
+        .arg("uboot-disk")
+        .arg(d.join("pvroot"))
+        .arg(&disk)
+        .args(["768", BASE_CMDLINE]));
+    let port = free_port();
+    let fwd = format!("user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:12368");
+    // No -no-reboot: the guest's reboots go through U-Boot and the script.
+    let mut guest = Guest::boot_bios(
+        d,
+        uboot,
+        &disk,
+        &["-netdev", &fwd, "-device", "virtio-net-pci,netdev=n0"],
+    );
+    let fail = |g: &mut Guest, what: &str| -> ! {
+        let c = g.console();
+        g.kill();
+        panic!("{what}:\n{c}")
+    };
+    if wait_remote(port, "/device-meta", Duration::from_secs(150), |v| {
+        v["pantavisor.revision"] == "0"
+    })
+    .is_none()
+    {
+        fail(&mut guest, "the remote API did not come up on revision 0");
+    }
+    // A new BSP: the initramfs with one more (concatenated) cpio archive.
+    let ws = d.join("ws");
+    pvr(
+        d,
+        &[
+            "--token",
+            "tok",
+            "clone",
+            &format!("http://127.0.0.1:{port}"),
+            ws.to_str().unwrap(),
+        ],
+    );
+    let run_json: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(ws.join("bsp/run.json")).unwrap()).unwrap();
+    let initrd = ws.join("bsp").join(run_json["initrd"].as_str().unwrap());
+    let extra = run(Command::new("bash").current_dir(d).arg("-c").arg(
+        "mkdir -p more/etc && echo 2 > more/etc/pv-bsp && cd more && \
+         find . | cpio --quiet -o -H newc | gzip -9n > ../more.cpio.gz && wc -c < ../more.cpio.gz",
+    ));
+    let mut bytes = fs::read(&initrd).unwrap();
+    bytes.extend(fs::read(d.join("more.cpio.gz")).unwrap());
+    fs::write(&initrd, &bytes).unwrap();
+    assert!(extra.trim().parse::<u64>().unwrap() > 0);
+    commit_post_run(&ws, port, "bsp 2", "locals/r1");
+    if wait_remote(
+        port,
+        "/steps/locals/r1/progress",
+        Duration::from_secs(240),
+        |v| v["status"] == "DONE",
+    )
+    .is_none()
+    {
+        fail(&mut guest, "locals/r1 was not committed after its reboot");
+    }
+    let console = guest.console();
+    assert!(
+        console.contains("pantavisor: booting revision locals/r1 from virtio 0:2")
+            && console.contains(&format!(
+                "Initial RAM disk at linear address 0x04000000, size {} bytes",
+                bytes.len()
+            ))
+            && console.contains("pv_bootrev=locals/r1"),
+        "U-Boot did not load locals/r1's own initramfs:\n{console}"
+    );
+    // A BSP whose kernel cannot start: U-Boot tries it once, resets, and
+    // boots locals/r1; the daemon rolls locals/r2 back.
+    let linux = ws.join("bsp").join(run_json["linux"].as_str().unwrap());
+    fs::write(&linux, vec![0x5a; 1 << 20]).unwrap();
+    commit_post_run(&ws, port, "broken kernel", "locals/r2");
+    let Some(progress) = wait_remote(
+        port,
+        "/steps/locals/r2/progress",
+        Duration::from_secs(240),
+        |v| v["status"] == "ERROR",
+    ) else {
+        fail(&mut guest, "locals/r2 was not reported rolled back")
+    };
+    let msg = progress["status-msg"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("the bootloader booted the kernel of revision locals/r1"),
+        "{progress}"
+    );
+    let console = guest.console();
+    assert!(
+        console.contains("the kernel of revision locals/r2 did not start; resetting")
+            && console.contains("revision locals/r2 was tried before; booting locals/r1"),
+        "{console}"
+    );
+    let (_, meta) = api(port, "GET", "/device-meta", "");
+    assert_eq!(meta["pantavisor.revision"], "locals/r1", "{meta}");
     guest.kill();
 }

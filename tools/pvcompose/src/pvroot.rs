@@ -520,6 +520,7 @@ pub fn assemble(
         sign_parts(&mut rev0, parts, key)?;
     }
     pvstate::layout::Pvroot::at(&root).write_state("0", &rev0)?;
+    pvstate::layout::Pvroot::at(&root).write_boot_links("0", &rev0)?;
 
     // Factory packages, checked against revision 0's groups and disks.
     if !manifest.optional.is_empty() {

@@ -4,6 +4,8 @@
 //! trails/<rev>/.pvr/json          a revision's state (rev: a number or locals/NAME)
 //! trails/<rev>/.pv/progress       its update progress (status, status-msg, progress)
 //! trails/<rev>/.pv/commitmsg      its commit message
+//! trails/<rev>/.pv/pv-kernel.img  its BSP's kernel, initramfs and device tree
+//!   pv-initrd.img, pv-fdt.dtb       (hard links to objects) for a bootloader script
 //! objects/<sha256>                the object pool
 //! logs/<rev>/<container>/         logs, per revision and container
 //! disks/perm/<container>/<vol>    permanent volumes
@@ -40,6 +42,13 @@ pub const VERSION_KEY: &str = "version.json";
 pub const MIN_VERSION_FILE: &str = "config/min-version";
 /// A trail's state, relative to the trail.
 pub const TRAIL_STATE: &str = ".pvr/json";
+/// The boot links of a trail (Pantavisor's names): `bsp/run.json`'s member
+/// and the link in `trails/<rev>/.pv/` a bootloader loads it from.
+pub const BOOT_LINKS: [(&str, &str); 3] = [
+    ("linux", "pv-kernel.img"),
+    ("initrd", "pv-initrd.img"),
+    ("fdt", "pv-fdt.dtb"),
+];
 
 /// `locals/NAME` for a local revision name that is letters, digits, `-`,
 /// `_`, `.` and under 64 characters (not `.` or `..`): the one rule for the
@@ -130,6 +139,52 @@ impl Pvroot {
             crate::store::create_dir_durable(dir)?;
         }
         crate::store::write_atomic(&path, &state.to_canonical())
+    }
+
+    /// The boot links of revision `rev` ([`BOOT_LINKS`]): hard links in
+    /// `trails/<rev>/.pv/` to the objects its `bsp/run.json` names, each put
+    /// in place by a rename, so a bootloader script can load the kernel,
+    /// initramfs and device tree of any revision by path. Returns how many
+    /// were (re)made; a link already on its object is left.
+    pub fn write_boot_links(&self, rev: &str, state: &State) -> Result<usize> {
+        let Some(crate::Entry::BspRun(run)) = state.get("bsp/run.json") else {
+            return Ok(0);
+        };
+        let dir = self.trail(rev).join(".pv");
+        let mut made = 0;
+        for (member, link) in BOOT_LINKS {
+            let name = match member {
+                "linux" => &run.linux,
+                "initrd" => &run.initrd,
+                _ => &run.fdt,
+            };
+            let Some(name) = name.as_deref().filter(|n| !n.is_empty()) else {
+                continue;
+            };
+            let Some(crate::Entry::Object(id)) = state.get(&format!("bsp/{name}")) else {
+                continue;
+            };
+            let object = self.objects_dir().join(id.as_str());
+            let path = dir.join(link);
+            use std::os::unix::fs::MetadataExt;
+            let same = |a: &Path, b: &Path| match (fs::metadata(a), fs::metadata(b)) {
+                (Ok(x), Ok(y)) => (x.dev(), x.ino()) == (y.dev(), y.ino()),
+                _ => false,
+            };
+            if same(&object, &path) {
+                continue;
+            }
+            crate::store::create_dir_durable(&dir)?;
+            let tmp = dir.join(format!(".{link}.tmp"));
+            let _ = fs::remove_file(&tmp);
+            fs::hard_link(&object, &tmp).map_err(|e| Error::io(&object, e))?;
+            fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+            made += 1;
+        }
+        if made > 0 {
+            crate::store::sync_dir(&dir)?;
+        }
+        Ok(made)
     }
 
     pub fn objects_dir(&self) -> PathBuf {
@@ -259,5 +314,33 @@ mod tests {
         assert!(root.progress("0").is_none());
         root.set_progress("0", "DONE", "ok", 100).unwrap();
         assert_eq!(root.progress("0").unwrap()["status"], "DONE");
+    }
+
+    #[test]
+    fn boot_links_are_hard_links_to_the_bsp_objects() {
+        use std::os::unix::fs::MetadataExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let root = Pvroot::at(tmp.path());
+        let objects = ObjectStore::open(root.objects_dir()).unwrap();
+        let kernel = objects.put_bytes(b"kernel").unwrap();
+        let initrd = objects.put_bytes(b"initrd").unwrap();
+        let json = serde_json::json!({
+            "#spec": "pantavisor-service-system@1",
+            "bsp/run.json": {"linux": "k.img", "initrd": "i.img"},
+            "bsp/k.img": kernel.as_str(),
+            "bsp/i.img": initrd.as_str(),
+        });
+        let state = State::parse(json.to_string().as_bytes()).unwrap();
+        assert_eq!(root.write_boot_links("locals/a", &state).unwrap(), 2);
+        let dir = root.trail("locals/a").join(".pv");
+        assert_eq!(fs::read(dir.join("pv-kernel.img")).unwrap(), b"kernel");
+        assert_eq!(
+            fs::metadata(dir.join("pv-initrd.img")).unwrap().ino(),
+            fs::metadata(objects.path(&initrd)).unwrap().ino()
+        );
+        assert!(!dir.join("pv-fdt.dtb").exists());
+        // Again: nothing to do; a state without a BSP has none.
+        assert_eq!(root.write_boot_links("locals/a", &state).unwrap(), 0);
+        assert_eq!(root.write_boot_links("locals/b", &State::new()).unwrap(), 0);
     }
 }

@@ -94,11 +94,22 @@ impl Daemon {
                 Firmware::Fine => {}
             }
         }
-        let choice = boot::choose(
-            &bootenv.rev,
-            bootenv.try_rev.as_deref(),
-            bootenv.trying.as_deref(),
-        );
+        let choose = |b: &BootEnv| boot::choose(&b.rev, b.try_rev.as_deref(), b.trying.as_deref());
+        let mut choice = choose(&bootenv);
+        // A bootloader that says whose kernel it booted (our U-Boot script):
+        // a try it gave up before we ran is rolled back here.
+        if rt.opts.mode == crate::config::Mode::Embedded {
+            let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+            if let Some(why) = boot::try_not_booted(&choice, boot::bootloader_rev(&cmdline)) {
+                let rev = choice.rev().to_string();
+                error!("revision {rev}: {why}; rolled back");
+                let _ = rt
+                    .storage
+                    .set_progress(&rev, "ERROR", &format!("Rolled back: {why}"), 0);
+                bootenv.clear_try()?;
+                choice = choose(&bootenv);
+            }
+        }
         let mut trying = None;
         match &choice {
             Choice::TriedBefore { failed, .. } => {
@@ -146,6 +157,10 @@ impl Daemon {
         };
         if rev != bootenv.rev && trying.is_none() {
             warn!("revision {}: refused; running {rev} instead", bootenv.rev);
+        }
+        // A revision installed before boot links were made gets them now.
+        if let Err(e) = rt.storage.write_boot_links(&rev, &state) {
+            warn!("revision {rev}: boot links: {e}");
         }
         crate::log::to_file(
             &rt.storage

@@ -149,6 +149,11 @@ impl Daemon {
             .storage
             .write_state(&rev, &state)
             .map_err(|e| Refusal::Failed(e.to_string()))?;
+        // Where a bootloader script loads its kernel, initramfs and fdt from.
+        self.rt
+            .storage
+            .write_boot_links(&rev, &state)
+            .map_err(|e| Refusal::Failed(format!("revision {rev}: boot links: {e}")))?;
         let _ = self.rt.storage.set_progress(&rev, "NEW", "Installed", 0);
         info!("revision {rev} installed");
         Ok(json!({"revision": rev}))

@@ -125,6 +125,36 @@ impl Guest {
         kvm: bool,
         extra: &[&str],
     ) -> Guest {
+        let boot = [
+            "-kernel".as_ref(),
+            kernel.as_os_str(),
+            "-initrd".as_ref(),
+            initrd.as_os_str(),
+            "-append".as_ref(),
+            append.as_ref(),
+        ];
+        Self::spawn(dir, disk, kvm, extra, &boot)
+    }
+
+    /// A guest whose firmware is `bios` (U-Boot's ROM): it finds its own
+    /// way to a kernel on `disk`.
+    pub fn boot_bios(dir: &Path, bios: &Path, disk: &Path, extra: &[&str]) -> Guest {
+        Self::spawn(
+            dir,
+            disk,
+            false,
+            extra,
+            &["-bios".as_ref(), bios.as_os_str()],
+        )
+    }
+
+    fn spawn(
+        dir: &Path,
+        disk: &Path,
+        kvm: bool,
+        extra: &[&str],
+        boot: &[&std::ffi::OsStr],
+    ) -> Guest {
         let serial = dir.join(if kvm { "serial-kvm.log" } else { "serial.log" });
         let monitor = dir.join("monitor.sock");
         let _ = fs::remove_file(&monitor);
@@ -137,12 +167,7 @@ impl Guest {
         }
         cmd.args(["-m", "1024", "-smp", "2", "-display", "none"])
             .args(extra)
-            .arg("-kernel")
-            .arg(kernel)
-            .arg("-initrd")
-            .arg(initrd)
-            .arg("-append")
-            .arg(append)
+            .args(boot)
             .arg("-drive")
             .arg(format!("file={},if=virtio,format=raw", disk.display()))
             .arg("-serial")
