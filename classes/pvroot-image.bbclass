@@ -32,7 +32,8 @@ PVROOT_SIGN_KEY ?= "${PANTAVISOR_RS_BASE}/files/keys/dev.key"
 PVROOT_CONFIG ?= ""
 # A device.json (groups, disks, volumes); empty: Pantavisor's default groups.
 PVROOT_DEVICE_JSON ?= ""
-# plain (boot/pv.env read by our initramfs), uboot (boot/uboot.txt) or
+# plain (boot/pv.env read by our initramfs, or by U-Boot through the layer's
+# boot script: PVROOT_UBOOT_SCRIPT), uboot (Pantavisor's boot/uboot.txt) or
 # rpi-tryboot (set by PVROOT_RPI_TRYBOOT: the composer then also writes the
 # daemon's bootloader setting, and the tryboot wks layout is used).
 PVROOT_BOOTLOADER ?= "${@'rpi-tryboot' if bb.utils.to_boolean(d.getVar('PVROOT_RPI_TRYBOOT')) else 'plain'}"
@@ -81,6 +82,12 @@ python __anonymous() {
         bb.fatal("pvroot-image: PVROOT_BOOTLOADER is \"%s\"; use plain, uboot or rpi-tryboot" % d.getVar("PVROOT_BOOTLOADER"))
     if bb.utils.to_boolean(d.getVar("PVROOT_RPI_TRYBOOT")) != (d.getVar("PVROOT_BOOTLOADER") == "rpi-tryboot"):
         bb.fatal("pvroot-image: PVROOT_RPI_TRYBOOT and PVROOT_BOOTLOADER disagree; set PVROOT_RPI_TRYBOOT alone")
+    if bb.utils.to_boolean(d.getVar("PVROOT_UBOOT_SCRIPT")):
+        if "rpi" in (d.getVar("MACHINEOVERRIDES") or "").split(":"):
+            bb.fatal("pvroot-image: PVROOT_UBOOT_SCRIPT is for U-Boot boards; a Raspberry Pi boots through its firmware (PVROOT_RPI_TRYBOOT)")
+        if d.getVar("PVROOT_BOOTLOADER") not in ("plain", "uboot"):
+            bb.fatal("pvroot-image: PVROOT_UBOOT_SCRIPT needs PVROOT_BOOTLOADER plain or uboot (the script reads boot/pv.env or boot/uboot.txt)")
+        d.setVar("WKS_FILE", "pantavisor-uboot.wks.in")
 }
 
 def pvroot_part_path(entry, d):
@@ -219,6 +226,14 @@ do_pvroot[depends] += "pvcompose-native:do_populate_sysroot squashfs-tools-nativ
 do_pvroot[vardeps] += "PVROOT_CONTAINERS_CORE PVROOT_CONTAINERS PVROOT_IMAGE_BSP PVROOT_INITRAMFS \
     PVROOT_SIGN_KEY PVROOT_CONFIG PVROOT_DEVICE_JSON PVROOT_BOOTLOADER PVROOT_RPI_TRYBOOT"
 do_pvroot[file-checksums] += "${@' '.join(p + ':True' for p in d.getVar('PVROOT_SIGN_KEY').split())}"
+
+# U-Boot boards (not Raspberry Pi): PVROOT_UBOOT_SCRIPT = "1" puts the layer's
+# boot.scr (recipe pantavisor-boot-script), which boots each revision's own
+# kernel, initramfs and device tree from the data partition's trails, on the
+# boot partition of files/wic/pantavisor-uboot.wks.in.
+PVROOT_UBOOT_SCRIPT ?= "0"
+IMAGE_BOOT_FILES:append = " ${@'boot.scr pv-boot.env' if bb.utils.to_boolean(d.getVar('PVROOT_UBOOT_SCRIPT')) else ''}"
+do_image_wic[depends] += "${@'pantavisor-boot-script:do_deploy' if bb.utils.to_boolean(d.getVar('PVROOT_UBOOT_SCRIPT')) else ''}"
 
 # Raspberry Pi: an SD card with the firmware, kernel and our initramfs on the
 # boot partition and the pvroot as the data partition; PVROOT_RPI_TRYBOOT = "1"

@@ -4,7 +4,8 @@
 # partition's trails, so a BSP update changes the booted kernel.
 #
 # The daemon keeps pv_rev (committed) and pv_try (to try) in /boot/pv.env on
-# the data partition (plain KEY=VALUE lines). A try is begun here at most
+# the data partition (plain KEY=VALUE lines; Pantavisor's /boot/uboot.txt
+# when there is no pv.env). A try is begun here at most
 # once: pv_uboot_tried=REV is saved to pv-uboot.env on the boot partition
 # before its kernel is loaded, so a kernel that cannot start (the board's
 # watchdog resets it) is not loaded again; the next boot takes pv_rev, and
@@ -34,6 +35,10 @@ setenv pv_try
 setenv pv_trying
 if load ${pv_data} ${loadaddr} /boot/pv.env; then
     env import -t ${loadaddr} ${filesize}
+else
+    if load ${pv_data} ${loadaddr} /boot/uboot.txt; then
+        env import -t ${loadaddr} ${filesize}
+    fi
 fi
 
 setenv boot_rev ${pv_rev}
