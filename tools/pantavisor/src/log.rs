@@ -34,6 +34,11 @@ pub fn to_file(path: &Path, max: u64) {
     }
 }
 
+/// The file the log goes to, if any (the boot revision's).
+pub fn file() -> Option<PathBuf> {
+    SINK.lock().ok()?.as_ref().map(|s| s.path.clone())
+}
+
 pub fn line(level: &str, message: &str) {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)

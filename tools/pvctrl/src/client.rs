@@ -3,7 +3,7 @@
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -41,15 +41,52 @@ pub enum Target {
     Tcp(String),
 }
 
+/// The remote API's port when an address names none (Pantavisor's pvr-sdk's).
+pub const DEFAULT_PORT: u16 = 12368;
+
 impl Target {
-    /// `unix:/run/pv-ctrl`, `/run/pv-ctrl` or `http://HOST:PORT[/…]`.
+    /// `unix:/run/pv-ctrl`, `/run/pv-ctrl`, `http://HOST[:PORT][/…]` (Pantavisor's
+    /// `http://HOST:12368/cgi-bin/pvr` too) or, as Pantavisor's pvr takes
+    /// them, a bare `HOST[:PORT]` or IP address: port 12368 when none is named.
     pub fn parse(text: &str) -> Result<Self, Error> {
+        let with_port = |addr: &str| {
+            // [v6]:port, host:port, or a bare host / v4 / [v6] address.
+            let has_port = match addr.rsplit_once(':') {
+                Some((h, p)) => {
+                    !p.is_empty()
+                        && p.bytes().all(|b| b.is_ascii_digit())
+                        && (!h.contains(':') || h.ends_with(']'))
+                }
+                None => false,
+            };
+            if has_port {
+                addr.to_string()
+            } else {
+                format!("{addr}:{DEFAULT_PORT}")
+            }
+        };
         if let Some(rest) = text.strip_prefix("http://") {
             let addr = rest.split('/').next().unwrap_or("");
-            if !addr.contains(':') {
-                return Err(Error::Usage(format!("{text}: expected http://HOST:PORT")));
+            if addr.is_empty() {
+                return Err(Error::Usage(format!("{text}: expected http://HOST[:PORT]")));
             }
-            return Ok(Target::Tcp(addr.to_string()));
+            return Ok(Target::Tcp(with_port(addr)));
+        }
+        if text.starts_with("https://") {
+            return Err(Error::Usage(format!(
+                "{text}: https is not supported by this client yet; use http://HOST[:PORT] on a trusted network"
+            )));
+        }
+        // A bare host or address (no '/', not an existing file): the remote API.
+        let host_like = !text.is_empty()
+            && !text.starts_with("unix:")
+            && !text.contains('/')
+            && !Path::new(text).exists()
+            && text
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c));
+        if host_like {
+            return Ok(Target::Tcp(with_port(text)));
         }
         let path = text.strip_prefix("unix:").unwrap_or(text);
         if path.contains("://") || path.is_empty() {
@@ -299,8 +336,26 @@ mod tests {
             Target::parse("http://10.0.0.2:12368/cgi-bin/pvr").unwrap(),
             Target::Tcp("10.0.0.2:12368".into())
         );
-        assert!(Target::parse("http://host").is_err());
+        // Addresses as Pantavisor's pvr takes them: port 12368 by default.
+        for (given, addr) in [
+            ("http://host", "host:12368"),
+            ("192.168.1.3", "192.168.1.3:12368"),
+            ("192.168.1.3:8080", "192.168.1.3:8080"),
+            ("gateway.local", "gateway.local:12368"),
+            ("[fe80::1]", "[fe80::1]:12368"),
+            ("[fe80::1]:99", "[fe80::1]:99"),
+        ] {
+            assert_eq!(
+                Target::parse(given).unwrap(),
+                Target::Tcp(addr.into()),
+                "{given}"
+            );
+        }
+        assert!(Target::parse("http://").is_err());
         assert!(Target::parse("ftp://host").is_err());
+        assert!(
+            matches!(Target::parse("https://host"), Err(Error::Usage(m)) if m.contains("https"))
+        );
     }
 
     /// A real socket answering once: the request as sent, and the client's

@@ -12,6 +12,9 @@ pub enum Error {
     State(#[from] pvstate::Error),
     #[error("{0}")]
     Compose(#[from] pvcompose::ComposeError),
+    /// A followed step ended badly (or not in time): the exit code says how.
+    #[error("{message}")]
+    Outcome { code: u8, message: String },
     #[error("{}: {source}", path.display())]
     Io {
         path: std::path::PathBuf,

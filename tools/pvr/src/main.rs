@@ -120,16 +120,60 @@ enum Command {
         device: Option<String>,
     },
     /// Send the committed state to a device: only the objects it lacks, then
-    /// the state as revision --rev.
+    /// the state as revision --rev; with --run the device runs it, with
+    /// --wait pvr follows it to its end.
+    ///
+    /// Exit codes with --wait: 0 DONE or UPDATED; 3 ERROR (the device
+    /// rolled back; its reason is printed); 4 WONTGO (refused); 5 no end
+    /// within --timeout.
+    #[command(visible_alias = "po")]
     Post {
         /// The device (default: where the repository was cloned from).
         device: Option<String>,
         /// Revision name on the device (locals/NAME).
-        #[arg(long)]
+        #[arg(long, short = 'r')]
         rev: Option<String>,
-        /// Commit message for the revision.
-        #[arg(short, long)]
+        /// Commit message for the revision (Pantavisor's pvr: --commit-msg).
+        #[arg(short, long, alias = "commit-msg")]
         message: Option<String>,
+        /// Send every object again, also those the device has.
+        #[arg(short, long)]
+        force: bool,
+        /// Then ask the device to run the revision (LOCAL_RUN).
+        #[arg(long)]
+        run: bool,
+        /// Then follow the revision's progress until DONE, UPDATED, ERROR
+        /// or WONTGO (through reboots), with the exit code saying which.
+        #[arg(long)]
+        wait: bool,
+        /// Seconds --wait waits for the end.
+        #[arg(long, default_value_t = 600, requires = "wait")]
+        timeout: u64,
+    },
+    /// Ask a device about itself.
+    Device {
+        #[command(subcommand)]
+        command: DeviceCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeviceCommand {
+    /// Print a container's log of the running revision (the daemon's own
+    /// without CONTAINER): the last --max bytes, then, with --follow, what
+    /// comes.
+    Logs {
+        /// A container of the running revision; default: the daemon.
+        container: Option<String>,
+        /// The device (default: where the repository was cloned from).
+        #[arg(long)]
+        device: Option<String>,
+        /// Keep printing what is appended (until interrupted).
+        #[arg(short, long)]
+        follow: bool,
+        /// Bytes to print first (the device sends at most 1 MiB at once).
+        #[arg(long, default_value_t = 16384)]
+        max: u64,
     },
 }
 
@@ -286,6 +330,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(Error::Outcome { code, message }) => {
+            eprintln!("pvr: {message}");
+            ExitCode::from(code)
+        }
         Err(e) => {
             eprintln!("pvr: error: {e}");
             ExitCode::from(1)
@@ -399,7 +447,131 @@ fn run(cli: Cli) -> Result<()> {
             device,
             rev,
             message,
-        } => post(&dir, device, rev, message, token),
+            force,
+            run,
+            wait,
+            timeout,
+        } => {
+            let repo = Repo::open(&dir)?;
+            let device = device_of(&repo, device, token)?;
+            let rev = post(&dir, &device, rev, message, force)?;
+            if run {
+                let reply = device.json(
+                    "POST",
+                    "/commands",
+                    json!({"op": "LOCAL_RUN", "payload": rev})
+                        .to_string()
+                        .as_bytes(),
+                )?;
+                println!("{rev}: run ({reply})");
+            }
+            if wait {
+                follow(&device, &rev, std::time::Duration::from_secs(timeout))?;
+            }
+            Ok(())
+        }
+        Command::Device {
+            command:
+                DeviceCommand::Logs {
+                    container,
+                    device,
+                    follow,
+                    max,
+                },
+        } => {
+            let device = match device {
+                Some(d) => remote::device(&d, token)?,
+                None => device_of(&Repo::open(&dir)?, None, token)?,
+            };
+            logs(
+                &device,
+                container.as_deref().unwrap_or("pantavisor"),
+                follow,
+                max,
+            )
+        }
+    }
+}
+
+/// Follow revision `rev`'s progress on `device` to its end, through the
+/// device's reboots; each change printed. Err with the exit code of a bad end.
+fn follow(device: &Device, rev: &str, timeout: std::time::Duration) -> Result<()> {
+    let start = std::time::Instant::now();
+    let mut last = String::new();
+    let mut away = false;
+    loop {
+        match device.json("GET", &format!("/steps/{rev}/progress"), b"") {
+            Ok(p) => {
+                away = false;
+                let status = p["status"].as_str().unwrap_or("?").to_string();
+                let msg = p["status-msg"].as_str().unwrap_or("").to_string();
+                let line = format!("{status} ({}%) {msg}", p["progress"].as_u64().unwrap_or(0));
+                if line != last {
+                    println!("{rev}: {line}");
+                    last = line;
+                }
+                let bad = match status.as_str() {
+                    "DONE" | "UPDATED" => return Ok(()),
+                    "ERROR" => Some(3),
+                    "WONTGO" => Some(4),
+                    _ => None,
+                };
+                if let Some(code) = bad {
+                    let now = device
+                        .json("GET", "/device-meta", b"")
+                        .ok()
+                        .and_then(|m| m["pantavisor.revision"].as_str().map(str::to_string))
+                        .map(|r| format!("; the device runs {r}"))
+                        .unwrap_or_default();
+                    return Err(Error::Outcome {
+                        code,
+                        message: format!("{rev}: {status}: {msg}{now}"),
+                    });
+                }
+            }
+            Err(e) => {
+                if !away {
+                    println!("{rev}: the device does not answer ({e}); waiting for it (a reboot?)");
+                    away = true;
+                }
+            }
+        }
+        if start.elapsed() > timeout {
+            return Err(Error::Outcome {
+                code: 5,
+                message: format!(
+                    "{rev}: no end within {} s (last: {last})",
+                    timeout.as_secs()
+                ),
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
+/// `pvr device logs`: the last `max` bytes of `name`'s log, then what comes
+/// when `follow`.
+fn logs(device: &Device, name: &str, follow: bool, max: u64) -> Result<()> {
+    use std::io::Write;
+    let mut path = format!("/logs/{name}?max={max}");
+    let mut out = std::io::stdout();
+    loop {
+        let chunk = device.json("GET", &path, b"")?;
+        if chunk["rotated"] == true {
+            eprintln!("pvr: ({name}'s log was rotated)");
+        }
+        let data = chunk["data"].as_str().unwrap_or("");
+        out.write_all(data.as_bytes())
+            .and_then(|_| out.flush())
+            .map_err(|e| Error::io("stdout", e))?;
+        if !follow {
+            return Ok(());
+        }
+        let next = chunk["next"].as_u64().unwrap_or(0);
+        if data.is_empty() {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+        path = format!("/logs/{name}?offset={next}&max=1048576");
     }
 }
 
@@ -458,6 +630,7 @@ fn fetch_repo(path: &Path, pool: &pvstate::ObjectStore) -> Result<State> {
 
 fn clone(target: &str, dir: &Path, token: Option<String>) -> Result<()> {
     let device = remote::device(target, token)?;
+    let existed = dir.exists();
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     if std::fs::read_dir(dir)
         .map(|mut d| d.next().is_some())
@@ -465,8 +638,26 @@ fn clone(target: &str, dir: &Path, token: Option<String>) -> Result<()> {
     {
         return Err(Error::Usage(format!("{}: not empty", dir.display())));
     }
+    // A clone that fails leaves nothing behind: the retry starts clean.
+    clone_into(&device, dir).inspect_err(|_| {
+        if existed {
+            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let p = e.path();
+                let _ = if p.is_dir() {
+                    std::fs::remove_dir_all(&p)
+                } else {
+                    std::fs::remove_file(&p)
+                };
+            }
+        } else {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    })
+}
+
+fn clone_into(device: &Device, dir: &Path) -> Result<()> {
     let repo = Repo::init(dir)?;
-    let (rev, state) = fetch_device(&device, &repo.pool()?)?;
+    let (rev, state) = fetch_device(device, &repo.pool()?)?;
     repo.write_committed(&state)?;
     repo.set_config(&json!({"remote": device.target().to_string(), "revision": rev}))?;
     repo.checkout(&state)?;
@@ -1107,6 +1298,34 @@ fn room_for(device: &Device, bytes: u64) -> Result<()> {
     }
 }
 
+/// One object of `count` sent: a bar redrawn in place on a terminal, a
+/// line per object otherwise (logs, CI).
+fn upload_progress(k: usize, count: usize, id: &str, n: u64, so_far: u64, total: u64) {
+    use std::io::IsTerminal;
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    if std::io::stderr().is_terminal() {
+        let width = 30;
+        let filled = (so_far.min(total) * width / total.max(1)) as usize;
+        eprint!(
+            "\r[{}{}] {:3}% {:.1}/{:.1} MiB, {k}/{count} objects",
+            "#".repeat(filled),
+            " ".repeat(width as usize - filled),
+            so_far.min(total) * 100 / total.max(1),
+            mib(so_far),
+            mib(total)
+        );
+        if k == count {
+            eprintln!();
+        }
+    } else {
+        eprintln!(
+            "[{k}/{count}] sent {id} ({n} bytes; {:.1} of {:.1} MiB)",
+            mib(so_far),
+            mib(total)
+        );
+    }
+}
+
 /// The ids of the objects the device has.
 fn device_objects(device: &Device) -> Result<BTreeSet<String>> {
     Ok(device
@@ -1248,15 +1467,15 @@ fn diff(dir: &Path, device: Option<String>, token: Option<String>) -> Result<()>
     Ok(())
 }
 
+/// Post the committed state to `device` as `rev`; returns the revision name.
 fn post(
     dir: &Path,
-    device: Option<String>,
+    device: &Device,
     rev: Option<String>,
     message: Option<String>,
-    token: Option<String>,
-) -> Result<()> {
+    force: bool,
+) -> Result<String> {
     let repo = Repo::open(dir)?;
-    let device = device_of(&repo, device, token)?;
     let state = repo.committed()?;
     let rev = rev.unwrap_or_else(|| format!("locals/pvr-{}", &state.id().to_string()[..12]));
     // The device's rule for local revision names, checked before any upload.
@@ -1273,7 +1492,11 @@ fn post(
     }
     // Ask what the device has; send only the rest. A post interrupted earlier
     // resumes here: what arrived is not sent again.
-    let have = device_objects(&device)?;
+    let have = if force {
+        BTreeSet::new()
+    } else {
+        device_objects(device)?
+    };
     let pool = repo.pool()?;
     let ids = state.object_ids();
     let missing: Vec<_> = ids
@@ -1282,7 +1505,7 @@ fn post(
         .collect();
     let total = pool_bytes(&pool, ids.iter());
     let to_send = pool_bytes(&pool, missing.iter().copied());
-    room_for(&device, to_send)?;
+    room_for(device, to_send)?;
     // Up to four uploads at once, each on its own connection.
     let next = std::sync::atomic::AtomicUsize::new(0);
     let done = std::sync::atomic::AtomicUsize::new(0);
@@ -1297,18 +1520,19 @@ fn post(
                 }
                 let id = missing[i];
                 let path = pool.path(id);
-                let result = remote::put_object(&device, id, &path);
+                let result = remote::put_object(device, id, &path);
                 match result {
                     Ok(n) => {
                         let so_far =
                             sent_objects.fetch_add(n, std::sync::atomic::Ordering::SeqCst) + n;
                         let k = done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-                        eprintln!(
-                            "[{k}/{}] sent {} ({n} bytes; {} of {} MiB)",
+                        upload_progress(
+                            k,
                             missing.len(),
                             &id.to_string()[..12],
-                            so_far >> 20,
-                            to_send >> 20
+                            n,
+                            so_far,
+                            to_send,
                         );
                     }
                     Err(e) => {
@@ -1343,5 +1567,5 @@ fn post(
         ids.len(),
         json.len()
     );
-    Ok(())
+    Ok(rev)
 }

@@ -603,3 +603,98 @@ fn the_remote_api_needs_its_token() {
         "the device has every object already: {out}"
     );
 }
+
+/// Issue 18: `pvr post --run --wait` runs the revision and follows it to
+/// its end, the exit code saying how it ended; an update whose container
+/// never gets READY ends non-zero with the device's reason on the terminal;
+/// `pvr device logs` prints a container's output.
+#[test]
+fn post_run_wait_follows_the_update_to_its_end_and_device_logs_shows_the_output() {
+    let s = setup("update.goals_timeout=6\n");
+    let (t, sock) = (s.tmp.path(), &s.sock);
+    let ws = t.join("ws");
+    let (code, out, err) = pvr(
+        t,
+        &[
+            "clone",
+            &format!("unix:{}", sock.display()),
+            ws.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let newfs = app1_version(t, "v2");
+    fs::write(
+        t.join("talk.json"),
+        r#"{"Entrypoint": ["/bin/sh", "-c", "read v < /etc/version; echo hello from app1 $v; trap 'exit 0' TERM; sleep 1000 & wait"]}"#,
+    )
+    .unwrap();
+    let update = |extra: &[&str]| {
+        let mut args = vec![
+            "app",
+            "update",
+            "app1",
+            "--from",
+            newfs.to_str().unwrap(),
+            "--comp",
+            "lz4",
+            "--arg-json",
+        ];
+        let talk = t.join("talk.json");
+        let talk = talk.to_str().unwrap().to_string();
+        args.push(&talk);
+        args.extend_from_slice(extra);
+        let (code, out, err) = pvr(&ws, &args);
+        assert_eq!(code, 0, "{out}{err}");
+    };
+    update(&[]);
+    assert_eq!(pvr(&ws, &["commit", "-m", "talks"]).0, 0);
+    let (code, out, err) = pvr(
+        &ws,
+        &[
+            "post",
+            "--rev",
+            "locals/good",
+            "--run",
+            "--wait",
+            "--timeout",
+            "60",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("locals/good: INPROGRESS") || out.contains("locals/good: TESTING"),
+        "{out}"
+    );
+    assert!(out.contains("locals/good: UPDATED (100%)"), "{out}");
+    let (code, out, err) = pvr(&ws, &["device", "logs", "app1"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("hello from app1 v2"), "{out}");
+    // The daemon's own log, without a container name.
+    let (code, out, _) = pvr(&ws, &["device", "logs"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("revision locals/good"), "{out}");
+    let (code, _, err) = pvr(&ws, &["device", "logs", "nosuch"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("no container nosuch"), "{err}");
+    // READY never comes (nothing signals it): rolled back, exit 3.
+    update(&["--status-goal", "READY"]);
+    assert_eq!(pvr(&ws, &["commit", "-m", "never ready"]).0, 0);
+    let (code, out, err) = pvr(
+        &ws,
+        &[
+            "post",
+            "--rev",
+            "locals/never",
+            "--run",
+            "--wait",
+            "--timeout",
+            "60",
+        ],
+    );
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(
+        err.contains("locals/never: ERROR: Status goal not reached: app1")
+            && err.contains("the device runs locals/good"),
+        "{err}"
+    );
+}

@@ -62,6 +62,14 @@ pub enum Call {
     InstallLocal(String, Vec<u8>),
     Command(proto::Command),
     Gc,
+    /// `GET /logs/NAME[?offset=N][&max=M]`: the running revision's log of
+    /// container NAME (or `pantavisor`, the daemon's): up to `max` bytes
+    /// from `offset`, or the last `max` bytes without one.
+    Logs {
+        name: String,
+        offset: Option<u64>,
+        max: u64,
+    },
 }
 
 impl Call {

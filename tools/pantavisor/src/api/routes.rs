@@ -103,6 +103,40 @@ fn steps(method: &str, rest: &str, body: &[u8]) -> Result<Call, Refusal> {
     }
 }
 
+/// The most a logs request returns at once.
+pub const LOGS_MAX: u64 = 1 << 20;
+
+/// `GET /logs/NAME?offset=N&max=M`.
+fn logs(name: &str, full: &str) -> Result<Call, Refusal> {
+    if name.is_empty() || name.contains('/') || name.starts_with('.') {
+        return Err(Refusal::Invalid(format!(
+            "\"{name}\" is not a container name"
+        )));
+    }
+    let (mut offset, mut max) = (None, 64 * 1024);
+    let query = full.split_once('?').map(|(_, q)| q).unwrap_or("");
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let n = v
+            .parse::<u64>()
+            .map_err(|_| Refusal::Invalid(format!("{k}={v}: not a number")))?;
+        match k {
+            "offset" => offset = Some(n),
+            "max" => max = n.clamp(1, LOGS_MAX),
+            _ => {
+                return Err(Refusal::Invalid(format!(
+                    "unknown parameter {k} (offset, max)"
+                )))
+            }
+        }
+    }
+    Ok(Call::Logs {
+        name: name.into(),
+        offset,
+        max,
+    })
+}
+
 /// The call a request makes.
 pub fn route(req: &Request) -> Result<Call, Refusal> {
     let path = req
@@ -154,6 +188,7 @@ pub fn route(req: &Request) -> Result<Call, Refusal> {
         (m, p) if p.starts_with("/steps/") => steps(m, &p["/steps/".len()..], body),
         ("POST", "/commands") => command(body),
         ("POST", "/storage/gc") => Ok(Call::Gc),
+        ("GET", p) if p.starts_with("/logs/") => logs(&p["/logs/".len()..], &req.path),
         (
             _,
             "/containers" | "/groups" | "/buildinfo" | "/config" | "/device-meta" | "/user-meta"
@@ -268,6 +303,22 @@ mod tests {
             Refusal::Invalid(_)
         ));
         assert_eq!(req("GET", "/steps/12", ""), Ok(Call::Step("12".into())));
+        assert_eq!(
+            req("GET", "/logs/app?offset=10&max=99999999", ""),
+            Ok(Call::Logs {
+                name: "app".into(),
+                offset: Some(10),
+                max: LOGS_MAX
+            })
+        );
+        assert!(matches!(
+            req("GET", "/logs/..", ""),
+            Err(Refusal::Invalid(_))
+        ));
+        assert!(matches!(
+            req("GET", "/logs/a?tail=1", ""),
+            Err(Refusal::Invalid(_))
+        ));
         assert!(matches!(
             refused("GET", "/user-meta/.hidden", ""),
             Refusal::Invalid(_)

@@ -124,6 +124,7 @@ impl Service for Daemon {
             }
             Call::Object(id) => Err(Refusal::NotFound(format!("no object {id}"))),
             Call::Steps => json(self.steps()),
+            Call::Logs { name, offset, max } => json(self.log_chunk(&name, offset, max)?),
             Call::Step(rev) => self
                 .rt
                 .storage

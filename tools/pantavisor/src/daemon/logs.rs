@@ -11,6 +11,65 @@ use nix::sys::epoll::{EpollEvent, EpollFlags};
 use super::Daemon;
 
 impl Daemon {
+    /// `GET /logs/NAME`: a chunk of the running revision's log of container
+    /// NAME (`pantavisor`: the daemon's own, since it started): `max` bytes from `offset`, or
+    /// the last `max` bytes. `next` is the offset to ask for to follow it;
+    /// a log rotated since (`offset` past its end) starts again at 0.
+    pub(super) fn log_chunk(
+        &self,
+        name: &str,
+        offset: Option<u64>,
+        max: u64,
+    ) -> Result<serde_json::Value, crate::error::Refusal> {
+        use std::io::{Read, Seek, SeekFrom};
+        let path = if name == "pantavisor" {
+            // Where the daemon has logged since it started.
+            crate::log::file().unwrap_or_else(|| {
+                self.rt
+                    .storage
+                    .log_dir(&self.run.name, name)
+                    .join("pantavisor.log")
+            })
+        } else if self.run.ctrs.iter().any(|c| c.name == name) {
+            self.rt
+                .storage
+                .log_dir(&self.run.name, name)
+                .join("stdout.log")
+        } else {
+            return Err(crate::error::Refusal::NotFound(format!(
+                "no container {name} in revision {}",
+                self.run.name
+            )));
+        };
+        let mut f = match fs::File::open(&path) {
+            Ok(f) => f,
+            Err(_) => {
+                return Ok(serde_json::json!({
+                    "revision": self.run.name, "container": name,
+                    "offset": 0, "next": 0, "size": 0, "data": ""
+                }))
+            }
+        };
+        let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let (start, rotated) = match offset {
+            Some(o) if o > size => (0, true),
+            Some(o) => (o, false),
+            None => (size.saturating_sub(max), false),
+        };
+        let mut data = Vec::new();
+        let _ = f.seek(SeekFrom::Start(start));
+        let _ = f.take(max).read_to_end(&mut data);
+        Ok(serde_json::json!({
+            "revision": self.run.name,
+            "container": name,
+            "offset": start,
+            "next": start + data.len() as u64,
+            "size": size,
+            "rotated": rotated,
+            "data": String::from_utf8_lossy(&data),
+        }))
+    }
+
     pub(super) fn watch_log(&mut self, i: usize) {
         let c = &self.run.ctrs[i];
         if let Some(fd) = c.log_pipe.as_ref() {
