@@ -199,6 +199,53 @@ core: [sys, app]
     assert!(out.status.success());
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(list.as_array().unwrap().len(), 2);
+    // Pantavisor's pvcontrol verbs: steps, objects, conf, cmd, logs.
+    let pvcontrol = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pvcontrol"))
+            .arg("-s")
+            .arg(&g.socket)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = pvcontrol(&["steps", "ls"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"0\""), "{out}");
+    let (code, out, _) = pvcontrol(&["steps", "show-progress", "current"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("\"status\""), "{out}");
+    let (code, out, _) = pvcontrol(&["steps", "get", "current"]);
+    assert_eq!(code, 0);
+    let state: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let id = state["app/root.squashfs"].as_str().unwrap().to_string();
+    let (code, out, _) = pvcontrol(&["objects", "ls"]);
+    assert_eq!(code, 0);
+    assert!(out.contains(&id), "{out}");
+    let object = std::process::Command::new(env!("CARGO_BIN_EXE_pvcontrol"))
+        .arg("-s")
+        .arg(&g.socket)
+        .args(["objects", "get", &id])
+        .output()
+        .unwrap();
+    assert!(object.status.success());
+    use sha2::Digest;
+    assert_eq!(hex::encode(sha2::Sha256::digest(&object.stdout)), id);
+    let (code, out, _) = pvcontrol(&["conf", "ls"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("update.goals_timeout"), "{out}");
+    let (code, out, _) = pvcontrol(&["logs"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("revision 0"), "{out}");
+    let (code, _, err) = pvcontrol(&["cmd", "run"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("usage: pvcontrol cmd run REV"), "{err}");
+    let (code, _, err) = pvcontrol(&["cmd", "run", "locals/nosuch"]);
+    assert_eq!(code, 1, "{err}");
     assert_eq!(g.stop(), 0);
 }
 
