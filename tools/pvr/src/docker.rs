@@ -70,6 +70,12 @@ impl Reference {
             None => (s, None),
         };
         let (registry, path) = match rest.split_once('/') {
+            // Docker Hub by the names docker accepts for it: its registry
+            // is registry-1.docker.io (the token service is named by its
+            // 401 challenge).
+            Some(("docker.io" | "index.docker.io" | "registry-1.docker.io", more)) => {
+                ("registry-1.docker.io".to_string(), more.to_string())
+            }
             Some((first, more))
                 if first.contains('.') || first.contains(':') || first == "localhost" =>
             {
@@ -733,6 +739,20 @@ mod tests {
         let r = Reference::parse(&format!("registry.example.com/modbus@{d}")).unwrap();
         assert_eq!(r.digest.as_deref(), Some(d.as_str()));
         assert_eq!(r.tag, None);
+        // Docker Hub's other names: the registry-1 host, library/ for
+        // official images.
+        for name in [
+            "docker.io/library/alpine:3.20",
+            "docker.io/alpine:3.20",
+            "index.docker.io/alpine:3.20",
+        ] {
+            let r = Reference::parse(name).unwrap();
+            assert_eq!(
+                (r.registry.as_str(), r.repository.as_str(), r.tag.as_deref()),
+                ("registry-1.docker.io", "library/alpine", Some("3.20")),
+                "{name}"
+            );
+        }
         assert!(Reference::parse("Bad/Name").is_err());
         assert!(Reference::parse("x@sha256:12").is_err());
         assert!(Reference::parse(&format!("x@sha256:{}", "z".repeat(64))).is_err());

@@ -102,7 +102,14 @@ enum Command {
         exports: Vec<PathBuf>,
     },
     /// Sign parts of the committed state (pvs@2) and commit the signature.
+    ///
+    /// The key options may come before the subcommand, as Pantavisor's pvr
+    /// takes them (`pvr sig --key K --x5c no add --part P`, `pvr sig
+    /// --pubkey P ls`), or after it; after it wins.
+    #[command(visible_alias = "s")]
     Sig {
+        #[command(flatten)]
+        keys: SigParentArgs,
         #[command(subcommand)]
         command: SigCommand,
     },
@@ -264,25 +271,29 @@ enum SigCommand {
     /// Sign part NAME (NAME/** and _config/NAME/**, without NAME/src.json),
     /// or, with --raw NAME, the keys --include/--exclude select; the
     /// signature is _sigs/NAME.json, committed.
+    #[command(visible_alias = "a")]
     Add {
-        #[arg(long, conflicts_with = "raw", required_unless_present = "raw")]
+        #[arg(short, long, conflicts_with = "raw", required_unless_present = "raw")]
         part: Option<String>,
         /// A signature over the keys of --include minus --exclude (globs, ** crosses /).
-        #[arg(long, requires = "include")]
+        #[arg(short, long, requires = "include")]
         raw: Option<String>,
-        #[arg(long, requires = "raw")]
+        #[arg(short, long, requires = "raw")]
         include: Vec<String>,
-        #[arg(long, requires = "raw")]
+        #[arg(short, long, requires = "raw")]
         exclude: Vec<String>,
         /// Leave the part's _config/NAME/ overlay out of the signature.
-        #[arg(long, requires = "part")]
+        #[arg(short, long, requires = "part")]
         noconfig: bool,
         #[command(flatten)]
         keys: SigningArgs,
     },
     /// Sign every existing signature again (same keys selected), e.g. after
-    /// an app update changed what a signature covers.
+    /// an app update changed what a signature covers; or only those named
+    /// (NAME or _sigs/NAME.json).
+    #[command(visible_alias = "update")]
     Up {
+        names: Vec<String>,
         #[command(flatten)]
         keys: SigningArgs,
     },
@@ -291,9 +302,37 @@ enum SigCommand {
     Ls {
         /// Trusted public keys and CA certificates, PEM (default:
         /// $PVR_SIG_CACERTS, then ~/.pvr/pvs/cacerts.default.pem).
-        #[arg(long)]
+        #[arg(long, alias = "pubkey")]
         cacerts: Option<PathBuf>,
     },
+}
+
+/// `pvr sig`'s own options (Pantavisor's pvr puts them there).
+#[derive(Args, Default)]
+struct SigParentArgs {
+    /// Private key, PEM (as the subcommands' --key).
+    #[arg(short = 'k', long = "key", id = "parent_key", value_name = "KEY")]
+    key: Option<PathBuf>,
+    /// Certificate chain, PEM, or `no` for none (as the subcommands' --x5c).
+    #[arg(short = 'x', long = "x5c", id = "parent_x5c", value_name = "X5C")]
+    x5c: Option<PathBuf>,
+    /// A public key or CA certificates, PEM, to verify with (sig ls).
+    #[arg(
+        short = 'p',
+        long = "pubkey",
+        id = "parent_pubkey",
+        value_name = "PUBKEY",
+        env = "PVR_SIG_PUBKEY"
+    )]
+    pubkey: Option<PathBuf>,
+    /// Trusted certificates, PEM (sig ls; as its --cacerts).
+    #[arg(
+        short = 'c',
+        long = "cacerts",
+        id = "parent_cacerts",
+        value_name = "CACERTS"
+    )]
+    cacerts: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -304,9 +343,19 @@ struct SigningArgs {
     key: Option<PathBuf>,
     /// Certificate chain, PEM, the key's certificate first: put in the
     /// signature as x5c instead of the public key (default: $PVR_X5C_PATH,
-    /// then ~/.pvr/pvs/x5c.default.pem when present).
+    /// then ~/.pvr/pvs/x5c.default.pem when present); `no`: none.
     #[arg(long)]
     x5c: Option<PathBuf>,
+}
+
+impl SigningArgs {
+    /// These, or else the parent `pvr sig` options.
+    fn or(self, parent: &SigParentArgs) -> SigningArgs {
+        SigningArgs {
+            key: self.key.or_else(|| parent.key.clone()),
+            x5c: self.x5c.or_else(|| parent.x5c.clone()),
+        }
+    }
 }
 
 /// `--FLAG`, then `$ENV`, then `~/.pvr/pvs/FILE` (or `$PVR_CONFIG_DIR/pvs/FILE`) if it exists.
@@ -424,6 +473,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Import { file } => import(&dir, &file, false),
         Command::Merge { file } => import(&dir, &file, true),
         Command::Sig {
+            keys: parent,
             command:
                 SigCommand::Add {
                     part,
@@ -433,13 +483,23 @@ fn run(cli: Cli) -> Result<()> {
                     noconfig,
                     keys,
                 },
-        } => sig_add(&dir, part, raw, include, exclude, noconfig, keys),
+        } => sig_add(
+            &dir,
+            part,
+            raw,
+            include,
+            exclude,
+            noconfig,
+            keys.or(&parent),
+        ),
         Command::Sig {
-            command: SigCommand::Up { keys },
-        } => sig_up(&dir, keys),
+            keys: parent,
+            command: SigCommand::Up { names, keys },
+        } => sig_up(&dir, &names, keys.or(&parent)),
         Command::Sig {
+            keys: parent,
             command: SigCommand::Ls { cacerts },
-        } => sig_ls(&dir, cacerts),
+        } => sig_ls(&dir, cacerts.or(parent.cacerts).or(parent.pubkey)),
         Command::Deploy { storage, exports } => deploy(&storage, &exports),
         Command::Diff { plan: true, device } => diff(&dir, device, token),
         Command::Diff { plan: false, .. } => local_diff(&dir),
@@ -1160,6 +1220,8 @@ fn load_signer(keys: SigningArgs) -> Result<(pvstate::sig::PrivateKey, Vec<Vec<u
     let key = pvstate::sig::PrivateKey::from_pem(&pem)
         .map_err(|e| Error::Usage(format!("{}: {e}", key_path.display())))?;
     let x5c = match key_file(keys.x5c, "PVR_X5C_PATH", "x5c.default.pem") {
+        // Pantavisor's pvr: --x5c no leaves the chain out.
+        Some(p) if p.as_os_str() == "no" => Vec::new(),
         Some(p) => {
             let pem = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
             pvstate::sig::certs_from_pem(&pem)
@@ -1225,17 +1287,34 @@ fn sig_add(
     Ok(())
 }
 
-fn sig_up(dir: &Path, keys: SigningArgs) -> Result<()> {
+fn sig_up(dir: &Path, names: &[String], keys: SigningArgs) -> Result<()> {
     let repo = Repo::open(dir)?;
     let mut state = repo.committed()?;
+    // NAME or _sigs/NAME.json, as Pantavisor's pvr takes them.
+    let wanted: Vec<String> = names
+        .iter()
+        .map(|n| {
+            if n.ends_with(".json") {
+                n.clone()
+            } else {
+                format!("_sigs/{n}.json")
+            }
+        })
+        .collect();
     let sigs: Vec<(String, pvstate::model::SignatureDoc)> = state
         .entries()
         .iter()
+        .filter(|(k, _)| wanted.is_empty() || wanted.contains(k))
         .filter_map(|(k, e)| match e {
             Entry::Signature(doc) => Some((k.clone(), doc.clone())),
             _ => None,
         })
         .collect();
+    if let Some(w) = wanted.iter().find(|w| !sigs.iter().any(|(k, _)| k == *w)) {
+        return Err(Error::Usage(format!(
+            "{w}: no such signature in the committed state"
+        )));
+    }
     if sigs.is_empty() {
         return Err(Error::Usage(
             "the committed state has no signature to update; use pvr sig add".into(),

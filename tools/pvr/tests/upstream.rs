@@ -1,0 +1,161 @@
+//! Issue 18: the command forms of Pantavisor's pvr, typed as its README and
+//! `--help` write them, against our pvr: options on `pvr sig` before the
+//! subcommand, the short flags and aliases, `--x5c no`, `sig up NAME`,
+//! `post -f`, and device addresses as bare hosts.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+fn pvr(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_pvr"))
+        .current_dir(dir)
+        .args(args)
+        .env("HOME", dir)
+        .env_remove("PVR_SIG_KEY")
+        .env_remove("PVR_X5C_PATH")
+        .env_remove("PVR_SIG_CACERTS")
+        .env_remove("PVR_SIG_PUBKEY")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn ok(r: (i32, String, String)) -> String {
+    assert_eq!(r.0, 0, "{}{}", r.1, r.2);
+    r.1
+}
+
+/// A repository with one container, `web`, committed; a P-256 key pair.
+fn repo(d: &Path) -> std::path::PathBuf {
+    for args in [
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            "k.pem",
+        ][..],
+        &["ec", "-in", "k.pem", "-pubout", "-out", "k.pub"][..],
+    ] {
+        let out = Command::new("openssl")
+            .current_dir(d)
+            .args(args)
+            .output()
+            .expect("openssl (ci/test installs it)");
+        assert!(out.status.success());
+    }
+    let repo = d.join("repo");
+    fs::create_dir(&repo).unwrap();
+    ok(pvr(&repo, &["init"]));
+    let rootfs = d.join("rootfs");
+    fs::create_dir_all(rootfs.join("etc")).unwrap();
+    fs::write(rootfs.join("etc/content"), "v1").unwrap();
+    ok(pvr(
+        &repo,
+        &[
+            "app",
+            "add",
+            "web",
+            "--from",
+            rootfs.to_str().unwrap(),
+            "--mtime",
+            "1700000000",
+        ],
+    ));
+    ok(pvr(&repo, &["commit"]));
+    repo
+}
+
+#[test]
+fn sig_takes_its_options_before_the_subcommand_as_upstream_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let repo = repo(d);
+    let key = d.join("k.pem");
+    let public = d.join("k.pub");
+    // pvr sig --key K --x5c no add --part P
+    let out = ok(pvr(
+        &repo,
+        &[
+            "sig",
+            "--key",
+            key.to_str().unwrap(),
+            "--x5c",
+            "no",
+            "add",
+            "--part",
+            "web",
+        ],
+    ));
+    assert!(out.contains("as _sigs/web.json (ES256)"), "{out}");
+    // pvr sig --pubkey P ls
+    let out = ok(pvr(
+        &repo,
+        &["sig", "--pubkey", public.to_str().unwrap(), "ls"],
+    ));
+    assert!(out.contains("_sigs/web.json: verified"), "{out}");
+    // The short forms: pvr s -k K a -p P -n; pvr sig -p P ls.
+    let out = ok(pvr(
+        &repo,
+        &["s", "-k", key.to_str().unwrap(), "a", "-p", "web", "-n"],
+    ));
+    assert!(out.contains("_sigs/web.json"), "{out}");
+    ok(pvr(&repo, &["sig", "-p", public.to_str().unwrap(), "ls"]));
+    // pvr sig update NAME (alias up), and a name that is no signature.
+    let out = ok(pvr(
+        &repo,
+        &["sig", "-k", key.to_str().unwrap(), "update", "web"],
+    ));
+    assert!(out.contains("re-signed _sigs/web.json"), "{out}");
+    let (code, _, err) = pvr(
+        &repo,
+        &["sig", "-k", key.to_str().unwrap(), "up", "_sigs/nope.json"],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("_sigs/nope.json: no such signature"), "{err}");
+    // The subcommand's own option wins over the parent's.
+    let (code, _, err) = pvr(
+        &repo,
+        &[
+            "sig",
+            "--key",
+            "/nonexistent.pem",
+            "add",
+            "--key",
+            key.to_str().unwrap(),
+            "--part",
+            "web",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn a_bare_address_is_a_device_on_port_12368_and_a_failed_clone_leaves_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    // Nothing listens on 127.0.0.1:12368 here (the tests' devices use other
+    // ports): the address is read as that, and the clone fails cleanly.
+    let (code, _, err) = pvr(d, &["clone", "127.0.0.1", "ws"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("127.0.0.1:12368"), "{err}");
+    assert!(!d.join("ws").exists(), "a failed clone left ws behind");
+    // Into an existing empty directory: it is left empty.
+    fs::create_dir(d.join("ws2")).unwrap();
+    let (code, _, _) = pvr(d, &["clone", "http://127.0.0.1:1/cgi-bin/pvr", "ws2"]);
+    assert_ne!(code, 0);
+    assert_eq!(fs::read_dir(d.join("ws2")).unwrap().count(), 0);
+    // The retry is not told "not empty".
+    let (_, _, err) = pvr(d, &["clone", "http://127.0.0.1:1", "ws2"]);
+    assert!(!err.contains("not empty"), "{err}");
+    let (code, _, err) = pvr(d, &["clone", "https://127.0.0.1", "ws3"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("https is not supported"), "{err}");
+}
