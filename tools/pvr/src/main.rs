@@ -49,6 +49,7 @@ enum Command {
     /// Make an empty repository here.
     Init,
     /// Copy a device's running revision (state and objects) into a new repository.
+    #[command(visible_alias = "c")]
     Clone {
         /// The device: unix:PATH of its control socket.
         device: String,
@@ -56,6 +57,7 @@ enum Command {
         dir: Option<PathBuf>,
     },
     /// List the keys the working tree adds, changes or removes.
+    #[command(visible_alias = "s")]
     Status,
     /// Print the committed state JSON.
     Json,
@@ -73,7 +75,7 @@ enum Command {
         message: Option<String>,
     },
     /// Throw away working-tree changes: write the committed state's files again.
-    #[command(alias = "reset")]
+    #[command(visible_aliases = ["reset", "co", "r"])]
     Checkout,
     /// Add, update or inspect containers ("apps").
     App {
@@ -83,7 +85,7 @@ enum Command {
     /// Write the committed state (or some parts of it) and its objects as a pvrexport.
     Export {
         /// Parts to export (directories such as app1, bsp, _config/app1); all when none.
-        #[arg(long, value_delimiter = ',')]
+        #[arg(short, long, value_delimiter = ',')]
         parts: Vec<String>,
         /// The archive (.tgz/.gz is gzipped).
         file: PathBuf,
@@ -106,7 +108,6 @@ enum Command {
     /// The key options may come before the subcommand, as Pantavisor's pvr
     /// takes them (`pvr sig --key K --x5c no add --part P`, `pvr sig
     /// --pubkey P ls`), or after it; after it wins.
-    #[command(visible_alias = "s")]
     Sig {
         #[command(flatten)]
         keys: SigParentArgs,
@@ -210,13 +211,13 @@ enum AppCommand {
 #[derive(Args, Clone, Default)]
 struct RegistryArgs {
     /// Image platform OS/ARCH[/VARIANT] to take from a multi-arch index (default: this machine's).
-    #[arg(long)]
+    #[arg(long, env = "PVR_PLATFORM")]
     platform: Option<String>,
-    /// Registry user (or $PVR_REGISTRY_USER, or ~/.docker/config.json).
-    #[arg(long)]
+    /// Registry user (or $PVR_REGISTRY_USERNAME, $PVR_REGISTRY_USER, or ~/.docker/config.json).
+    #[arg(short, long, env = "PVR_REGISTRY_USERNAME")]
     username: Option<String>,
     /// Registry password or token (or $PVR_REGISTRY_PASSWORD).
-    #[arg(long)]
+    #[arg(short, long, env = "PVR_REGISTRY_PASSWORD", hide_env_values = true)]
     password: Option<String>,
     /// Speak plain HTTP to the registry (always so for localhost).
     #[arg(long)]
@@ -230,21 +231,38 @@ struct AppArgs {
     /// Where it comes from: a directory or tarball (rootfs), an image
     /// reference REGISTRY/REPO[:TAG][@DIGEST] (docker), or a pvr repository
     /// directory or pvrexport (pvr; the part named NAME, or PATH#PART).
-    #[arg(long)]
+    #[arg(long, env = "PVR_FROM")]
     from: String,
     /// Source type: rootfs, docker or pvr.
-    #[arg(long = "type", default_value = "rootfs")]
+    #[arg(
+        short = 't',
+        long = "type",
+        default_value = "rootfs",
+        env = "PVR_SOURCE_TYPE"
+    )]
     kind: String,
     #[command(flatten)]
     registry: RegistryArgs,
-    #[arg(long)]
+    #[arg(long, env = "PVR_GROUP")]
     group: Option<String>,
     /// MOUNTED, STARTED or READY.
-    #[arg(long)]
+    #[arg(long, env = "PVR_STATUS_GOAL")]
     status_goal: Option<String>,
     /// system or container.
-    #[arg(long)]
+    #[arg(long, env = "PVR_RESTART_POLICY")]
     restart_policy: Option<String>,
+    /// A Docker image config (JSON: its `config` object, or the object
+    /// itself): Entrypoint, Cmd, Env, WorkingDir, User, under --arg-json.
+    #[arg(long, env = "PVR_CONFIG_JSON")]
+    config_json: Option<PathBuf>,
+    /// KEY=VALUE settings as args.json has them (a VALUE that is JSON is
+    /// taken as JSON); over --arg-json; repeatable.
+    #[arg(long = "arg", value_name = "KEY=VALUE")]
+    template_args: Vec<String>,
+    /// app add: replace a container that exists (as app update would, but
+    /// from these settings only).
+    #[arg(long)]
+    force: bool,
     /// PATH:PERSISTENCE[@DISK]; repeatable.
     #[arg(long = "volume")]
     volumes: Vec<String>,
@@ -255,7 +273,12 @@ struct AppArgs {
     #[arg(long, default_value = "xz")]
     comp: String,
     /// More squashfs options, as pvr's --format-options: "-comp zstd -b 256K -Xbcj x86".
-    #[arg(long)]
+    #[arg(
+        short = 'o',
+        long,
+        env = "PVR_FORMAT_OPTIONS",
+        allow_hyphen_values = true
+    )]
     format_options: Option<String>,
     /// Fixed time stamps (seconds) for a reproducible image; default $SOURCE_DATE_EPOCH.
     #[arg(long)]
@@ -913,7 +936,7 @@ fn app(dir: &Path, command: AppCommand) -> Result<()> {
             build_app(&repo, args, true, true)
         }
         AppCommand::Add(a) => {
-            if exists(&a.name)? {
+            if exists(&a.name)? && !a.force {
                 return Err(Error::Usage(format!(
                     "container {} exists; use pvr app update",
                     a.name
@@ -1016,6 +1039,8 @@ fn build_app(repo: &Repo, args: AppArgs, update: bool, force: bool) -> Result<()
         _ => ContainerSettings::default(),
     };
     let flags_given = args.arg_json.is_some()
+        || args.config_json.is_some()
+        || !args.template_args.is_empty()
         || args.group.is_some()
         || args.status_goal.is_some()
         || args.restart_policy.is_some()
@@ -1104,8 +1129,39 @@ fn build_app(repo: &Repo, args: AppArgs, update: bool, force: bool) -> Result<()
             )))
         }
     };
+    // Settings files, each over the one before: the Docker image config,
+    // args.json, then --arg KEY=VALUE.
+    if let Some(p) = &args.config_json {
+        let text = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
+        let v: Value = serde_json::from_str(&text)
+            .map_err(|e| Error::Usage(format!("--config-json {}: {e}", p.display())))?;
+        let inner = v
+            .get("config")
+            .or_else(|| v.get("Config"))
+            .cloned()
+            .unwrap_or(v);
+        let file = scratch.path().join("config.json");
+        std::fs::write(&file, inner.to_string()).map_err(|e| Error::io(&file, e))?;
+        settings = settings.overlay(ContainerSettings::from_args_json(&file)?);
+    }
     if let Some(p) = &args.arg_json {
         settings = settings.overlay(ContainerSettings::from_args_json(p)?);
+    }
+    if !args.template_args.is_empty() {
+        let mut map = serde_json::Map::new();
+        for a in &args.template_args {
+            let (k, v) = a
+                .split_once('=')
+                .ok_or_else(|| Error::Usage(format!("--arg {a}: expected KEY=VALUE")))?;
+            let value = serde_json::from_str::<Value>(v)
+                .ok()
+                .filter(|j| j.is_array() || j.is_object())
+                .unwrap_or_else(|| Value::String(v.to_string()));
+            map.insert(k.to_string(), value);
+        }
+        let file = scratch.path().join("args.json");
+        std::fs::write(&file, Value::Object(map).to_string()).map_err(|e| Error::io(&file, e))?;
+        settings = settings.overlay(ContainerSettings::from_args_json(&file)?);
     }
     let flags = ContainerSettings {
         group: args.group.clone(),

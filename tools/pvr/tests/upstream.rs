@@ -101,10 +101,10 @@ fn sig_takes_its_options_before_the_subcommand_as_upstream_does() {
         &["sig", "--pubkey", public.to_str().unwrap(), "ls"],
     ));
     assert!(out.contains("_sigs/web.json: verified"), "{out}");
-    // The short forms: pvr s -k K a -p P -n; pvr sig -p P ls.
+    // The short forms: pvr sig -k K a -p P -n; pvr sig -p P ls.
     let out = ok(pvr(
         &repo,
-        &["s", "-k", key.to_str().unwrap(), "a", "-p", "web", "-n"],
+        &["sig", "-k", key.to_str().unwrap(), "a", "-p", "web", "-n"],
     ));
     assert!(out.contains("_sigs/web.json"), "{out}");
     ok(pvr(&repo, &["sig", "-p", public.to_str().unwrap(), "ls"]));
@@ -158,4 +158,78 @@ fn a_bare_address_is_a_device_on_port_12368_and_a_failed_clone_leaves_nothing() 
     let (code, _, err) = pvr(d, &["clone", "https://127.0.0.1", "ws3"]);
     assert_ne!(code, 0);
     assert!(err.contains("https is not supported"), "{err}");
+}
+
+#[test]
+fn app_add_takes_upstreams_flags_and_the_short_command_names_work() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let repo = repo(d);
+    let rootfs = d.join("rootfs");
+    // A Docker image config, as `docker inspect`/the registry give it.
+    fs::write(
+        d.join("image.json"),
+        r#"{"architecture": "amd64", "config": {"Entrypoint": ["/bin/web"], "Cmd": ["--port", "80"], "Env": ["A=1"]}}"#,
+    )
+    .unwrap();
+    // pvr app add --force -t rootfs -o "-comp gzip" --config-json F --arg K=V
+    let out = ok(pvr(
+        &repo,
+        &[
+            "app",
+            "add",
+            "web",
+            "--force",
+            "-t",
+            "rootfs",
+            "--from",
+            rootfs.to_str().unwrap(),
+            "-o",
+            "-comp gzip",
+            "--config-json",
+            d.join("image.json").to_str().unwrap(),
+            "--arg",
+            "PV_RESTART_POLICY=system",
+            "--mtime",
+            "1700000000",
+        ],
+    ));
+    assert!(!out.is_empty());
+    let run: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(repo.join("web/run.json")).unwrap()).unwrap();
+    assert_eq!(run["restart_policy"], "system", "{run}");
+    // The OCI config the container runs with: the image config's process.
+    let config = fs::read_to_string(repo.join("web/config.json")).unwrap();
+    assert!(
+        config.contains("/bin/web") && config.contains("--port") && config.contains("A=1"),
+        "{config}"
+    );
+    // Without --force an existing name is refused.
+    let (code, _, err) = pvr(
+        &repo,
+        &["app", "add", "web", "--from", rootfs.to_str().unwrap()],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("exists"), "{err}");
+    let (code, _, err) = pvr(
+        &repo,
+        &[
+            "app",
+            "update",
+            "web",
+            "--from",
+            rootfs.to_str().unwrap(),
+            "--arg",
+            "nokeyvalue",
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("expected KEY=VALUE"), "{err}");
+    // pvr s (status), pvr co (checkout), pvr export -p PART FILE.
+    let out = ok(pvr(&repo, &["s"]));
+    assert!(out.contains("web/run.json"), "{out}");
+    ok(pvr(&repo, &["co"]));
+    assert_eq!(ok(pvr(&repo, &["s"])), "");
+    ok(pvr(&repo, &["export", "-p", "web", "web.tgz"]));
+    assert!(repo.join("web.tgz").is_file());
 }
