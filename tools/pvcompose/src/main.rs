@@ -316,6 +316,8 @@ impl SettingsArgs {
             host_network: self.host_network,
             devices: self.devices.clone(),
             dm_verity: self.dm_verity,
+            caps_keep: None,
+            namespaces_keep: Vec::new(),
         }
     }
 }

@@ -65,6 +65,53 @@ pub struct ContainerSettings {
     /// `dm:root.squashfs`): the device checks every block it reads.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dm_verity: bool,
+    /// `PV_LXC_CAP_KEEP` (LXC's `lxc.cap.keep`): the only capabilities the
+    /// container keeps (`sys_admin`, `CAP_NET_ADMIN`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caps_keep: Option<Vec<String>>,
+    /// `PV_LXC_NAMESPACE_KEEP` (LXC's `lxc.namespace.keep`): the host's
+    /// namespaces the container stays in (`net`, `ipc`, `pid`, `uts`, …).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces_keep: Vec<String>,
+}
+
+/// The args.json keys the composer turns into settings the daemon honours.
+pub const ARGS_JSON_KEYS: &str = "PV_GROUP, PV_STATUS_GOAL, PV_RESTART_POLICY, PV_AUTO_RECOVERY, PV_ROLES, PV_VOLUMES, PV_EXPORTS, PV_SERVICES, PV_HOST_NETWORK, PV_DEVICES, PV_LXC_CAP_KEEP, PV_LXC_NAMESPACE_KEEP, PV_LXC_DISABLE_CONSOLE (1), Entrypoint, Cmd, Env, WorkingDir, User";
+
+/// An OCI capability name of `lxc.cap.keep`'s `sys_admin` or `CAP_SYS_ADMIN`.
+fn capability(name: &str) -> Result<String> {
+    let upper = name.trim().to_ascii_uppercase();
+    let cap = if upper.starts_with("CAP_") {
+        upper
+    } else {
+        format!("CAP_{upper}")
+    };
+    if cap.len() > 4 && cap[4..].chars().all(|c| c.is_ascii_uppercase() || c == '_') {
+        Ok(cap)
+    } else {
+        Err(ComposeError::input(format!(
+            "PV_LXC_CAP_KEEP: \"{name}\" is not a capability name"
+        )))
+    }
+}
+
+/// The OCI namespace type of an `lxc.namespace.keep` name.
+fn namespace(name: &str) -> Result<&'static str> {
+    Ok(match name {
+        "net" | "network" => "network",
+        "ipc" => "ipc",
+        "pid" => "pid",
+        "uts" => "uts",
+        "mnt" | "mount" => "mount",
+        "cgroup" => "cgroup",
+        // Containers get no user namespace: the host's is kept already.
+        "user" => "user",
+        other => {
+            return Err(ComposeError::input(format!(
+                "PV_LXC_NAMESPACE_KEEP: \"{other}\" is not a namespace (net, ipc, pid, uts, mnt, cgroup, user)"
+            )))
+        }
+    })
 }
 
 /// A parsed `volumes` entry.
@@ -172,16 +219,42 @@ impl ContainerSettings {
                 "PV_VOLUMES" => s.volumes = string_list(&ctx(k), v)?,
                 "PV_EXPORTS" => s.exports = string_list(&ctx(k), v)?,
                 "PV_SERVICES" => s.services = Some(enum_value(&ctx(k), v)?),
-                "PV_HOST_NETWORK" => s.host_network = v.as_bool().unwrap_or(v.as_str() == Some("yes")),
+                "PV_HOST_NETWORK" => {
+                    s.host_network = v.as_bool().unwrap_or(v.as_str() == Some("yes"))
+                }
                 "PV_DEVICES" => s.devices = string_list(&ctx(k), v)?,
                 "Entrypoint" => s.entrypoint = Some(string_list(&ctx(k), v)?),
                 "Cmd" => s.args = Some(string_list(&ctx(k), v)?),
                 "Env" => s.env = string_list(&ctx(k), v)?,
-                "WorkingDir" => s.workdir = v.as_str().filter(|w| !w.is_empty()).map(str::to_string),
+                "WorkingDir" => {
+                    s.workdir = v.as_str().filter(|w| !w.is_empty()).map(str::to_string)
+                }
                 "User" => s.user = v.as_str().filter(|u| !u.is_empty()).map(str::to_string),
+                "PV_LXC_CAP_KEEP" => {
+                    // An entry may name several, as an lxc.cap.keep line does.
+                    s.caps_keep = Some(
+                        string_list(&ctx(k), v)?
+                            .iter()
+                            .flat_map(|c| c.split_whitespace())
+                            .map(capability)
+                            .collect::<Result<_>>()?,
+                    )
+                }
+                "PV_LXC_NAMESPACE_KEEP" => {
+                    let list = string_list(&ctx(k), v)?;
+                    for n in &list {
+                        namespace(n)?;
+                    }
+                    s.namespaces_keep = list;
+                }
+                // Our containers never get a console: asking for none is
+                // what they have.
+                "PV_LXC_DISABLE_CONSOLE"
+                    if matches!(v.as_str(), Some("1") | Some("yes")) || v == &Value::Bool(true) => {
+                }
                 other => {
                     return Err(ComposeError::input(format!(
-                        "{origin}: unsupported key \"{other}\"; known: PV_GROUP, PV_STATUS_GOAL, PV_RESTART_POLICY, PV_AUTO_RECOVERY, PV_ROLES, PV_VOLUMES, PV_EXPORTS, PV_SERVICES, PV_HOST_NETWORK, PV_DEVICES, Entrypoint, Cmd, Env, WorkingDir, User"
+                        "{origin}: key \"{other}\" is not supported (supported: {ARGS_JSON_KEYS})"
                     )))
                 }
             }
@@ -203,12 +276,13 @@ impl ContainerSettings {
             entrypoint,
             args,
             workdir,
-            user
+            user,
+            caps_keep
         );
         macro_rules! take_vec {
             ($($f:ident),*) => { $( if !other.$f.is_empty() { self.$f = other.$f; } )* };
         }
-        take_vec!(roles, volumes, exports, env, devices);
+        take_vec!(roles, volumes, exports, env, devices, namespaces_keep);
         self.host_network |= other.host_network;
         self.dm_verity |= other.dm_verity;
         self
@@ -315,13 +389,16 @@ impl ContainerSettings {
                 })
             })
             .collect();
-        let mut namespaces = vec![
-            json!({"type": "pid"}),
-            json!({"type": "ipc"}),
-            json!({"type": "uts"}),
-            json!({"type": "mount"}),
-        ];
-        if !self.host_network {
+        let mut kept = Vec::new();
+        for n in &self.namespaces_keep {
+            kept.push(namespace(n)?);
+        }
+        let mut namespaces: Vec<Value> = ["pid", "ipc", "uts", "mount"]
+            .into_iter()
+            .filter(|t| !kept.contains(t))
+            .map(|t| json!({"type": t}))
+            .collect();
+        if !self.host_network && !kept.contains(&"network") {
             namespaces.push(json!({"type": "network"}));
         }
         let mut linux = json!({"namespaces": namespaces});
@@ -343,15 +420,20 @@ impl ContainerSettings {
             }
             linux["devices"] = json!(devices);
         }
+        let mut process = json!({
+            "terminal": false,
+            "user": {"uid": uid, "gid": gid},
+            "args": args,
+            "env": env,
+            "cwd": cwd,
+        });
+        if let Some(caps) = &self.caps_keep {
+            process["capabilities"] =
+                json!({"bounding": caps, "effective": caps, "permitted": caps});
+        }
         Ok(json!({
             "ociVersion": "1.0.2",
-            "process": {
-                "terminal": false,
-                "user": {"uid": uid, "gid": gid},
-                "args": args,
-                "env": env,
-                "cwd": cwd,
-            },
+            "process": process,
             "root": {"path": "rootfs", "readonly": false},
             "hostname": name,
             "mounts": mounts,
@@ -471,6 +553,60 @@ mod tests {
         let merged = base.overlay(flags);
         assert_eq!(merged.group.as_deref(), Some("platform"));
         assert_eq!(merged.env, vec!["A=1"]);
+    }
+
+    #[test]
+    fn lxc_keys_become_the_oci_configs_capabilities_and_namespaces() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = ContainerSettings::from_json(
+            &json!({
+                "PV_LXC_CAP_KEEP": ["sys_time", "net_admin net_raw", "CAP_KILL"],
+                "PV_LXC_NAMESPACE_KEEP": "net ipc",
+                "PV_LXC_DISABLE_CONSOLE": "1",
+                "Entrypoint": ["/bin/a"],
+            }),
+            "args.json",
+        )
+        .unwrap();
+        let c = s.oci_config("ntp", tmp.path()).unwrap();
+        assert_eq!(
+            c["process"]["capabilities"]["bounding"],
+            json!(["CAP_SYS_TIME", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_KILL"])
+        );
+        let ns: Vec<&str> = c["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(ns, ["pid", "uts", "mount"]);
+        // Without the keys: no capability list (the daemon's defaults), all namespaces.
+        let plain = ContainerSettings::from_json(&json!({"Entrypoint": ["/bin/a"]}), "a")
+            .unwrap()
+            .oci_config("x", tmp.path())
+            .unwrap();
+        assert!(plain["process"].get("capabilities").is_none());
+        // What the daemon cannot honour is refused by name.
+        for (key, value) in [
+            ("LXC_TTY_MAX", json!("12")),
+            ("PV_NETWORK_POOL", json!("internal")),
+            ("PV_SERVICES_REQUIRED", json!([])),
+            ("PV_LXC_DISABLE_CONSOLE", json!("0")),
+        ] {
+            let e = ContainerSettings::from_json(&json!({ key: value }), "args.json")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(&format!("key \"{key}\" is not supported")),
+                "{e}"
+            );
+        }
+        for bad in [
+            json!({"PV_LXC_CAP_KEEP": ["sys-admin"]}),
+            json!({"PV_LXC_NAMESPACE_KEEP": "time"}),
+        ] {
+            assert!(ContainerSettings::from_json(&bad, "a").is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -141,7 +141,7 @@ fn bad_settings_fail_before_packing() {
             "--args-json",
             args.to_str().unwrap(),
         ],
-        "unsupported key \"PV_LXC_EXTRA_CONF\"",
+        "key \"PV_LXC_EXTRA_CONF\" is not supported",
         tmp.path(),
     );
 }
