@@ -113,18 +113,7 @@ impl BspFiles {
                 (!images.iter().any(|i| i == name)).then(|| (name.to_string(), object(id)))
             })
             .collect();
-        let run = run.unwrap_or_else(|| pvstate::model::BspRun {
-            linux: None,
-            initrd: None,
-            modules: None,
-            firmware: None,
-            fdt: None,
-            fit: None,
-            rpiab: None,
-            addons: None,
-            initrd_config: None,
-            extra: Default::default(),
-        });
+        let run = run.unwrap_or_default();
         BspFiles {
             files,
             linux: run.linux,

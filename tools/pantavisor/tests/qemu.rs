@@ -506,11 +506,6 @@ squashfs: {comp: zstd, mtime: 1700000000}
         false,
         &["-netdev", &fwd, "-device", "virtio-net-pci,netdev=n0"],
     );
-    let fail = |g: &mut Guest, what: &str| -> ! {
-        let c = g.console();
-        g.kill();
-        panic!("{what}:\n{c}")
-    };
     if wait_remote(port, "/device-meta", Duration::from_secs(120), |v| {
         v["pantavisor.revision"] == "0"
     })
@@ -524,17 +519,7 @@ squashfs: {comp: zstd, mtime: 1700000000}
         fail(&mut guest, &format!("/buildinfo as PID 1: {code} {info}"));
     }
     // A new os (restart_policy system): a reboot transition.
-    let ws = d.join("ws");
-    pvr(
-        d,
-        &[
-            "--token",
-            "tok",
-            "clone",
-            &format!("http://127.0.0.1:{port}"),
-            ws.to_str().unwrap(),
-        ],
-    );
+    let ws = clone_remote(d, port);
     fs::write(os.join("etc/version"), "2\n").unwrap();
     pvr(
         &ws,
@@ -687,11 +672,6 @@ fn a_bsp_update_boots_from_the_other_partition_by_tryboot_and_a_kernel_that_cann
         "-device",
         "virtio-net-pci,netdev=n0",
     ];
-    let fail = |g: &mut Guest, what: &str| -> ! {
-        let c = g.console();
-        g.kill();
-        panic!("{what}:\n{c}")
-    };
     let (mut guest, part) = fw.boot(d, false, &net);
     assert_eq!(part, 2, "the factory image boots partition A");
     if wait_remote(port, "/device-meta", Duration::from_secs(120), |v| {
@@ -703,17 +683,7 @@ fn a_bsp_update_boots_from_the_other_partition_by_tryboot_and_a_kernel_that_cann
     }
     // A new BSP (its own command line): staged on partition 3, tried by a
     // reboot with the tryboot flag, committed by autoboot.txt.
-    let ws = d.join("ws");
-    pvr(
-        d,
-        &[
-            "--token",
-            "tok",
-            "clone",
-            &format!("http://127.0.0.1:{port}"),
-            ws.to_str().unwrap(),
-        ],
-    );
+    let ws = clone_remote(d, port);
     fs::write(
         ws.join("bsp/cmdline.txt"),
         format!("{BASE_CMDLINE} pvbsp=2\n"),
@@ -764,9 +734,7 @@ fn a_bsp_update_boots_from_the_other_partition_by_tryboot_and_a_kernel_that_cann
     }
     // A BSP whose kernel cannot start: staged on partition 2, tried, and
     // the board comes back on partition 3 (the tryboot flag is one-shot).
-    let run_json: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(ws.join("bsp/run.json")).unwrap()).unwrap();
-    let linux = run_json["linux"].as_str().unwrap().to_string();
+    let linux = bsp_file(&ws, "linux");
     fs::write(ws.join("bsp").join(&linux), vec![0x5a; 1 << 20]).unwrap();
     commit_post_run(&ws, port, "broken kernel", "locals/r2");
     match rebooted(&mut guest, Duration::from_secs(180)) {
@@ -841,11 +809,6 @@ fn the_u_boot_script_boots_each_revisions_own_bsp_and_a_kernel_that_cannot_start
         &disk,
         &["-netdev", &fwd, "-device", "virtio-net-pci,netdev=n0"],
     );
-    let fail = |g: &mut Guest, what: &str| -> ! {
-        let c = g.console();
-        g.kill();
-        panic!("{what}:\n{c}")
-    };
     if wait_remote(port, "/device-meta", Duration::from_secs(150), |v| {
         v["pantavisor.revision"] == "0"
     })
@@ -854,20 +817,8 @@ fn the_u_boot_script_boots_each_revisions_own_bsp_and_a_kernel_that_cannot_start
         fail(&mut guest, "the remote API did not come up on revision 0");
     }
     // A new BSP: the initramfs with one more (concatenated) cpio archive.
-    let ws = d.join("ws");
-    pvr(
-        d,
-        &[
-            "--token",
-            "tok",
-            "clone",
-            &format!("http://127.0.0.1:{port}"),
-            ws.to_str().unwrap(),
-        ],
-    );
-    let run_json: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(ws.join("bsp/run.json")).unwrap()).unwrap();
-    let initrd = ws.join("bsp").join(run_json["initrd"].as_str().unwrap());
+    let ws = clone_remote(d, port);
+    let initrd = ws.join("bsp").join(bsp_file(&ws, "initrd"));
     let extra = run(Command::new("bash").current_dir(d).arg("-c").arg(
         "mkdir -p more/etc && echo 2 > more/etc/pv-bsp && cd more && \
          find . | cpio --quiet -o -H newc | gzip -9n > ../more.cpio.gz && wc -c < ../more.cpio.gz",
@@ -899,7 +850,7 @@ fn the_u_boot_script_boots_each_revisions_own_bsp_and_a_kernel_that_cannot_start
     );
     // A BSP whose kernel cannot start: U-Boot tries it once, resets, and
     // boots locals/r1; the daemon rolls locals/r2 back.
-    let linux = ws.join("bsp").join(run_json["linux"].as_str().unwrap());
+    let linux = ws.join("bsp").join(bsp_file(&ws, "linux"));
     fs::write(&linux, vec![0x5a; 1 << 20]).unwrap();
     commit_post_run(&ws, port, "broken kernel", "locals/r2");
     let Some(progress) = wait_remote(

@@ -105,14 +105,8 @@ pub fn compose(
     let mut run = BspRun {
         linux: Some("kernel.img".into()),
         initrd: Some("pantavisor".into()),
-        modules: None,
-        firmware: None,
-        fdt: None,
-        fit: None,
-        rpiab: None,
-        addons: None,
         initrd_config: Some(String::new()),
-        extra: Map::new(),
+        ..Default::default()
     };
     state.insert(
         "bsp/kernel.img",

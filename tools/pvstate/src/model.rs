@@ -202,7 +202,7 @@ pub struct RunManifest {
 }
 
 /// `bsp/run.json`: the boot assets, each a file name under `bsp/`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct BspRun {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub linux: Option<String>,

@@ -61,6 +61,36 @@ pub fn pvr(dir: &Path, args: &[&str]) -> String {
         .args(args))
 }
 
+/// The test fails with `what` and the guest's console; the guest is killed.
+pub fn fail(g: &mut Guest, what: &str) -> ! {
+    let c = g.console();
+    g.kill();
+    panic!("{what}:\n{c}")
+}
+
+/// `pvr clone` of the device on `port` (token `tok`) into `d/ws`.
+pub fn clone_remote(d: &Path, port: u16) -> PathBuf {
+    let ws = d.join("ws");
+    pvr(
+        d,
+        &[
+            "--token",
+            "tok",
+            "clone",
+            &format!("http://127.0.0.1:{port}"),
+            ws.to_str().unwrap(),
+        ],
+    );
+    ws
+}
+
+/// The file name `bsp/run.json`'s `member` (linux, initrd) names in `ws`.
+pub fn bsp_file(ws: &Path, member: &str) -> String {
+    let run: Value =
+        serde_json::from_str(&fs::read_to_string(ws.join("bsp/run.json")).unwrap()).unwrap();
+    run[member].as_str().unwrap().to_string()
+}
+
 /// In the pvr workspace `ws`: commit with `message`, post it to the device
 /// on `port` as `rev` and ask it to run that revision (LOCAL_RUN). Returns
 /// what `pvr post` printed.
