@@ -258,7 +258,7 @@ pub(crate) fn format_options(comp: &str, opts: Option<&str>) -> Result<SquashOpt
         ..Default::default()
     };
     let words: Vec<&str> = opts.unwrap_or("").split_whitespace().collect();
-    let mut it = words.iter();
+    let mut it = words.iter().peekable();
     while let Some(w) = it.next() {
         let mut value = || {
             it.next()
@@ -273,9 +273,34 @@ pub(crate) fn format_options(comp: &str, opts: Option<&str>) -> Result<SquashOpt
                     .map_err(|_| Error::Usage(format!("--format-options: -b {v} is too large")))?
             }
             "-Xbcj" => o.bcj = Some(value()?.parse()?),
+            // mksquashfs' exclude list: the paths up to the next option.
+            "-e" => {
+                let mut any = false;
+                while let Some(p) = it.next_if(|p| !p.starts_with('-')) {
+                    o.excludes.push(pvcompose::tree::Exclude::parse(p)?);
+                    any = true;
+                }
+                if !any {
+                    return Err(Error::Usage("--format-options: -e needs paths".into()));
+                }
+            }
+            "-mem" => {
+                let v = value()?;
+                o.mem_mib = Some((pvcompose::squash::parse_size(v)? >> 20).max(1));
+            }
+            "-processors" => {
+                let v = value()?;
+                o.processors = Some(v.parse().map_err(|_| {
+                    Error::Usage(format!("--format-options: -processors {v}: not a number"))
+                })?);
+            }
+            "-xattrs" => o.xattrs = true,
+            "-no-xattrs" => o.xattrs = false,
+            // The image is always written anew, without a progress bar.
+            "-noappend" | "-no-progress" | "-quiet" => {}
             other => {
                 return Err(Error::Usage(format!(
-                    "--format-options: {other} is not supported (use -comp, -b, -Xbcj)"
+                    "--format-options: {other} is not supported (supported: -comp, -b, -Xbcj, -e PATH…, -mem, -processors, -xattrs, -no-xattrs, -noappend, -no-progress, -quiet)"
                 )))
             }
         }

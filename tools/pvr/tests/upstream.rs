@@ -233,3 +233,54 @@ fn app_add_takes_upstreams_flags_and_the_short_command_names_work() {
     ok(pvr(&repo, &["export", "-p", "web", "web.tgz"]));
     assert!(repo.join("web.tgz").is_file());
 }
+
+#[test]
+fn format_options_pass_what_keeps_the_image_valid_and_refuse_the_rest_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let repo = repo(d);
+    let rootfs = d.join("rootfs");
+    fs::write(rootfs.join("etc/secret"), "x").unwrap();
+    ok(pvr(
+        &repo,
+        &[
+            "app",
+            "update",
+            "web",
+            "--from",
+            rootfs.to_str().unwrap(),
+            "-o",
+            "-comp gzip -e etc/secret -noappend -processors 1 -mem 64M",
+            "--mtime",
+            "1700000000",
+        ],
+    ));
+    let listing = Command::new("unsquashfs")
+        .args(["-l", "-d", ""])
+        .arg(repo.join("web/root.squashfs"))
+        .output()
+        .expect("unsquashfs (ci/test installs squashfs-tools)");
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(listing.contains("etc/content"), "{listing}");
+    assert!(!listing.contains("etc/secret"), "{listing}");
+    for (opts, named) in [
+        ("-Xhc", "-Xhc"),
+        ("-comp gzip -all-root", "-all-root"),
+        ("-e", "-e"),
+    ] {
+        let (code, _, err) = pvr(
+            &repo,
+            &[
+                "app",
+                "update",
+                "web",
+                "--from",
+                rootfs.to_str().unwrap(),
+                "-o",
+                opts,
+            ],
+        );
+        assert_ne!(code, 0, "{opts}");
+        assert!(err.contains(named), "{opts}: {err}");
+    }
+}
