@@ -32,6 +32,14 @@ pub enum Error {
     Usage(String),
 }
 
+/// Print each request and its answer's status to stderr (`pvr -d`).
+static DEBUG: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Turn [`DEBUG`] on or off for the process.
+pub fn set_debug(on: bool) {
+    DEBUG.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Where the daemon listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
@@ -222,7 +230,18 @@ impl Client {
         let _ = io::copy(&mut body.take(length), &mut stream);
         let mut out = Vec::new();
         stream.read_to_end(&mut out).map_err(io)?;
-        parse_reply(&out).map_err(|why| Error::Malformed { target, why })
+        let reply = parse_reply(&out).map_err(|why| Error::Malformed {
+            target: target.clone(),
+            why,
+        })?;
+        if DEBUG.load(std::sync::atomic::Ordering::Relaxed) {
+            eprintln!(
+                "pvr: {method} {target}{path} ({length} bytes) -> {} ({} bytes)",
+                reply.status,
+                reply.body.len()
+            );
+        }
+        Ok(reply)
     }
 
     /// One request: the status and body of the answer, whatever the status.

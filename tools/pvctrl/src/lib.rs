@@ -9,5 +9,5 @@
 pub mod client;
 pub mod proto;
 
-pub use client::{Client, Error, Reply, Target};
+pub use client::{set_debug, Client, Error, Reply, Target};
 pub use proto::{Action, Command, Op};

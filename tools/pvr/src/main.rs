@@ -45,9 +45,30 @@ struct Cli {
     /// Run as if started in this directory.
     #[arg(short = 'C', long, global = true, default_value = ".")]
     dir: PathBuf,
-    /// Bearer token for a device's remote API (http://HOST:PORT).
-    #[arg(long, global = true, env = "PVR_TOKEN", hide_env_values = true)]
+    /// Bearer token for a device's remote API (http://HOST:PORT); Pantavisor's
+    /// pvr calls it --access-token (-a, PVR_ACCESSTOKEN).
+    #[arg(
+        long,
+        global = true,
+        env = "PVR_TOKEN",
+        hide_env_values = true,
+        visible_alias = "access-token"
+    )]
     token: Option<String>,
+    /// The same as --token, as Pantavisor's pvr spells it (before the command).
+    #[arg(
+        short = 'a',
+        env = "PVR_ACCESSTOKEN",
+        hide_env_values = true,
+        hide = true
+    )]
+    access_token: Option<String>,
+    /// Print each request to the device and its answer's status (stderr).
+    #[arg(short, long, env = "PVR_DEBUG")]
+    debug: bool,
+    /// Where pvr keeps its keys (pvs/key.default.pem, …); default ~/.pvr.
+    #[arg(short = 'c', long, env = "PVR_CONFIG_DIR")]
+    config_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -174,7 +195,12 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     let dir = cli.dir;
-    let token = cli.token;
+    let token = cli.token.or(cli.access_token);
+    pvctrl::set_debug(cli.debug);
+    if let Some(c) = &cli.config_dir {
+        // Read where the key files are looked up (sig); pvr is one thread here.
+        std::env::set_var("PVR_CONFIG_DIR", c);
+    }
     match cli.command {
         Command::Init => {
             Repo::init(&dir)?;

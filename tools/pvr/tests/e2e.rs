@@ -669,6 +669,13 @@ fn post_run_wait_follows_the_update_to_its_end_and_device_logs_shows_the_output(
     let (code, out, err) = pvr(&ws, &["device", "logs", "app1"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("hello from app1 v2"), "{out}");
+    // pvr -d: each request and its answer's status on stderr.
+    let (code, _, err) = pvr(&ws, &["-d", "device", "logs", "app1"]);
+    assert_eq!(code, 0);
+    assert!(
+        err.contains("GET unix:") && err.contains("/logs/app1?max=16384") && err.contains("-> 200"),
+        "{err}"
+    );
     // The daemon's own log, without a container name.
     let (code, out, _) = pvr(&ws, &["device", "logs"]);
     assert_eq!(code, 0);

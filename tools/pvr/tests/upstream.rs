@@ -120,6 +120,21 @@ fn sig_takes_its_options_before_the_subcommand_as_upstream_does() {
     );
     assert_ne!(code, 0);
     assert!(err.contains("_sigs/nope.json: no such signature"), "{err}");
+    // pvr -c DIR: the key from DIR/pvs/key.default.pem.
+    fs::create_dir_all(d.join("cfg/pvs")).unwrap();
+    fs::copy(&key, d.join("cfg/pvs/key.default.pem")).unwrap();
+    let out = ok(pvr(
+        &repo,
+        &[
+            "-c",
+            d.join("cfg").to_str().unwrap(),
+            "sig",
+            "add",
+            "--part",
+            "web",
+        ],
+    ));
+    assert!(out.contains("_sigs/web.json"), "{out}");
     // The subcommand's own option wins over the parent's.
     let (code, _, err) = pvr(
         &repo,
