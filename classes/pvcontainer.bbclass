@@ -44,6 +44,9 @@ PVCONTAINER_HOST_NETWORK ?= "0"
 # "1": protect the root squashfs with dm-verity (a hash tree object and
 # _dm/root.squashfs.json); the kernel needs CONFIG_DM_VERITY (pantavisor.cfg).
 PVCONTAINER_DM_VERITY ?= "0"
+# The part's format: oci (config.json; the default) or lxc (Pantavisor's
+# lxc.container.conf, for parts that also run on Pantavisor's own devices).
+PVCONTAINER_FORMAT ?= "oci"
 # A settings file in pvr's args.json style (PV_* and Docker config keys); the
 # variables above override it.
 PVCONTAINER_ARGS_JSON ?= ""
@@ -105,6 +108,9 @@ def pvcontainer_args(d):
         args.append("--host-network")
     if bb.utils.to_boolean(d.getVar("PVCONTAINER_DM_VERITY")):
         args.append("--dm-verity")
+    if d.getVar("PVCONTAINER_FORMAT") not in ("oci", "lxc"):
+        bb.fatal("pvcontainer: PVCONTAINER_FORMAT is \"%s\"; use oci or lxc" % d.getVar("PVCONTAINER_FORMAT"))
+    args += ["--format", d.getVar("PVCONTAINER_FORMAT")]
     return " ".join(shlex.quote(a) for a in args)
 
 python __anonymous() {
@@ -133,5 +139,5 @@ do_image_pvrexport[depends] += "pvcompose-native:do_populate_sysroot squashfs-to
 do_image_pvrexport[vardeps] += "PVCONTAINER_GROUP PVCONTAINER_STATUS_GOAL PVCONTAINER_RESTART_POLICY \
     PVCONTAINER_AUTO_RECOVERY PVCONTAINER_ROLES PVCONTAINER_VOLUMES PVCONTAINER_SERVICES \
     PVCONTAINER_ENTRYPOINT PVCONTAINER_ARGS PVCONTAINER_ENV PVCONTAINER_WORKDIR PVCONTAINER_USER \
-    PVCONTAINER_HOST_NETWORK PVCONTAINER_DM_VERITY PVCONTAINER_ARGS_JSON PVCONTAINER_CONFIG_DIR PVCONTAINER_EXCLUDES \
+    PVCONTAINER_HOST_NETWORK PVCONTAINER_DM_VERITY PVCONTAINER_FORMAT PVCONTAINER_ARGS_JSON PVCONTAINER_CONFIG_DIR PVCONTAINER_EXCLUDES \
     PVCONTAINER_COMP PVCONTAINER_BCJ PVCONTAINER_BLOCK_SIZE"

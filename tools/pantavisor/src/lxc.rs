@@ -121,6 +121,7 @@ pub fn translate(name: &str, text: &str) -> Result<Value, String> {
     let mut caps: Vec<String> = DEFAULT_CAPS.iter().map(|s| s.to_string()).collect();
     let mut kept_caps: Option<Vec<String>> = None;
     let mut host_net = false;
+    let mut host_ipc = false;
     let mut resources = Map::new();
     let mut devices: Vec<Value> = Vec::new();
     for (n, raw) in text.lines().enumerate() {
@@ -186,6 +187,8 @@ pub fn translate(name: &str, text: &str) -> Result<Value, String> {
                 for ns in value.split_whitespace() {
                     match ns {
                         "net" => host_net = true,
+                        // Pantavisor's pvr keeps `user net ipc` by default.
+                        "ipc" => host_ipc = true,
                         "user" => {}
                         other => return Err(at(format!("{key}: keeping the {other} namespace is not supported"))),
                     }
@@ -218,12 +221,11 @@ pub fn translate(name: &str, text: &str) -> Result<Value, String> {
     if !devices.is_empty() {
         resources.insert("devices".into(), json!(devices));
     }
-    let mut namespaces = vec![
-        json!({"type": "pid"}),
-        json!({"type": "ipc"}),
-        json!({"type": "uts"}),
-        json!({"type": "mount"}),
-    ];
+    let mut namespaces = vec![json!({"type": "pid"})];
+    if !host_ipc {
+        namespaces.push(json!({"type": "ipc"}));
+    }
+    namespaces.extend([json!({"type": "uts"}), json!({"type": "mount"})]);
     if !host_net {
         namespaces.push(json!({"type": "network"}));
     }

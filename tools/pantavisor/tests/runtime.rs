@@ -700,3 +700,85 @@ core: [chatty]
     assert_eq!(g.request("DELETE", "/containers", "").0, 405);
     assert_eq!(g.stop(), 0);
 }
+
+/// Issue 18: a part in Pantavisor's LXC format, as the composer writes it
+/// (`format: lxc`): the daemon runs it with what its lxc.container.conf
+/// says — command with a spaced argument, environment, working directory,
+/// a permanent volume, the host's IPC kept — the same as the OCI config the
+/// same settings give.
+#[test]
+fn a_part_composed_in_the_lxc_format_runs_as_its_oci_twin_would() {
+    let manifest = r#"
+containers:
+  legacy:
+    rootfs: rootfs/legacy
+    group: app
+    format: lxc
+    volumes: ["/data:permanent"]
+    env: ["GREETING=hello lxc"]
+    workdir: /data
+    entrypoint: [/bin/sh, -c, "echo $GREETING from $(pwd); echo kept > note; trap 'exit 0' TERM; sleep 1000 & wait"]
+core: [legacy]
+"#;
+    let mut g = gateway(manifest, &["legacy"]);
+    let state: serde_json::Value =
+        serde_json::from_slice(&fs::read(g.storage.join("trails/0/.pvr/json")).unwrap()).unwrap();
+    assert_eq!(
+        state["legacy/run.json"]["type"], "lxc",
+        "{}",
+        state["legacy/run.json"]
+    );
+    assert!(state["legacy/lxc.container.conf"].is_string(), "{state}");
+    assert!(state.get("legacy/config.json").is_none());
+    g.start();
+    g.wait_status("legacy", "STARTED", Duration::from_secs(15));
+    let log = wait_for(Duration::from_secs(10), || {
+        let l = g.container_log("legacy");
+        l.contains("hello lxc from /data").then_some(l)
+    });
+    assert!(
+        log.is_some(),
+        "{}\n{}",
+        g.container_log("legacy"),
+        g.daemon_log()
+    );
+    assert_eq!(g.stop(), 0);
+    let note = g.storage.join("disks/perm/legacy/docker--data/note");
+    assert_eq!(fs::read_to_string(&note).unwrap(), "kept\n");
+
+    // The LXC text, read back by the daemon, says what the OCI config says.
+    let settings = pvcompose::spec::ContainerSettings::from_json(
+        &serde_json::json!({
+            "Entrypoint": ["/bin/app", "--name", "two words"],
+            "Env": ["A=1"],
+            "WorkingDir": "/srv",
+            "PV_VOLUMES": ["/var/lib/app:permanent"],
+            "PV_LXC_CAP_KEEP": ["net_admin", "kill"],
+            "PV_LXC_NAMESPACE_KEEP": "ipc",
+        }),
+        "args.json",
+    )
+    .unwrap();
+    let rootfs = tempfile::tempdir().unwrap();
+    let oci = settings.oci_config("app", rootfs.path()).unwrap();
+    let text = settings.lxc_config("app", rootfs.path()).unwrap();
+    let back = pantavisor::lxc::translate("app", &text).unwrap();
+    for pointer in [
+        "/process/args",
+        "/process/env",
+        "/process/cwd",
+        "/process/capabilities/bounding",
+        "/linux/namespaces",
+    ] {
+        assert_eq!(
+            back.pointer(pointer),
+            oci.pointer(pointer),
+            "{pointer}\n{text}"
+        );
+    }
+    assert_eq!(back["mounts"][0]["destination"], "/var/lib/app", "{text}");
+    assert_eq!(
+        back["mounts"][0]["source"], oci["mounts"][0]["source"],
+        "{text}"
+    );
+}

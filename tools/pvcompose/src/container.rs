@@ -237,7 +237,13 @@ pub fn compose(
     };
     // Settings first: a bad setting fails before minutes of compression.
     let mut run = job.settings.run_manifest(name)?;
+    let lxc = job.settings.format == Some(pvstate::model::ContainerType::Lxc);
     let oci = job.settings.oci_config(name, &rootfs)?;
+    let lxc_text = if lxc {
+        Some(job.settings.lxc_config(name, &rootfs)?)
+    } else {
+        None
+    };
     let overlay = match &job.config_dir {
         Some(dir) => config_overlay(name, dir, store)?,
         None => Vec::new(),
@@ -264,7 +270,14 @@ pub fn compose(
         squash.insert("mtime".into(), json!(t));
     }
     let mut src = Map::new();
-    src.insert("template".into(), json!("pvcompose-oci"));
+    src.insert(
+        "template".into(),
+        json!(if lxc {
+            "pvcompose-lxc"
+        } else {
+            "pvcompose-oci"
+        }),
+    );
     src.insert("pvcompose".into(), json!(env!("CARGO_PKG_VERSION")));
     src.insert("rootfs".into(), source);
     src.insert("squashfs".into(), Value::Object(squash));
@@ -291,7 +304,19 @@ pub fn compose(
         );
     }
     state.insert(format!("{name}/run.json"), Entry::Run(Box::new(run)));
-    state.insert(format!("{name}/config.json"), Entry::Json(oci));
+    match lxc_text {
+        // Pantavisor keeps the LXC config as a file (an object).
+        Some(text) => {
+            let id = store.put_bytes(text.as_bytes())?;
+            state.insert(
+                format!("{name}/{}", crate::spec::LXC_CONFIG),
+                Entry::Object(id),
+            );
+        }
+        None => {
+            state.insert(format!("{name}/config.json"), Entry::Json(oci));
+        }
+    }
     state.insert(
         format!("{name}/root.squashfs"),
         Entry::Object(stats.object.parse()?),

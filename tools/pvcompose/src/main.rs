@@ -286,6 +286,11 @@ struct SettingsArgs {
     /// _dm/root.squashfs.json; the device checks each block as it reads it.
     #[arg(long)]
     dm_verity: bool,
+    /// The part's format: oci (config.json, the default) or lxc
+    /// (lxc.container.conf, as Pantavisor's pvr writes; Pantavisor's own
+    /// devices run it too).
+    #[arg(long, value_parser = parse_enum::<pvstate::model::ContainerType>)]
+    format: Option<pvstate::model::ContainerType>,
 }
 
 fn parse_enum<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, String> {
@@ -318,6 +323,7 @@ impl SettingsArgs {
             dm_verity: self.dm_verity,
             caps_keep: None,
             namespaces_keep: Vec::new(),
+            format: self.format,
         }
     }
 }

@@ -73,7 +73,15 @@ pub struct ContainerSettings {
     /// namespaces the container stays in (`net`, `ipc`, `pid`, `uts`, …).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub namespaces_keep: Vec<String>,
+    /// The part's runtime format: `oci` (our default: `config.json`) or
+    /// `lxc` (Pantavisor's `lxc.container.conf`, which Pantavisor's own
+    /// devices run too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<ContainerType>,
 }
+
+/// The name of an LXC-format part's config.
+pub const LXC_CONFIG: &str = "lxc.container.conf";
 
 /// The args.json keys the composer turns into settings the daemon honours.
 pub const ARGS_JSON_KEYS: &str = "PV_GROUP, PV_STATUS_GOAL, PV_RESTART_POLICY, PV_AUTO_RECOVERY, PV_ROLES, PV_VOLUMES, PV_EXPORTS, PV_SERVICES, PV_HOST_NETWORK, PV_DEVICES, PV_LXC_CAP_KEEP, PV_LXC_NAMESPACE_KEEP, PV_LXC_DISABLE_CONSOLE (1), Entrypoint, Cmd, Env, WorkingDir, User";
@@ -100,15 +108,13 @@ fn namespace(name: &str) -> Result<&'static str> {
     Ok(match name {
         "net" | "network" => "network",
         "ipc" => "ipc",
-        "pid" => "pid",
-        "uts" => "uts",
-        "mnt" | "mount" => "mount",
-        "cgroup" => "cgroup",
         // Containers get no user namespace: the host's is kept already.
         "user" => "user",
+        // The daemon always gives a container its own pid, uts and mount
+        // namespaces (its init, its hostname, its root).
         other => {
             return Err(ComposeError::input(format!(
-                "PV_LXC_NAMESPACE_KEEP: \"{other}\" is not a namespace (net, ipc, pid, uts, mnt, cgroup, user)"
+                "PV_LXC_NAMESPACE_KEEP: keeping the \"{other}\" namespace is not supported (net, ipc, user)"
             )))
         }
     })
@@ -277,7 +283,8 @@ impl ContainerSettings {
             args,
             workdir,
             user,
-            caps_keep
+            caps_keep,
+            format
         );
         macro_rules! take_vec {
             ($($f:ident),*) => { $( if !other.$f.is_empty() { self.$f = other.$f; } )* };
@@ -330,8 +337,11 @@ impl ContainerSettings {
         Ok(RunManifest {
             spec: SPEC_RUN.to_string(),
             name: name.to_string(),
-            kind: ContainerType::Oci,
-            config: Some("config.json".into()),
+            kind: self.format.unwrap_or(ContainerType::Oci),
+            config: Some(match self.format {
+                Some(ContainerType::Lxc) => LXC_CONFIG.into(),
+                _ => "config.json".into(),
+            }),
             root_volume: "root.squashfs".into(),
             volumes: Some(Vec::new()),
             storage,
@@ -346,6 +356,101 @@ impl ContainerSettings {
             logs: None,
             extra: Map::new(),
         })
+    }
+
+    /// Pantavisor's LXC config (`lxc.container.conf`) of the container, of
+    /// the shape Pantavisor's pvr writes: what the OCI config says, in the
+    /// keys both Pantavisor and our daemon read (devices are refused: their
+    /// numbers are only known on the device).
+    pub fn lxc_config(&self, name: &str, rootfs: &Path) -> Result<String> {
+        if !self.devices.is_empty() {
+            return Err(ComposeError::input(
+                "devices (PV_DEVICES) are not carried by the LXC format; use the OCI format",
+            ));
+        }
+        let oci = self.oci_config(name, rootfs)?;
+        let quote = |a: &str| {
+            if a.is_empty() || a.contains(char::is_whitespace) || a.contains('\'') {
+                format!("\"{a}\"")
+            } else {
+                a.to_string()
+            }
+        };
+        let p = &oci["process"];
+        let args: Vec<String> = p["args"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(|a| {
+                if a.contains('"') {
+                    Err(ComposeError::input(format!(
+                        "argument {a:?}: a double quote cannot be written in lxc.init.cmd"
+                    )))
+                } else {
+                    Ok(quote(a))
+                }
+            })
+            .collect::<Result<_>>()?;
+        let mut out = format!(
+            "# {name}: written by pvcompose (run.json type lxc)\nlxc.tty.max = 8\nlxc.pty.max = 1024\n\
+             lxc.rootfs.path = overlayfs:/volumes/{name}/root.squashfs:/volumes/{name}/lxc-overlay/upper\n\
+             lxc.init.cmd = {}\n",
+            args.join(" ")
+        );
+        let cwd = p["cwd"].as_str().unwrap_or("/");
+        if cwd != "/" {
+            out.push_str(&format!("lxc.init.cwd = {cwd}\n"));
+        }
+        for (key, id) in [("uid", &p["user"]["uid"]), ("gid", &p["user"]["gid"])] {
+            if id.as_u64().unwrap_or(0) != 0 {
+                out.push_str(&format!("lxc.init.{key} = {id}\n"));
+            }
+        }
+        for e in p["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+        {
+            out.push_str(&format!("lxc.environment = {e}\n"));
+        }
+        let has = |t: &str| {
+            oci["linux"]["namespaces"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|n| n["type"] == t)
+        };
+        let mut keep = vec!["user"];
+        if !has("network") {
+            keep.push("net");
+        }
+        if !has("ipc") {
+            keep.push("ipc");
+        }
+        out.push_str(&format!("lxc.namespace.keep = {}\n", keep.join(" ")));
+        if has("network") {
+            out.push_str("lxc.net.0.type = empty\n");
+        }
+        if let Some(caps) = &self.caps_keep {
+            let names: Vec<String> = caps
+                .iter()
+                .map(|c| c.trim_start_matches("CAP_").to_ascii_lowercase())
+                .collect();
+            out.push_str(&format!("lxc.cap.keep = {}\n", names.join(" ")));
+        }
+        out.push_str("lxc.mount.auto = proc sys:rw cgroup\n");
+        for v in self.parsed_volumes()? {
+            if let Some(t) = v.target {
+                out.push_str(&format!(
+                    "lxc.mount.entry = /volumes/{name}/{} {} none bind,rw,create=dir 0 0\n",
+                    v.key,
+                    t.trim_start_matches('/')
+                ));
+            }
+        }
+        Ok(out)
     }
 
     /// The OCI runtime config (`config.json`) of the container; user names

@@ -90,6 +90,12 @@ pub(crate) struct AppArgs {
     /// taken as JSON); over --arg-json; repeatable.
     #[arg(long = "arg", value_name = "KEY=VALUE")]
     pub(crate) template_args: Vec<String>,
+    /// The part's format: oci (config.json, the default) or lxc
+    /// (lxc.container.conf, as Pantavisor's pvr writes it: runs on
+    /// Pantavisor's own devices too). Kept by app update; $PVR_FORMAT sets
+    /// it for every container made (e.g. for parts exported to Pantavisor).
+    #[arg(long, env = "PVR_FORMAT", value_parser = ["oci", "lxc"])]
+    format: Option<String>,
     /// app add: replace a container that exists (as app update would, but
     /// from these settings only).
     #[arg(long)]
@@ -326,6 +332,7 @@ pub(crate) fn build_app(repo: &Repo, args: AppArgs, update: bool, force: bool) -
         _ => ContainerSettings::default(),
     };
     let flags_given = args.arg_json.is_some()
+        || args.format.is_some()
         || args.config_json.is_some()
         || !args.template_args.is_empty()
         || args.group.is_some()
@@ -458,6 +465,7 @@ pub(crate) fn build_app(repo: &Repo, args: AppArgs, update: bool, force: bool) -
             .map_err(|e| Error::Usage(format!("--restart-policy: {e}")))?,
         volumes: args.volumes.clone(),
         dm_verity: args.dm_verity,
+        format: enum_of(&args.format).map_err(|e| Error::Usage(format!("--format: {e}")))?,
         ..Default::default()
     };
     let settings = settings.overlay(flags);

@@ -299,3 +299,68 @@ fn format_options_pass_what_keeps_the_image_valid_and_refuse_the_rest_by_name() 
         assert!(err.contains(named), "{opts}: {err}");
     }
 }
+
+#[test]
+fn app_add_format_lxc_writes_pantavisors_lxc_part_and_update_keeps_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let repo = repo(d);
+    let rootfs = d.join("rootfs");
+    ok(pvr(
+        &repo,
+        &[
+            "app",
+            "add",
+            "legacy",
+            "--format",
+            "lxc",
+            "--from",
+            rootfs.to_str().unwrap(),
+            "--volume",
+            "/var/lib/legacy:permanent",
+        ],
+    ));
+    let run: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(repo.join("legacy/run.json")).unwrap()).unwrap();
+    assert_eq!(
+        (run["type"].as_str(), run["config"].as_str()),
+        (Some("lxc"), Some("lxc.container.conf"))
+    );
+    let conf = fs::read_to_string(repo.join("legacy/lxc.container.conf")).unwrap();
+    assert!(
+        conf.contains("lxc.rootfs.path = overlayfs:/volumes/legacy/root.squashfs:/volumes/legacy/lxc-overlay/upper")
+            && conf.contains("lxc.mount.entry = /volumes/legacy/docker--var-lib-legacy var/lib/legacy none bind,rw,create=dir 0 0"),
+        "{conf}"
+    );
+    assert!(!repo.join("legacy/config.json").exists());
+    // An update without --format keeps the LXC format.
+    fs::write(rootfs.join("etc/content"), "v2").unwrap();
+    ok(pvr(
+        &repo,
+        &[
+            "app",
+            "update",
+            "legacy",
+            "--from",
+            rootfs.to_str().unwrap(),
+        ],
+    ));
+    assert!(repo.join("legacy/lxc.container.conf").is_file());
+    // Devices need their numbers from the device: not in the LXC format.
+    let (code, _, err) = pvr(
+        &repo,
+        &[
+            "app",
+            "add",
+            "serial",
+            "--format",
+            "lxc",
+            "--from",
+            rootfs.to_str().unwrap(),
+            "--arg",
+            r#"PV_DEVICES=["/dev/ttyS1"]"#,
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("not carried by the LXC format"), "{err}");
+}
