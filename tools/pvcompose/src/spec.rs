@@ -136,6 +136,13 @@ impl Volume {
         let bad = |why: &str| {
             ComposeError::input(format!("volume \"{spec}\": {why}; expected PATH:PERSISTENCE[@DISK], e.g. /var/lib/mosquitto:permanent"))
         };
+        if spec.starts_with("ovl:") {
+            // meta-pantavisor's default `--volume ovl:/var:permanent`: an
+            // overlay kept on storage over the image's own PATH.
+            return Err(bad(
+                "ovl: volumes (a kept overlay over the image's own PATH) are not supported yet; PATH:PERSISTENCE mounts an empty directory of storage at PATH instead",
+            ));
+        }
         let (what, rest) = spec.rsplit_once(':').ok_or_else(|| bad("no persistence"))?;
         let (persistence, disk) = match rest.split_once('@') {
             Some((p, d)) if !d.is_empty() => (p, Some(d.to_string())),
@@ -620,6 +627,8 @@ mod tests {
         ] {
             assert!(Volume::parse(bad).is_err(), "{bad}");
         }
+        let e = Volume::parse("ovl:/var:permanent").unwrap_err().to_string();
+        assert!(e.contains("ovl: volumes") && e.contains("not supported"), "{e}");
     }
 
     #[test]
