@@ -628,7 +628,10 @@ mod tests {
             assert!(Volume::parse(bad).is_err(), "{bad}");
         }
         let e = Volume::parse("ovl:/var:permanent").unwrap_err().to_string();
-        assert!(e.contains("ovl: volumes") && e.contains("not supported"), "{e}");
+        assert!(
+            e.contains("ovl: volumes") && e.contains("not supported"),
+            "{e}"
+        );
     }
 
     #[test]

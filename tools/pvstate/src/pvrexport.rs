@@ -200,31 +200,58 @@ pub fn import(reader: impl Read, archive: &str, store: Option<&ObjectStore>) -> 
                 "entry \"{raw}\": object names are 64 lowercase hex characters"
             ))
         })?;
-        let result = match &staging {
-            Some(s) => s.put(&mut entry, Some(&id)),
-            None => hash_reader(&mut entry)
-                .map_err(|e| Error::io(&raw, e))
-                .and_then(|(actual, n)| {
-                    if actual == id {
-                        Ok((actual, n))
-                    } else {
-                        Err(Error::HashMismatch {
-                            expected: id.to_string(),
-                            actual: actual.to_string(),
-                        })
-                    }
-                }),
-        };
-        let (_, n) = result.map_err(|e| match e {
-            Error::HashMismatch { .. } => bad(format!("{e}")),
-            Error::Io { source, .. } => bad(format!("damaged or truncated in \"{raw}\": {source}")),
-            other => other,
-        })?;
-        object_bytes += n;
+        object_bytes += take_object(staging.as_ref(), &id, &mut entry, &raw, archive)?;
         objects.insert(id);
     }
     let json = json.ok_or_else(|| bad("no \"json\" entry; not a pvrexport".into()))?;
-    let (state, mut problems) = State::parse_lenient(&json).map_err(|e| bad(e.to_string()))?;
+    finish(archive, &json, objects, object_bytes, staging, store)
+}
+
+/// One object of an export, `reader` holding its bytes: into `staging`
+/// (checked against `id`), or only hashed; its size.
+fn take_object(
+    staging: Option<&crate::store::Staging>,
+    id: &ObjectId,
+    reader: &mut dyn Read,
+    raw: &str,
+    archive: &str,
+) -> Result<u64> {
+    let bad = |m: String| Error::archive(archive, m);
+    let result = match staging {
+        Some(s) => s.put(reader, Some(id)),
+        None => hash_reader(reader)
+            .map_err(|e| Error::io(raw, e))
+            .and_then(|(actual, n)| {
+                if actual == *id {
+                    Ok((actual, n))
+                } else {
+                    Err(Error::HashMismatch {
+                        expected: id.to_string(),
+                        actual: actual.to_string(),
+                    })
+                }
+            }),
+    };
+    let (_, n) = result.map_err(|e| match e {
+        Error::HashMismatch { .. } => bad(format!("{e}")),
+        Error::Io { source, .. } => bad(format!("damaged or truncated in \"{raw}\": {source}")),
+        other => other,
+    })?;
+    Ok(n)
+}
+
+/// The state of an export once its entries are read: checked, its objects
+/// all there, the staged objects committed.
+fn finish(
+    archive: &str,
+    json: &[u8],
+    objects: BTreeSet<ObjectId>,
+    object_bytes: u64,
+    staging: Option<crate::store::Staging>,
+    store: Option<&ObjectStore>,
+) -> Result<Imported> {
+    let bad = |m: String| Error::archive(archive, m);
+    let (state, mut problems) = State::parse_lenient(json).map_err(|e| bad(e.to_string()))?;
     problems.extend(state.validate_as(Completeness::Partial));
     if !problems.is_empty() {
         return Err(bad(format!(
@@ -256,8 +283,62 @@ pub fn import(reader: impl Read, archive: &str, store: Option<&ObjectStore>) -> 
     })
 }
 
-/// Import from a file path.
+/// Import from a file path, or from a directory holding an unpacked export
+/// (`json` and `objects/<sha256>`).
 pub fn import_file(path: &Path, store: Option<&ObjectStore>) -> Result<Imported> {
+    if path.is_dir() {
+        return import_dir(path, store);
+    }
     let f = File::open(path).map_err(|e| Error::io(path, e))?;
     import(f, &path.display().to_string(), store)
+}
+
+/// An unpacked export: the same checks as the archive's.
+fn import_dir(dir: &Path, store: Option<&ObjectStore>) -> Result<Imported> {
+    let archive = dir.display().to_string();
+    let bad = |m: String| Error::archive(&archive, m);
+    let mut json = None;
+    let mut objects = BTreeSet::new();
+    let mut object_bytes = 0u64;
+    let staging = store.map(ObjectStore::staging).transpose()?;
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+    for e in entries {
+        let e = e.map_err(|e| Error::io(dir, e))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        let kind = e.file_type().map_err(|err| Error::io(e.path(), err))?;
+        match name.as_str() {
+            "json" if kind.is_file() => {
+                let bytes = std::fs::read(e.path()).map_err(|err| Error::io(e.path(), err))?;
+                if bytes.len() as u64 > MAX_JSON {
+                    return Err(bad(format!("\"json\" is larger than {MAX_JSON} bytes")));
+                }
+                json = Some(bytes);
+            }
+            "objects" if kind.is_dir() => {
+                for o in std::fs::read_dir(e.path()).map_err(|err| Error::io(e.path(), err))? {
+                    let o = o.map_err(|err| Error::io(e.path(), err))?;
+                    let sha = o.file_name().to_string_lossy().into_owned();
+                    let raw = format!("objects/{sha}");
+                    if !o.file_type().map(|t| t.is_file()).unwrap_or(false) {
+                        return Err(bad(format!("\"{raw}\" is not a regular file")));
+                    }
+                    let id: ObjectId = sha.parse().map_err(|_| {
+                        bad(format!(
+                            "\"{raw}\": object names are 64 lowercase hex characters"
+                        ))
+                    })?;
+                    let mut f = File::open(o.path()).map_err(|err| Error::io(o.path(), err))?;
+                    object_bytes += take_object(staging.as_ref(), &id, &mut f, &raw, &archive)?;
+                    objects.insert(id);
+                }
+            }
+            _ => {
+                return Err(bad(format!(
+                    "unexpected \"{name}\"; an unpacked pvrexport holds \"json\" and \"objects/\""
+                )))
+            }
+        }
+    }
+    let json = json.ok_or_else(|| bad("no \"json\"; not an unpacked pvrexport".into()))?;
+    finish(&archive, &json, objects, object_bytes, staging, store)
 }

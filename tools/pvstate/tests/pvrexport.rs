@@ -44,6 +44,35 @@ fn export_then_import_gives_identical_state_and_objects() {
     }
 }
 
+/// `pvr deploy DIR` of an unpacked export: the same state and objects as
+/// the archive gives, and the same refusals.
+#[test]
+fn an_unpacked_export_imports_as_its_archive_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = ObjectStore::open(tmp.path().join("src")).unwrap();
+    let state = gateway_with_objects(&src);
+    let archive = exported(&state, &src, false);
+    let dir = tmp.path().join("unpacked");
+    std::fs::create_dir(&dir).unwrap();
+    tar::Archive::new(&archive[..]).unpack(&dir).unwrap();
+    let dst = ObjectStore::open(tmp.path().join("dst")).unwrap();
+    let imported = import_file(&dir, Some(&dst)).unwrap();
+    assert_eq!(imported.state, state);
+    assert_eq!(dst.list().unwrap(), state.object_ids());
+    // A damaged object is refused, nothing stored.
+    let id = state.object_ids().into_iter().next().unwrap();
+    std::fs::write(dir.join("objects").join(id.as_str()), b"tampered").unwrap();
+    let dst2 = ObjectStore::open(tmp.path().join("dst2")).unwrap();
+    let e = import_file(&dir, Some(&dst2)).unwrap_err().to_string();
+    assert!(e.contains("the data is corrupt or not this object"), "{e}");
+    assert!(dst2.list().unwrap().is_empty());
+    // Anything but json and objects/ is refused.
+    std::fs::copy(src.path(&id), dir.join("objects").join(id.as_str())).unwrap();
+    std::fs::write(dir.join("README"), b"x").unwrap();
+    let e = import_file(&dir, None).unwrap_err().to_string();
+    assert!(e.contains("unexpected \"README\""), "{e}");
+}
+
 #[test]
 fn export_is_reproducible_and_json_comes_first() {
     let tmp = tempfile::tempdir().unwrap();
