@@ -442,6 +442,27 @@ squashfs: {comp: gzip, mtime: 1700000000}
     eprintln!("hung loop reset {took:?} after the command");
 }
 
+/// Wait up to `secs` for revision `rev`'s progress to be `status`; else
+/// fail with `what` and the console. Returns the progress.
+fn wait_step(
+    guest: &mut Guest,
+    port: u16,
+    rev: &str,
+    status: &str,
+    secs: u64,
+    what: &str,
+) -> serde_json::Value {
+    match wait_remote(
+        port,
+        &format!("/steps/{rev}/progress"),
+        Duration::from_secs(secs),
+        |v| v["status"] == status,
+    ) {
+        Some(v) => v,
+        None => fail(guest, what),
+    }
+}
+
 fn wait_remote(
     port: u16,
     path: &str,
@@ -536,16 +557,14 @@ squashfs: {comp: zstd, mtime: 1700000000}
         ],
     );
     commit_post_run(&ws, port, "os 2", "locals/r1");
-    if wait_remote(
+    wait_step(
+        &mut guest,
         port,
-        "/steps/locals/r1/progress",
-        Duration::from_secs(180),
-        |v| v["status"] == "DONE",
-    )
-    .is_none()
-    {
-        fail(&mut guest, "locals/r1 was not committed after its reboot");
-    }
+        "locals/r1",
+        "DONE",
+        180,
+        "locals/r1 was not committed after its reboot",
+    );
     let console = guest.console();
     assert!(
         console.contains("rebooting (revision locals/r1 needs a reboot)"),
@@ -572,16 +591,14 @@ squashfs: {comp: zstd, mtime: 1700000000}
         ],
     );
     commit_post_run(&ws, port, "broken os", "locals/r2");
-    if wait_remote(
+    wait_step(
+        &mut guest,
         port,
-        "/steps/locals/r2/progress",
-        Duration::from_secs(240),
-        |v| v["status"] == "ERROR",
-    )
-    .is_none()
-    {
-        fail(&mut guest, "locals/r2 did not end in ERROR");
-    }
+        "locals/r2",
+        "ERROR",
+        240,
+        "locals/r2 did not end in ERROR",
+    );
     if wait_remote(port, "/device-meta", Duration::from_secs(180), |v| {
         v["pantavisor.revision"] == "locals/r1"
     })
@@ -700,16 +717,14 @@ fn a_bsp_update_boots_from_the_other_partition_by_tryboot_and_a_kernel_that_cann
         .contains("pvbsp=2 pv_rpi_part=3"));
     let (mut guest, part) = fw.boot(d, true, &net);
     assert_eq!(part, 3, "tryboot takes partition B");
-    if wait_remote(
+    wait_step(
+        &mut guest,
         port,
-        "/steps/locals/r1/progress",
-        Duration::from_secs(180),
-        |v| v["status"] == "DONE",
-    )
-    .is_none()
-    {
-        fail(&mut guest, "locals/r1 was not committed after its tryboot");
-    }
+        "locals/r1",
+        "DONE",
+        180,
+        "locals/r1 was not committed after its tryboot",
+    );
     assert_eq!(fw.partition(false), 3, "the commit switched autoboot.txt");
     // A plain reboot now boots partition 3 by itself.
     let (code, body) = api(
@@ -760,14 +775,14 @@ fn a_bsp_update_boots_from_the_other_partition_by_tryboot_and_a_kernel_that_cann
         part, 3,
         "after the failed try the firmware boots partition 3"
     );
-    let Some(progress) = wait_remote(
+    let progress = wait_step(
+        &mut guest,
         port,
-        "/steps/locals/r2/progress",
-        Duration::from_secs(180),
-        |v| v["status"] == "ERROR",
-    ) else {
-        fail(&mut guest, "locals/r2 was not reported rolled back")
-    };
+        "locals/r2",
+        "ERROR",
+        180,
+        "locals/r2 was not reported rolled back",
+    );
     let msg = progress["status-msg"].as_str().unwrap_or_default();
     assert!(msg.contains("boot partition 2 did not boot"), "{progress}");
     let (_, meta) = api(port, "GET", "/device-meta", "");
@@ -828,16 +843,14 @@ fn the_u_boot_script_boots_each_revisions_own_bsp_and_a_kernel_that_cannot_start
     fs::write(&initrd, &bytes).unwrap();
     assert!(extra.trim().parse::<u64>().unwrap() > 0);
     commit_post_run(&ws, port, "bsp 2", "locals/r1");
-    if wait_remote(
+    wait_step(
+        &mut guest,
         port,
-        "/steps/locals/r1/progress",
-        Duration::from_secs(240),
-        |v| v["status"] == "DONE",
-    )
-    .is_none()
-    {
-        fail(&mut guest, "locals/r1 was not committed after its reboot");
-    }
+        "locals/r1",
+        "DONE",
+        240,
+        "locals/r1 was not committed after its reboot",
+    );
     let console = guest.console();
     assert!(
         console.contains("pantavisor: booting revision locals/r1 from virtio 0:2")
@@ -853,14 +866,14 @@ fn the_u_boot_script_boots_each_revisions_own_bsp_and_a_kernel_that_cannot_start
     let linux = ws.join("bsp").join(bsp_file(&ws, "linux"));
     fs::write(&linux, vec![0x5a; 1 << 20]).unwrap();
     commit_post_run(&ws, port, "broken kernel", "locals/r2");
-    let Some(progress) = wait_remote(
+    let progress = wait_step(
+        &mut guest,
         port,
-        "/steps/locals/r2/progress",
-        Duration::from_secs(240),
-        |v| v["status"] == "ERROR",
-    ) else {
-        fail(&mut guest, "locals/r2 was not reported rolled back")
-    };
+        "locals/r2",
+        "ERROR",
+        240,
+        "locals/r2 was not reported rolled back",
+    );
     let msg = progress["status-msg"].as_str().unwrap_or_default();
     assert!(
         msg.contains("the bootloader booted the kernel of revision locals/r1"),

@@ -225,6 +225,21 @@ fn setup(extra_config: &str) -> Setup {
     }
 }
 
+/// `pvr clone` of the device on `sock` into `t/ws`.
+fn clone_ws(t: &Path, sock: &Path) -> PathBuf {
+    let ws = t.join("ws");
+    let (code, out, err) = pvr(
+        t,
+        &[
+            "clone",
+            &format!("unix:{}", sock.display()),
+            ws.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    ws
+}
+
 /// A copy of app1's root file system whose etc/version says `tag`.
 fn app1_version(t: &Path, tag: &str) -> PathBuf {
     let newfs = t.join(format!("rootfs/app1-{tag}"));
@@ -246,16 +261,7 @@ fn clone_update_sign_post_run() {
     let (sys, app2, app1) = (pid(sock, "sys"), pid(sock, "app2"), pid(sock, "app1"));
 
     // clone
-    let ws = t.join("ws");
-    let (code, out, err) = pvr(
-        t,
-        &[
-            "clone",
-            &format!("unix:{}", sock.display()),
-            ws.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(code, 0, "{out}{err}");
+    let ws = clone_ws(t, sock);
     assert!(ws.join("app1/run.json").is_file() && ws.join("app1/root.squashfs").is_file());
     let (_, status, _) = pvr(&ws, &["status"]);
     assert!(status.is_empty(), "a fresh clone has no changes: {status}");
@@ -507,16 +513,7 @@ fn an_update_that_does_not_fit_is_refused_before_any_byte_is_sent() {
     let (_, meta) = request(sock, "GET", "/device-meta", "");
     assert_eq!(meta["storage"]["real_free"], 0, "{meta}");
     assert!(meta["storage"]["total"].as_u64().unwrap() > 0, "{meta}");
-    let ws = t.join("ws");
-    let (code, out, err) = pvr(
-        t,
-        &[
-            "clone",
-            &format!("unix:{}", sock.display()),
-            ws.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(code, 0, "{out}{err}");
+    let ws = clone_ws(t, sock);
     let newfs = app1_version(t, "big");
     let (code, out, err) = pvr(
         &ws,
@@ -612,16 +609,7 @@ fn the_remote_api_needs_its_token() {
 fn post_run_wait_follows_the_update_to_its_end_and_device_logs_shows_the_output() {
     let s = setup("update.goals_timeout=6\n");
     let (t, sock) = (s.tmp.path(), &s.sock);
-    let ws = t.join("ws");
-    let (code, out, err) = pvr(
-        t,
-        &[
-            "clone",
-            &format!("unix:{}", sock.display()),
-            ws.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(code, 0, "{out}{err}");
+    let ws = clone_ws(t, sock);
     let newfs = app1_version(t, "v2");
     fs::write(
         t.join("talk.json"),
