@@ -38,10 +38,23 @@ pub(crate) fn follow(device: &Device, rev: &str, timeout: std::time::Duration) -
                     _ => None,
                 };
                 if let Some(code) = bad {
-                    let now = device
-                        .json("GET", "/device-meta", b"")
-                        .ok()
-                        .and_then(|m| m["pantavisor.revision"].as_str().map(str::to_string))
+                    // ERROR is set when the try fails; the rollback follows:
+                    // name the revision the device runs once it moved off.
+                    let running = || {
+                        device
+                            .json("GET", "/device-meta", b"")
+                            .ok()
+                            .and_then(|m| m["pantavisor.revision"].as_str().map(str::to_string))
+                    };
+                    let settle = std::time::Instant::now();
+                    let mut now = running();
+                    while now.as_deref() == Some(rev)
+                        && settle.elapsed() < std::time::Duration::from_secs(60)
+                    {
+                        std::thread::sleep(std::time::Duration::from_millis(300));
+                        now = running();
+                    }
+                    let now = now
                         .map(|r| format!("; the device runs {r}"))
                         .unwrap_or_default();
                     return Err(Error::Outcome {
