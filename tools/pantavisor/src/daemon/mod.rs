@@ -68,6 +68,16 @@ pub struct Daemon {
     watchdog: Option<crate::watchdog::Watchdog>,
 }
 
+/// A pending try of `rev` that the bootloader or firmware gave up before
+/// the daemon ran: ERROR with `why`, and nothing pending any more.
+fn try_never_ran(rt: &Runtime, bootenv: &mut BootEnv, rev: &str, why: &str) -> Result<()> {
+    error!("revision {rev}: {why}; rolled back");
+    let _ = rt
+        .storage
+        .set_progress(rev, "ERROR", &format!("Rolled back: {why}"), 0);
+    bootenv.clear_try()
+}
+
 impl Daemon {
     pub fn new(opts: Options) -> Result<Self> {
         let mut rt = Runtime::new(opts)?;
@@ -76,12 +86,7 @@ impl Daemon {
         // pending try's BSP went to?
         if bootenv.stages_bsp() && rt.opts.mode == crate::config::Mode::Embedded {
             match bootenv.firmware_check(crate::rpi::running_partition())? {
-                Firmware::TryFailed { rev, why } => {
-                    error!("revision {rev}: {why}; rolled back");
-                    let msg = format!("Rolled back: {why}");
-                    let _ = rt.storage.set_progress(&rev, "ERROR", &msg, 0);
-                    bootenv.clear_try()?;
-                }
+                Firmware::TryFailed { rev, why } => try_never_ran(&rt, &mut bootenv, &rev, &why)?,
                 Firmware::CommitFinished(rev) => {
                     info!("revision {rev}: its commit was cut by a power loss after autoboot.txt; finished");
                     let _ = rt.storage.set_progress(
@@ -101,12 +106,7 @@ impl Daemon {
         if rt.opts.mode == crate::config::Mode::Embedded {
             let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
             if let Some(why) = boot::try_not_booted(&choice, boot::bootloader_rev(&cmdline)) {
-                let rev = choice.rev().to_string();
-                error!("revision {rev}: {why}; rolled back");
-                let _ = rt
-                    .storage
-                    .set_progress(&rev, "ERROR", &format!("Rolled back: {why}"), 0);
-                bootenv.clear_try()?;
+                try_never_ran(&rt, &mut bootenv, choice.rev(), &why)?;
                 choice = choose(&bootenv);
             }
         }
