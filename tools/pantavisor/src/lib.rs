@@ -34,5 +34,6 @@ pub mod sys;
 pub mod trust;
 pub mod update;
 pub mod watchdog;
+pub mod xconnect;
 
 pub use error::{Error, Refusal, Result};
