@@ -109,6 +109,9 @@ pub struct Options {
     pub goals_timeout: Duration,
     /// `update.commit_delay`: how long a new revision must then run without a container exiting.
     pub commit_delay: Duration,
+    /// `xconnect.wait_timeout`: how long a container waits for the
+    /// providers of its required services before it starts anyway.
+    pub xconnect_wait: Duration,
     /// `update.verify_objects`: re-hash every object of a revision before running it.
     pub verify_objects: bool,
     /// `boot.verify_objects` (Pantavisor's `PV_SECUREBOOT_CHECKSUM`, on by
@@ -343,6 +346,7 @@ impl Options {
             log_max_bytes: number("log.maxsize")?,
             stop_timeout: Duration::from_secs(number("stop.timeout")?),
             goals_timeout: Duration::from_secs(number("update.goals_timeout")?),
+            xconnect_wait: Duration::from_secs(number("xconnect.wait_timeout")?),
             commit_delay: Duration::from_secs(number("update.commit_delay")?),
             verify_objects: flag("update.verify_objects")?,
             boot_verify_objects: flag("boot.verify_objects")?,
@@ -424,13 +428,14 @@ mod tests {
                     storage.gc.keep_revisions=3\nstorage.gc.reserved=10\nstorage.gc.threshold=80\n\
                     storage.gc.threshold.defertime=60\nlog.dir_maxsize=4M\nupdate.min_version=1\n\
                     watchdog.mode=always\nwatchdog.timeout=7\nwatchdog.device=/dev/wd\n\
-                    debug.hang_command=1\n";
+                    debug.hang_command=1\nxconnect.wait_timeout=9\n";
         let o = Options::parse(text, paths(), Mode::Appengine).unwrap();
         assert_eq!(o.cgroup_parent, "pv");
         assert_eq!(o.log_max_bytes, 10);
         assert_eq!(o.stop_timeout, Duration::from_secs(3));
         assert_eq!(o.goals_timeout, Duration::from_secs(7));
         assert_eq!(o.commit_delay, Duration::from_secs(2));
+        assert_eq!(o.xconnect_wait, Duration::from_secs(9));
         assert!(!o.verify_objects);
         assert!(!o.boot_verify_objects);
         assert_eq!(o.signatures, pvstate::sig::Mode::Strict);

@@ -106,6 +106,9 @@ pub struct Ctr {
     pub restart_after_stop: bool,
     /// Read end of the container's stdout/stderr pipe.
     pub log_pipe: Option<OwnedFd>,
+    /// Not started yet, since then, because (a required xconnect service
+    /// is not up).
+    pub held: Option<(Instant, String)>,
     lc: Option<LcContainer>,
     mounted: bool,
 }
@@ -175,6 +178,7 @@ impl Ctr {
             kill_at: None,
             restart_after_stop: false,
             log_pipe: None,
+            held: None,
             lc: None,
             mounted: false,
         })
@@ -365,7 +369,13 @@ impl Ctr {
     }
 
     /// Create and start the container's init; returns its pid.
-    pub fn start(&mut self, env: &Env) -> Result<i32> {
+    /// `before_exec` runs with the init's pid once its namespaces and root
+    /// exist and before its program runs (xconnect plants its sockets).
+    pub fn start(
+        &mut self,
+        env: &Env,
+        before_exec: &mut dyn FnMut(i32) -> std::result::Result<(), String>,
+    ) -> Result<i32> {
         let config = self
             .config
             .clone()
@@ -416,6 +426,14 @@ impl Ctr {
             .with_detach(true)
             .build()
             .map_err(|e| Error::container(&self.name, format!("create: {e} ({e:?})")))?;
+        let created = lc.pid().map(|p| p.as_raw());
+        if let Some(pid) = created {
+            if let Err(why) = before_exec(pid) {
+                let _ = lc.kill(Signal::SIGKILL, true);
+                let _ = lc.delete(true);
+                return Err(Error::container(&self.name, why));
+            }
+        }
         lc.start()
             .map_err(|e| Error::container(&self.name, format!("start: {e}")))?;
         let pid = lc

@@ -93,6 +93,7 @@ pub const KEYS: &[Key] = &[
         UPDATE_USER,
     ),
     key("update.verify_objects", &[], "1", LOCAL),
+    key("xconnect.wait_timeout", &[], "60", UPDATE),
     // What guards the device is not for the writable storage to change:
     // the levels Pantavisor allows (pv.conf, env and boot arguments).
     key(

@@ -100,11 +100,6 @@ fn check_run(key: &str, run: &RunManifest, state: &State, out: &mut Vec<String>)
         out.push(format!("{key}: exports: not supported yet (xconnect)"));
     }
     if let Some(s) = &run.services {
-        if s.required.iter().chain(&s.optional).any(|l| !l.is_empty()) {
-            out.push(format!(
-                "{key}: services: xconnect service requirements are not supported yet"
-            ));
-        }
         unknown_members(key, "services.", &s.extra, out);
     }
     for (vol, entry) in &run.storage {
@@ -166,13 +161,7 @@ pub fn unsupported(state: &State) -> Vec<String> {
         }
         unknown_members(key, "", &dev.extra, &mut out);
     }
-    for (key, entry) in state.entries() {
-        if let pvstate::Entry::Services(s) = entry {
-            if !s.services.is_empty() {
-                out.push(format!("{key}: services: xconnect is not supported yet"));
-            }
-        }
-    }
+    out.extend(crate::xconnect::problems(state));
     out
 }
 
@@ -237,7 +226,7 @@ mod tests {
             run.insert("drivers".into(), json!({"required": ["wifi"]}));
             run.insert("logs".into(), json!([{"file": "/var/log/x"}]));
             run.insert("exports".into(), json!(["mqtt"]));
-            run.insert("services".into(), json!({"required": [{"name": "dbus"}]}));
+            run.insert("services".into(), json!({"optional": [{"name": "dbus"}]}));
             run.insert("dev-log".into(), json!(true));
             run["storage"]["docker--data"] = json!({"persistence": "permanent", "disk": "secret"});
             m["bsp/run.json"]["fit"] = json!("fit.img");
@@ -257,7 +246,7 @@ mod tests {
             "app/run.json: drivers: managed drivers",
             "app/run.json: logs: container loggers",
             "app/run.json: exports: not supported yet",
-            "app/run.json: services: xconnect service requirements",
+            "app/run.json: services.optional: \"dbus\": no target",
             "app/run.json: dev-log: not a member this daemon acts on",
             "app/run.json: storage.docker--data.disk: \"secret\": dm-crypt-versatile: dm-crypt disks",
             "bsp/run.json: fit: not supported",

@@ -299,6 +299,20 @@ impl State {
                         ));
                     }
                 }
+                // A required service is a dependency: some other container
+                // of the state must provide it.
+                for s in services.required.iter().flatten() {
+                    if s.name.is_empty() || self.provides(&s.name, dir) {
+                        continue;
+                    }
+                    p.push(Problem::new(
+                        &key,
+                        format!(
+                            "services.required: \"{}\": no container of the state provides it (in its services.json)",
+                            s.name
+                        ),
+                    ));
+                }
             }
             if let Some(crate::model::Entry::Services(exports)) =
                 self.get(&format!("{dir}/services.json"))
@@ -314,6 +328,15 @@ impl State {
                 }
             }
         }
+    }
+
+    /// Whether a container other than `consumer` exports service `name`.
+    fn provides(&self, name: &str, consumer: &str) -> bool {
+        self.entries().iter().any(|(key, entry)| {
+            matches!(entry, Entry::Services(m)
+                if key.strip_suffix("/services.json").is_some_and(|c| c != consumer)
+                    && m.services.iter().any(|s| s.name == name))
+        })
     }
 
     fn check_signatures(&self, p: &mut Vec<Problem>) {

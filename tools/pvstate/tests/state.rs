@@ -388,6 +388,20 @@ fn rejects_duplicate_names() {
         "mqtt-broker/services.json",
         "duplicate service name \"mqtt\"",
     );
+    // A required service nobody provides is a missing dependency; the
+    // gateway's own (mqtt from mqtt-broker) is not.
+    let p = problems_after(|m| {
+        m["mqtt-broker/services.json"]["services"][0]["name"] = json!("amqp");
+    });
+    assert_problem(
+        &p,
+        "edge-app/run.json",
+        "services.required: \"mqtt\": no container of the state provides it",
+    );
+    assert!(
+        problems_after(|_| {}).is_empty(),
+        "the gateway's own state validates"
+    );
 }
 
 #[test]

@@ -44,6 +44,8 @@ pub enum Call {
         action: proto::ContainerAction,
     },
     Groups,
+    /// `GET /xconnect-graph`: the service mesh's links (Pantavisor's shape).
+    XconnectGraph,
     BuildInfo,
     /// `GET /config`: the effective configuration and each value's origin.
     Config,

@@ -160,6 +160,7 @@ pub fn route(req: &Request) -> Result<Call, Refusal> {
             container_action(&p["/containers/".len()..], body)
         }
         ("GET", "/groups") => Ok(Call::Groups),
+        ("GET", "/xconnect-graph") => Ok(Call::XconnectGraph),
         ("GET", "/buildinfo") => Ok(Call::BuildInfo),
         ("GET", "/config") => Ok(Call::Config),
         ("GET", "/device-meta") => Ok(Call::DeviceMeta),

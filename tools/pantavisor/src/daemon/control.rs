@@ -34,6 +34,7 @@ fn describe(c: &Ctr) -> Value {
         "pid": c.pid,
         "restarts": c.restarts,
         "last_exit": c.last_exit,
+        "held": c.held.as_ref().map(|(_, why)| why.clone()),
     })
 }
 
@@ -94,6 +95,7 @@ impl Service for Daemon {
                 self.container_action(&name, &action).and_then(json)
             }
             Call::Groups => json(self.run.describe_groups()),
+            Call::XconnectGraph => json(self.xconnect_graph()),
             Call::BuildInfo => json(buildinfo(self.rt.opts.mode)),
             Call::Config => json(self.rt.opts.settings.to_json()),
             Call::DeviceMeta => json(self.device_meta()),
@@ -303,6 +305,25 @@ impl Daemon {
                 "DEBUG_HANG needs debug.hang_command=1".into(),
             )),
         }
+    }
+}
+
+impl Daemon {
+    /// `/xconnect-graph`: every link of the running revision, with the
+    /// inits' pids (0 for a container that does not run).
+    fn xconnect_graph(&self) -> Value {
+        let pid = |name: &str| {
+            self.run
+                .index_of(name)
+                .and_then(|i| self.run.ctrs[i].pid)
+                .unwrap_or(0)
+        };
+        Value::Array(
+            crate::xconnect::links(&self.run.state)
+                .iter()
+                .map(|l| crate::xconnect::graph_entry(l, pid(&l.consumer), pid(&l.provider)))
+                .collect(),
+        )
     }
 }
 

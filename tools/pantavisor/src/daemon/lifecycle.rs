@@ -15,7 +15,8 @@ use super::{Daemon, Stop};
 use crate::config::Mode;
 use crate::container::Status;
 use crate::recovery::{self, Decision};
-use crate::revision::Advance;
+use crate::revision::{goal_reached, Advance};
+use crate::xconnect;
 
 impl Daemon {
     pub(super) fn advance_groups(&mut self) {
@@ -37,27 +38,116 @@ impl Daemon {
         {
             return;
         }
+        if c.eff.status_goal != StatusGoal::Mounted && !self.xconnect_ready(i) {
+            return;
+        }
         let env = self.rt.env(&self.run.state, &self.run.name);
         let c = &mut self.run.ctrs[i];
+        let links: Vec<xconnect::Link> = xconnect::links(&self.run.state)
+            .into_iter()
+            .filter(|l| l.consumer == c.name)
+            .collect();
+        let mesh = &mut self.mesh;
         let result = if c.eff.status_goal == StatusGoal::Mounted {
             c.mount(&env).map(|_| None)
         } else {
-            c.start(&env).map(Some)
+            // Each required service's socket is in place before the
+            // consumer's program runs.
+            c.start(&env, &mut |pid| {
+                for l in &links {
+                    let fd = xconnect::proxy::listen_in(pid, &l.target).map_err(|e| {
+                        format!("xconnect: service \"{}\" at {}: {e}", l.name, l.target)
+                    })?;
+                    mesh.add(l.clone(), fd)
+                        .map_err(|e| format!("xconnect: service \"{}\": {e}", l.name))?;
+                }
+                Ok(())
+            })
+            .map(Some)
         };
         match result {
             Ok(Some(pid)) => {
-                info!("{}: started, pid {pid}", self.run.ctrs[i].name);
+                let name = self.run.ctrs[i].name.clone();
+                info!("{name}: started, pid {pid}");
+                for l in &links {
+                    info!(
+                        "{name}: xconnect {} service \"{}\" of {} at {}",
+                        l.kind.as_str(),
+                        l.name,
+                        l.provider,
+                        l.target
+                    );
+                }
+                self.mesh.set_pid(&name, Some(pid));
                 self.watch_log(i);
             }
             Ok(None) => info!("{}: mounted", self.run.ctrs[i].name),
             Err(e) => {
                 error!("{e}");
+                self.mesh.drop_consumer(&self.run.ctrs[i].name.clone());
                 self.run.ctrs[i].status = Status::Stopped;
                 let name = self.run.ctrs[i].name.clone();
                 if self.machine.container_exited(&name) {
                     return;
                 }
                 self.recover(i, Duration::ZERO, None);
+            }
+        }
+    }
+
+    /// Whether container `i` may start as far as xconnect goes: every
+    /// required service's provider reached its status goal, or the wait
+    /// (`xconnect.wait_timeout`) is over. While it waits the container is
+    /// held, and /containers says why.
+    fn xconnect_ready(&mut self, i: usize) -> bool {
+        let name = self.run.ctrs[i].name.clone();
+        let waiting: Vec<String> = xconnect::links(&self.run.state)
+            .into_iter()
+            .filter(|l| l.consumer == name && l.required)
+            .filter_map(|l| {
+                let p = self.run.index_of(&l.provider)?;
+                let pc = &self.run.ctrs[p];
+                (!goal_reached(pc)).then(|| {
+                    format!(
+                        "service \"{}\" of {} ({}, goal {})",
+                        l.name,
+                        l.provider,
+                        pc.status.as_str(),
+                        pc.eff.status_goal
+                    )
+                })
+            })
+            .collect();
+        let now = Instant::now();
+        let c = &mut self.run.ctrs[i];
+        if waiting.is_empty() {
+            if let Some((since, _)) = c.held.take() {
+                info!(
+                    "{name}: its required services are up after {:.1} s",
+                    now.duration_since(since).as_secs_f64()
+                );
+            }
+            return true;
+        }
+        let why = format!("waiting for {}", waiting.join(", "));
+        match &c.held {
+            None => {
+                info!("{name}: held: {why}");
+                c.held = Some((now, why));
+                false
+            }
+            Some((since, _)) if now.duration_since(*since) >= self.rt.opts.xconnect_wait => {
+                warn!(
+                    "{name}: still {why} after {} s (xconnect.wait_timeout); starting it anyway",
+                    self.rt.opts.xconnect_wait.as_secs()
+                );
+                c.held = None;
+                true
+            }
+            Some((since, _)) => {
+                let since = *since;
+                c.held = Some((since, why));
+                false
             }
         }
     }
@@ -97,6 +187,8 @@ impl Daemon {
         let c = &mut self.run.ctrs[i];
         c.exited(code);
         c.kill_at = None;
+        self.mesh.set_pid(&c.name, None);
+        self.mesh.drop_consumer(&c.name);
         info!(
             "{}: exited with status {code} after {:.1} s",
             c.name,
@@ -184,6 +276,12 @@ impl Daemon {
             }
             if c.restart_at.is_some_and(|t| now >= t) && !c.is_running() {
                 self.restart_now(i);
+            } else if c.held.is_some()
+                && !c.is_running()
+                && !c.stopped_by_user
+                && self.shutdown_group.is_none()
+            {
+                self.bring_up(i);
             }
         }
         self.advance_groups();
@@ -193,6 +291,7 @@ impl Daemon {
         let timeout = self.rt.opts.stop_timeout;
         let c = &mut self.run.ctrs[i];
         c.restart_at = None;
+        c.held = None;
         if c.is_running() {
             c.status = Status::Stopping;
             c.signal(Signal::SIGTERM);

@@ -43,6 +43,7 @@ pub enum Stop {
 
 const TOKEN_SIGNALS: u64 = 1;
 const TOKEN_API: u64 = 2;
+const TOKEN_XCONNECT: u64 = 3;
 const TOKEN_LOG_BASE: u64 = 1_000;
 
 pub struct Daemon {
@@ -66,6 +67,8 @@ pub struct Daemon {
     gc_next: Option<Instant>,
     /// The hardware watchdog while it is armed (`watchdog.mode`).
     watchdog: Option<crate::watchdog::Watchdog>,
+    /// The xconnect service mesh's listeners and connections.
+    mesh: crate::xconnect::proxy::Mesh,
 }
 
 /// A pending try of `rev` that the bootloader or firmware gave up before
@@ -212,7 +215,13 @@ impl Daemon {
         let api = api::Server::bind(&rt.opts)?;
         let epoll =
             Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(|e| Error::sys("epoll", e))?;
-        for (fd, token) in [(signals.as_fd(), TOKEN_SIGNALS), (api.as_fd(), TOKEN_API)] {
+        let mesh =
+            crate::xconnect::proxy::Mesh::new().map_err(|e| Error::io("xconnect epoll", e))?;
+        for (fd, token) in [
+            (signals.as_fd(), TOKEN_SIGNALS),
+            (api.as_fd(), TOKEN_API),
+            (mesh.as_fd(), TOKEN_XCONNECT),
+        ] {
             epoll
                 .add(fd, EpollEvent::new(EpollFlags::EPOLLIN, token))
                 .map_err(|e| Error::sys("epoll add", e))?;
@@ -236,6 +245,7 @@ impl Daemon {
             log_sizes: HashMap::new(),
             gc_next: None,
             watchdog: None,
+            mesh,
         };
         // The committed revision sets the anti-rollback floor at least.
         let committed = daemon.bootenv.rev.clone();
@@ -285,6 +295,7 @@ impl Daemon {
             for ev in events.iter().take(n) {
                 match ev.data() {
                     TOKEN_SIGNALS => self.on_signals(),
+                    TOKEN_XCONNECT => self.mesh.poll(),
                     TOKEN_API => {
                         if let Some(mut api) = self.api.take() {
                             api.poll(&mut self);

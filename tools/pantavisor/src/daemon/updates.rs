@@ -363,6 +363,8 @@ impl Daemon {
                 }
                 info!("revision {rev} in place");
                 self.run = run;
+                self.mesh
+                    .reconcile(&crate::xconnect::links(&self.run.state));
             }
             Err(e) => {
                 error!("revision {rev}: {e}");

@@ -59,8 +59,24 @@ pub fn busybox_rootfs(dir: &Path) {
     }
     let pvcontrol = Path::new(env!("CARGO_BIN_EXE_pvcontrol"));
     fs::copy(pvcontrol, dir.join("usr/bin/pvcontrol")).unwrap();
-    // The libraries pvcontrol needs, at the same paths.
-    let out = Command::new("ldd").arg(pvcontrol).output().unwrap();
+    copy_libraries(dir, pvcontrol);
+    fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n").unwrap();
+}
+
+/// Host program `path` into the root filesystem `dir` at the same path,
+/// with the shared libraries it links.
+pub fn copy_program(dir: &Path, path: &str) {
+    let src = Path::new(path);
+    assert!(src.exists(), "{path} missing: ci/test installs it");
+    let dest = dir.join(path.trim_start_matches('/'));
+    fs::create_dir_all(dest.parent().unwrap()).unwrap();
+    fs::copy(src, &dest).unwrap();
+    copy_libraries(dir, src);
+}
+
+/// The shared libraries `program` needs, copied into `dir` at their paths.
+fn copy_libraries(dir: &Path, program: &Path) {
+    let out = Command::new("ldd").arg(program).output().unwrap();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let path = line
             .split("=>")
@@ -75,7 +91,6 @@ pub fn busybox_rootfs(dir: &Path) {
             fs::copy(path, &dest).unwrap();
         }
     }
-    fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n").unwrap();
 }
 
 /// A daemon running on a composed pvroot.
