@@ -6,6 +6,13 @@
 //! what it read before went out, so each connection holds at most one
 //! buffer per direction. Passed descriptors (SCM_RIGHTS) travel with the
 //! bytes they came with.
+//!
+//! Bytes that need no rewriting move by splice(2) through a kernel pipe
+//! (socket to pipe to socket: page references, no copy through the
+//! daemon), as long as the bytes queued carry no descriptors: splicing
+//! would drop them. The source socket's fdinfo says how many descriptors
+//! its queue holds (`scm_fds`); when it holds any, or the kernel does not
+//! say, the bytes go by recvmsg/sendmsg with their descriptors.
 
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -45,6 +52,78 @@ struct Pipe {
     eof: bool,
     /// ... and the destination was told so.
     shut: bool,
+    /// The splice path, for a direction nothing rewrites.
+    kernel: Option<Kernel>,
+}
+
+/// A kernel pipe between two sockets, and what it holds.
+struct Kernel {
+    r: OwnedFd,
+    w: OwnedFd,
+    held: usize,
+    /// `/proc/self/fdinfo/N` of the source socket (its `scm_fds`).
+    info: std::fs::File,
+}
+
+/// How much a kernel pipe holds (F_SETPIPE_SZ).
+const PIPE_SIZE: usize = 1024 * 1024;
+
+impl Kernel {
+    /// A pipe for bytes read from `src`, or None when the kernel cannot
+    /// say what descriptors `src` holds (splicing would lose them).
+    fn new(src: &OwnedFd) -> Option<Kernel> {
+        let info = std::fs::File::open(format!("/proc/self/fdinfo/{}", src.as_raw_fd())).ok()?;
+        scm_fds(&info)?;
+        let (r, w) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC).ok()?;
+        // SAFETY: fcntl on a descriptor we own.
+        unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE as libc::c_int) };
+        Some(Kernel {
+            r,
+            w,
+            held: 0,
+            info,
+        })
+    }
+}
+
+/// Descriptors queued on the socket whose fdinfo `info` is; None when the
+/// kernel does not report them.
+fn scm_fds(info: &std::fs::File) -> Option<u64> {
+    let mut buf = [0u8; 256];
+    let n = std::os::unix::fs::FileExt::read_at(info, &mut buf, 0).ok()?;
+    let text = std::str::from_utf8(&buf[..n]).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("scm_fds:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Bytes queued to read on socket `fd`.
+fn queued(fd: &OwnedFd) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) } < 0 {
+        return 0;
+    }
+    n.max(0) as usize
+}
+
+fn splice(from: &OwnedFd, to: &OwnedFd, len: usize) -> nix::Result<usize> {
+    // SAFETY: splice between descriptors we own, no offsets.
+    let n = unsafe {
+        libc::splice(
+            from.as_raw_fd(),
+            std::ptr::null_mut(),
+            to.as_raw_fd(),
+            std::ptr::null_mut(),
+            len,
+            libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+        )
+    };
+    if n < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(n as usize)
+    }
 }
 
 struct Conn {
@@ -243,6 +322,20 @@ enum Step {
 /// Write what `p` holds to `dst`; Blocked when `dst` takes no more now.
 fn flush(dst: &OwnedFd, p: &mut Pipe) -> Step {
     let mut moved = false;
+    if let Some(k) = p.kernel.as_mut() {
+        while k.held > 0 {
+            match splice(&k.r, dst, k.held) {
+                Ok(0) => return Step::Dead,
+                Ok(n) => {
+                    k.held -= n;
+                    moved = true;
+                }
+                Err(Errno::EAGAIN) => return Step::Blocked,
+                Err(Errno::EINTR) => continue,
+                Err(_) => return Step::Dead,
+            }
+        }
+    }
     while p.pos < p.buf.len() {
         let iov = [IoSlice::new(&p.buf[p.pos..])];
         let raw: Vec<RawFd> = p.fds.iter().map(|f| f.as_raw_fd()).collect();
@@ -281,10 +374,25 @@ fn flush(dst: &OwnedFd, p: &mut Pipe) -> Step {
 
 /// Read from `src` into the empty pipe `p` (through `filter` when given).
 fn fill(src: &OwnedFd, p: &mut Pipe, filter: Option<&mut Filter>, scratch: &mut Vec<u8>) -> Step {
-    if p.eof || p.pos < p.buf.len() {
+    if p.eof || p.pos < p.buf.len() || p.kernel.as_ref().is_some_and(|k| k.held > 0) {
         return Step::Blocked;
     }
     let raw = filter.as_ref().map_or(true, |f| f.is_raw());
+    if let (true, Some(k)) = (raw, p.kernel.as_mut()) {
+        // Only bytes queued before the queue was seen to hold no
+        // descriptors are spliced: later ones may carry some.
+        let q = queued(src);
+        if q > 0 && scm_fds(&k.info) == Some(0) {
+            match splice(src, &k.w, q.min(PIPE_SIZE)) {
+                Ok(n) if n > 0 => {
+                    k.held = n;
+                    return Step::Progress;
+                }
+                Ok(_) | Err(Errno::EAGAIN) | Err(Errno::EINTR) => {}
+                Err(_) => return Step::Dead,
+            }
+        }
+    }
     let buf: &mut Vec<u8> = if raw { &mut p.buf } else { scratch };
     buf.clear();
     buf.resize(CHUNK, 0);
@@ -576,11 +684,23 @@ impl Mesh {
                     self.epoll
                         .add(&upstream, EpollEvent::new(flags, token(id, TAG_PROVIDER)))
                 });
+            let up = Pipe {
+                kernel: if filter.is_raw() {
+                    Kernel::new(&fd)
+                } else {
+                    None
+                },
+                ..Pipe::default()
+            };
+            let down = Pipe {
+                kernel: Kernel::new(&upstream),
+                ..Pipe::default()
+            };
             let mut conn = Conn {
                 consumer: fd,
                 provider: upstream,
-                up: Pipe::default(),
-                down: Pipe::default(),
+                up,
+                down,
                 filter,
                 listener: lid,
             };
