@@ -26,10 +26,18 @@ PVCONTAINER_AUTO_RECOVERY ?= ""
 PVCONTAINER_ROLES ?= ""
 # Space-separated PATH:PERSISTENCE[@DISK], e.g. "/var/lib/mosquitto:permanent".
 PVCONTAINER_VOLUMES ?= ""
-# Space-separated names of the services this container exports (run.json
-# "exports"). The pantavisor-rs daemon does not act on exports yet (xconnect)
-# and refuses a state that has them; upstream Pantavisor reads them.
+# xconnect services this container provides, space-separated NAME:TYPE:SOCKET
+# (TYPE unix, rest or dbus; SOCKET the path its program listens on), written
+# to its services.json, e.g. "mqtt:unix:/run/mosquitto/mqtt.sock".
 PVCONTAINER_SERVICES ?= ""
+# xconnect services this container requires, space-separated
+# NAME:TYPE:TARGET[:ROLE] (TARGET: where the daemon puts the service's socket
+# in this container; ROLE: the identity the provider sees, e.g. a D-Bus
+# policy user). The container starts once each provider reached its goal.
+PVCONTAINER_REQUIRES ?= ""
+# Space-separated service names for run.json "exports" (read by upstream
+# Pantavisor; the pantavisor-rs daemon refuses a state that has them).
+PVCONTAINER_EXPORTS ?= ""
 # The program and its arguments (space-separated; use PVCONTAINER_ARGS_JSON
 # for arguments that contain spaces).
 PVCONTAINER_ENTRYPOINT ?= ""
@@ -95,7 +103,9 @@ def pvcontainer_args(d):
     repeated = {
         "PVCONTAINER_ROLES": "--role",
         "PVCONTAINER_VOLUMES": "--volume",
-        "PVCONTAINER_SERVICES": "--export",
+        "PVCONTAINER_SERVICES": "--provide",
+        "PVCONTAINER_REQUIRES": "--require",
+        "PVCONTAINER_EXPORTS": "--export",
         "PVCONTAINER_ENTRYPOINT": "--entrypoint",
         "PVCONTAINER_ARGS": "--arg",
         "PVCONTAINER_ENV": "--env",
@@ -120,6 +130,10 @@ python __anonymous() {
     policy = d.getVar("PVCONTAINER_RESTART_POLICY")
     if policy not in ("", "container", "system"):
         bb.fatal("%s: PVCONTAINER_RESTART_POLICY is \"%s\"; use container or system" % (d.getVar("PN"), policy))
+    for var, form in (("PVCONTAINER_SERVICES", "NAME:TYPE:SOCKET"), ("PVCONTAINER_REQUIRES", "NAME:TYPE:TARGET[:ROLE]")):
+        for entry in (d.getVar(var) or "").split():
+            if entry.count(":") < 2:
+                bb.fatal("%s: %s entry \"%s\" is not %s (a bare service name is PVCONTAINER_EXPORTS)" % (d.getVar("PN"), var, entry, form))
     goal = d.getVar("PVCONTAINER_STATUS_GOAL")
     if goal not in ("", "MOUNTED", "STARTED", "READY"):
         bb.fatal("%s: PVCONTAINER_STATUS_GOAL is \"%s\"; use MOUNTED, STARTED or READY" % (d.getVar("PN"), goal))
@@ -137,7 +151,7 @@ IMAGE_CMD:pvrexport = " \
 "
 do_image_pvrexport[depends] += "pvcompose-native:do_populate_sysroot squashfs-tools-native:do_populate_sysroot"
 do_image_pvrexport[vardeps] += "PVCONTAINER_GROUP PVCONTAINER_STATUS_GOAL PVCONTAINER_RESTART_POLICY \
-    PVCONTAINER_AUTO_RECOVERY PVCONTAINER_ROLES PVCONTAINER_VOLUMES PVCONTAINER_SERVICES \
+    PVCONTAINER_AUTO_RECOVERY PVCONTAINER_ROLES PVCONTAINER_VOLUMES PVCONTAINER_SERVICES PVCONTAINER_REQUIRES PVCONTAINER_EXPORTS \
     PVCONTAINER_ENTRYPOINT PVCONTAINER_ARGS PVCONTAINER_ENV PVCONTAINER_WORKDIR PVCONTAINER_USER \
     PVCONTAINER_HOST_NETWORK PVCONTAINER_DM_VERITY PVCONTAINER_FORMAT PVCONTAINER_ARGS_JSON PVCONTAINER_CONFIG_DIR PVCONTAINER_EXCLUDES \
     PVCONTAINER_COMP PVCONTAINER_BCJ PVCONTAINER_BLOCK_SIZE"

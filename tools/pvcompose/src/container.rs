@@ -304,6 +304,16 @@ pub fn compose(
         );
     }
     state.insert(format!("{name}/run.json"), Entry::Run(Box::new(run)));
+    if !job.settings.provides.is_empty() {
+        state.insert(
+            format!("{name}/services.json"),
+            Entry::Services(pvstate::model::ServicesManifest {
+                spec: pvstate::model::SPEC_XCONNECT.into(),
+                services: job.settings.provides.clone(),
+                extra: Default::default(),
+            }),
+        );
+    }
     match lxc_text {
         // Pantavisor keeps the LXC config as a file (an object).
         Some(text) => {

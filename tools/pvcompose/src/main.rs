@@ -257,9 +257,21 @@ struct SettingsArgs {
     /// lxc-overlay:PERSISTENCE for the writable layer. Repeatable.
     #[arg(long = "volume")]
     volumes: Vec<String>,
-    /// Name of a service this container exports. Repeatable.
+    /// Name of a service this container exports (run.json exports, read by
+    /// Pantavisor). Repeatable.
     #[arg(long = "export")]
     exports: Vec<String>,
+    /// An xconnect service this container provides, NAME:TYPE:SOCKET (type
+    /// unix, rest or dbus; SOCKET its path in the container), written to
+    /// its services.json. Repeatable.
+    #[arg(long = "provide")]
+    provides: Vec<String>,
+    /// An xconnect service this container requires, NAME:TYPE:TARGET[:ROLE]
+    /// (TARGET: where its socket appears in this container; ROLE: the
+    /// identity the provider sees). The container starts once the provider
+    /// reached its status goal. Repeatable.
+    #[arg(long = "require")]
+    requires: Vec<String>,
     /// The program to run (first element of the command). Repeatable for its
     /// leading arguments.
     #[arg(long)]
@@ -302,17 +314,32 @@ fn parse_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, String> {
 }
 
 impl SettingsArgs {
-    fn settings(&self) -> ContainerSettings {
+    fn settings(&self) -> pvcompose::error::Result<ContainerSettings> {
         let some_vec = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
-        ContainerSettings {
+        let requires = self
+            .requires
+            .iter()
+            .map(|r| pvcompose::spec::parse_require(r))
+            .collect::<pvcompose::error::Result<Vec<_>>>()?;
+        let provides = self
+            .provides
+            .iter()
+            .map(|p| pvcompose::spec::parse_provide(p))
+            .collect::<pvcompose::error::Result<Vec<_>>>()?;
+        Ok(ContainerSettings {
             group: self.group.clone(),
             status_goal: self.status_goal,
             restart_policy: self.restart_policy,
             auto_recovery: self.auto_recovery.clone(),
             roles: self.roles.clone(),
             volumes: self.volumes.clone(),
-            services: None,
+            services: (!requires.is_empty()).then(|| pvstate::model::ServiceRequirements {
+                required: Some(requires),
+                optional: None,
+                extra: Default::default(),
+            }),
             exports: self.exports.clone(),
+            provides,
             entrypoint: some_vec(&self.entrypoint),
             args: some_vec(&self.args),
             env: self.env.clone(),
@@ -324,7 +351,7 @@ impl SettingsArgs {
             caps_keep: None,
             namespaces_keep: Vec::new(),
             format: self.format,
-        }
+        })
     }
 }
 
@@ -354,7 +381,7 @@ fn main() -> ExitCode {
             let job = ContainerJob {
                 name,
                 rootfs,
-                settings: base.overlay(settings.settings()),
+                settings: base.overlay(settings.settings()?),
                 config_dir,
                 squash: squash.options()?,
                 src_extra: Default::default(),

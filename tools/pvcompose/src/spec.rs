@@ -7,8 +7,8 @@ use std::fs;
 use std::path::Path;
 
 use pvstate::model::{
-    AutoRecovery, ContainerType, Persistence, RestartPolicy, Role, RunManifest,
-    ServiceRequirements, StatusGoal, StorageEntry, SPEC_RUN,
+    AutoRecovery, ContainerType, Persistence, RestartPolicy, Role, RunManifest, ServiceExport,
+    ServiceRequirement, ServiceRequirements, StatusGoal, StorageEntry, SPEC_RUN,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -36,9 +36,14 @@ pub struct ContainerSettings {
     pub volumes: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub services: Option<ServiceRequirements>,
-    /// Names of the services this container exports.
+    /// Names of the services this container exports (run.json `exports`,
+    /// which Pantavisor reads; the xconnect mesh goes by `provides`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exports: Vec<String>,
+    /// The xconnect services this container provides, written to its
+    /// `services.json`: `{name, type (unix|rest|dbus), socket}`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub provides: Vec<ServiceExport>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entrypoint: Option<Vec<String>>,
     /// Arguments after the entrypoint (Docker's `Cmd`).
@@ -80,11 +85,76 @@ pub struct ContainerSettings {
     pub format: Option<ContainerType>,
 }
 
+/// The xconnect types a service may have.
+const SERVICE_TYPES: &[&str] = &["unix", "rest", "dbus"];
+
+fn service_type(t: &str, what: &str) -> Result<String> {
+    if SERVICE_TYPES.contains(&t) {
+        Ok(t.to_string())
+    } else {
+        Err(ComposeError::input(format!(
+            "{what}: type \"{t}\" is not one of unix, rest, dbus"
+        )))
+    }
+}
+
+fn absolute(p: &str, what: &str) -> Result<String> {
+    if p.starts_with('/') && p.len() > 1 && !p.split('/').any(|c| c == "..") {
+        Ok(p.to_string())
+    } else {
+        Err(ComposeError::input(format!(
+            "{what}: \"{p}\" is not an absolute path inside the container"
+        )))
+    }
+}
+
+/// `NAME:TYPE:SOCKET`, a service this container provides (services.json).
+pub fn parse_provide(s: &str) -> Result<ServiceExport> {
+    let what = format!("service \"{s}\" (NAME:TYPE:SOCKET)");
+    let mut f = s.splitn(3, ':');
+    match (f.next(), f.next(), f.next()) {
+        (Some(name), Some(t), Some(socket)) if !name.is_empty() => Ok(ServiceExport {
+            name: name.to_string(),
+            kind: Some(service_type(t, &what)?),
+            socket: Some(absolute(socket, &what)?),
+            extra: Map::new(),
+        }),
+        _ => Err(ComposeError::input(format!(
+            "{what}: expected NAME:TYPE:SOCKET, e.g. mqtt:unix:/run/mosquitto/mqtt.sock"
+        ))),
+    }
+}
+
+/// `NAME:TYPE:TARGET[:ROLE]`, a service this container requires
+/// (run.json services.required).
+pub fn parse_require(s: &str) -> Result<ServiceRequirement> {
+    let what = format!("requirement \"{s}\" (NAME:TYPE:TARGET[:ROLE])");
+    let f: Vec<&str> = s.split(':').collect();
+    match f.as_slice() {
+        [name, t, target, rest @ ..] if !name.is_empty() && rest.len() <= 1 => {
+            Ok(ServiceRequirement {
+                name: name.to_string(),
+                kind: Some(service_type(t, &what)?),
+                target: Some(absolute(target, &what)?),
+                role: rest
+                    .first()
+                    .filter(|r| !r.is_empty())
+                    .map(|r| r.to_string()),
+                interface: None,
+                extra: Map::new(),
+            })
+        }
+        _ => Err(ComposeError::input(format!(
+            "{what}: expected NAME:TYPE:TARGET[:ROLE], e.g. mqtt:unix:/run/mqtt.sock"
+        ))),
+    }
+}
+
 /// The name of an LXC-format part's config.
 pub const LXC_CONFIG: &str = "lxc.container.conf";
 
 /// The args.json keys the composer turns into settings the daemon honours.
-pub const ARGS_JSON_KEYS: &str = "PV_GROUP, PV_STATUS_GOAL, PV_RESTART_POLICY, PV_AUTO_RECOVERY, PV_ROLES, PV_VOLUMES, PV_EXPORTS, PV_SERVICES, PV_HOST_NETWORK, PV_DEVICES, PV_LXC_CAP_KEEP, PV_LXC_NAMESPACE_KEEP, PV_LXC_DISABLE_CONSOLE (1), Entrypoint, Cmd, Env, WorkingDir, User";
+pub const ARGS_JSON_KEYS: &str = "PV_GROUP, PV_STATUS_GOAL, PV_RESTART_POLICY, PV_AUTO_RECOVERY, PV_ROLES, PV_VOLUMES, PV_EXPORTS, PV_SERVICES, PV_SERVICES_REQUIRED, PV_HOST_NETWORK, PV_DEVICES, PV_LXC_CAP_KEEP, PV_LXC_NAMESPACE_KEEP, PV_LXC_DISABLE_CONSOLE (1), Entrypoint, Cmd, Env, WorkingDir, User";
 
 /// An OCI capability name of `lxc.cap.keep`'s `sys_admin` or `CAP_SYS_ADMIN`.
 fn capability(name: &str) -> Result<String> {
@@ -232,6 +302,15 @@ impl ContainerSettings {
                 "PV_VOLUMES" => s.volumes = string_list(&ctx(k), v)?,
                 "PV_EXPORTS" => s.exports = string_list(&ctx(k), v)?,
                 "PV_SERVICES" => s.services = Some(enum_value(&ctx(k), v)?),
+                // Upstream's consumer side: run.json services.required.
+                "PV_SERVICES_REQUIRED" => {
+                    let required: Vec<ServiceRequirement> = enum_value(&ctx(k), v)?;
+                    s.services = Some(ServiceRequirements {
+                        required: Some(required),
+                        optional: None,
+                        extra: Map::new(),
+                    })
+                }
                 "PV_HOST_NETWORK" => {
                     s.host_network = v.as_bool().unwrap_or(v.as_str() == Some("yes"))
                 }
@@ -296,7 +375,15 @@ impl ContainerSettings {
         macro_rules! take_vec {
             ($($f:ident),*) => { $( if !other.$f.is_empty() { self.$f = other.$f; } )* };
         }
-        take_vec!(roles, volumes, exports, env, devices, namespaces_keep);
+        take_vec!(
+            roles,
+            volumes,
+            exports,
+            provides,
+            env,
+            devices,
+            namespaces_keep
+        );
         self.host_network |= other.host_network;
         self.dm_verity |= other.dm_verity;
         self

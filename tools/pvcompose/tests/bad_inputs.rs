@@ -331,3 +331,96 @@ fn a_missing_or_old_mksquashfs_is_named() {
     );
     assert!(!Path::new(&out).exists());
 }
+
+#[test]
+fn xconnect_declarations_go_to_services_json_and_run_json_or_fail_by_name() {
+    let (tmp, rootfs, out) = setup();
+    let (code, stdout, err) = pvcompose(&[
+        "container",
+        "--quiet",
+        "--rootfs",
+        &rootfs,
+        "--name",
+        "broker",
+        "--out",
+        &out,
+        "--provide",
+        "mqtt:unix:/run/mosquitto/mqtt.sock",
+        "--provide",
+        "metrics:rest:/run/metrics.sock",
+        "--require",
+        "system-bus:dbus:/run/dbus/system_bus_socket:operator",
+    ]);
+    assert_eq!(code, 0, "{stdout}{err}");
+    let state = part_json(Path::new(&out));
+    assert_eq!(
+        state["broker/services.json"],
+        serde_json::json!({"#spec": "service-manifest-xconnect@1", "services": [
+            {"name": "mqtt", "type": "unix", "socket": "/run/mosquitto/mqtt.sock"},
+            {"name": "metrics", "type": "rest", "socket": "/run/metrics.sock"}]})
+    );
+    assert_eq!(
+        state["broker/run.json"]["services"],
+        serde_json::json!({"required": [{"name": "system-bus", "type": "dbus",
+            "target": "/run/dbus/system_bus_socket", "role": "operator"}]})
+    );
+    fs::remove_dir_all(&out).unwrap();
+    for (flag, value, needle) in [
+        (
+            "--provide",
+            "mqtt:wayland:/run/w",
+            "type \"wayland\" is not one of unix, rest, dbus",
+        ),
+        ("--provide", "mqtt:unix", "expected NAME:TYPE:SOCKET"),
+        (
+            "--require",
+            "mqtt:unix:run/x.sock",
+            "\"run/x.sock\" is not an absolute path",
+        ),
+        (
+            "--require",
+            "mqtt:unix:/run/../x",
+            "is not an absolute path",
+        ),
+    ] {
+        fails(
+            &[
+                "container",
+                "--rootfs",
+                &rootfs,
+                "--name",
+                "app",
+                "--out",
+                &out,
+                flag,
+                value,
+            ],
+            needle,
+            tmp.path(),
+        );
+    }
+    // Upstream's args.json key for the consumer side.
+    let args = tmp.path().join("args.json");
+    fs::write(
+        &args,
+        r#"{"PV_SERVICES_REQUIRED": [{"name": "raw-unix", "type": "unix", "target": "/run/pv/services/raw-unix.sock"}]}"#,
+    )
+    .unwrap();
+    let (code, stdout, err) = pvcompose(&[
+        "container",
+        "--quiet",
+        "--rootfs",
+        &rootfs,
+        "--name",
+        "app",
+        "--out",
+        &out,
+        "--args-json",
+        args.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stdout}{err}");
+    assert_eq!(
+        part_json(Path::new(&out))["app/run.json"]["services"]["required"][0]["target"],
+        "/run/pv/services/raw-unix.sock"
+    );
+}

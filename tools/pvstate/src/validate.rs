@@ -302,7 +302,11 @@ impl State {
                 // A required service is a dependency: some other container
                 // of the state must provide it.
                 for s in services.required.iter().flatten() {
-                    if s.name.is_empty() || self.provides(&s.name, dir) {
+                    // A part alone cannot say who provides it.
+                    if completeness == Completeness::Partial
+                        || s.name.is_empty()
+                        || self.provides(&s.name, dir)
+                    {
                         continue;
                     }
                     p.push(Problem::new(
