@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # The reference gateway's inputs for `pvcompose pvroot`, in OUT:
 #   rootfs/os             busybox: brings up QEMU's user network with udhcpc, host network
-#   rootfs/mqtt-broker    Debian's mosquitto and its libraries, port 1883
-#   rootfs/modbus-adapter our static modbus-adapter; config polls SIM_ADDR (the simulator)
-#   rootfs/edge-app       our static edge-app; READY once connected
+#   rootfs/mqtt-broker    Debian's mosquitto and its libraries, port 1883 and the
+#                         unix socket /run/mqtt.sock, its xconnect service "mqtt"
+#   rootfs/modbus-adapter our static modbus-adapter; config polls SIM_ADDR (the simulator);
+#                         GET /metrics on /run/modbus-adapter/api.sock, its xconnect
+#                         rest service "metrics" (the edge-app reads it as metrics-reader)
+#   rootfs/edge-app       our static edge-app; READY once connected; no network of its
+#                         own: it reaches the broker at /run/pv/mqtt.sock (xconnect)
 #   config/…              the apps' _config overlays (adapter.toml, edge.toml)
 #   gateway.yaml          the manifest (BSP from OUT/bsp, which `ci/mkimage bsp OUT` makes)
 # Usage: ci/lib/gateway.sh OUT SIM_ADDR [RTU_DEVICE]
@@ -39,7 +43,7 @@ for lib in $(ldd /usr/sbin/mosquitto | grep -o '/[^ ]*'); do
     cp -L --parents "$lib" "$M/"
 done
 mkdir -p "$M/etc/mosquitto" "$M/tmp"
-printf 'listener 1883 0.0.0.0\nallow_anonymous true\nuser root\npersistence false\n' > "$M/etc/mosquitto/mosquitto.conf"
+printf 'listener 1883 0.0.0.0\nlistener 0 /run/mqtt.sock\nallow_anonymous true\nuser root\npersistence false\n' > "$M/etc/mosquitto/mosquitto.conf"
 printf 'root:x:0:0:root:/:/bin/sh\n' > "$M/etc/passwd"
 printf 'root:x:0:\n' > "$M/etc/group"
 
@@ -51,6 +55,7 @@ mkdir -p "$OUT/config/modbus-adapter/etc/modbus-adapter" "$OUT/config/edge-app/e
 cat > "$OUT/config/modbus-adapter/etc/modbus-adapter/adapter.toml" <<TOML
 broker = "127.0.0.1:1883"
 topic_prefix = "sensors"
+api = "/run/modbus-adapter/api.sock"
 [[slave]]
 name = "plc1"
 address = "$SIM_ADDR"
@@ -90,7 +95,8 @@ type = "u16"
 TOML
 fi
 cat > "$OUT/config/edge-app/etc/edge-app/edge.toml" <<TOML
-broker = "127.0.0.1:1883"
+broker = "unix:/run/pv/mqtt.sock"
+adapter_api = "/run/pv/adapter.sock"
 input = "sensors/#"
 output = "edge"
 window_s = 5
@@ -117,6 +123,7 @@ containers:
     rootfs: rootfs/mqtt-broker
     group: platform
     host_network: true
+    provides: [{name: mqtt, type: unix, socket: /run/mqtt.sock}]
     entrypoint: [/usr/sbin/mosquitto, -c, /etc/mosquitto/mosquitto.conf]
   modbus-adapter:
     rootfs: rootfs/modbus-adapter
@@ -124,12 +131,16 @@ containers:
     host_network: true
     restart_policy: container
     auto_recovery: {policy: always, max_retries: 100, retry_delay: 1}
+    provides: [{name: metrics, type: rest, socket: /run/modbus-adapter/api.sock}]
     entrypoint: [/usr/bin/modbus-adapter]
     config_dir: config/modbus-adapter
   edge-app:
     rootfs: rootfs/edge-app
     group: app
-    host_network: true
+    services:
+      required:
+        - {name: mqtt, type: unix, target: /run/pv/mqtt.sock}
+        - {name: metrics, type: rest, target: /run/pv/adapter.sock, role: metrics-reader}
     status_goal: READY
     restart_policy: container
     auto_recovery: {policy: always, max_retries: 100, retry_delay: 1}

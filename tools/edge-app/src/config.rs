@@ -2,10 +2,13 @@
 //! detector apply. Unknown keys are errors, each naming where it is.
 //!
 //! ```toml
-//! broker = "127.0.0.1:1883"
+//! broker = "127.0.0.1:1883"        # or "unix:/run/pv/mqtt.sock" (an xconnect socket)
 //! input = "sensors/#"            # subscribed
 //! output = "edge"                # results on edge/agg/<topic>, alarms on edge/alarms
 //! window_s = 60
+//! adapter_api = "/run/pv/adapter.sock"  # optional: the modbus-adapter's
+//!                                # GET /metrics (an xconnect rest service),
+//!                                # republished on <output>/adapter every 10 s
 //!
 //! [[rule]]
 //! topic = "sensors/+/temperature"
@@ -34,6 +37,9 @@ pub struct Config {
     pub output: String,
     #[serde(default = "default_window")]
     pub window_s: u64,
+    /// A unix socket serving `GET /metrics` (the modbus-adapter's).
+    #[serde(default)]
+    pub adapter_api: Option<String>,
     #[serde(default, rename = "rule")]
     pub rules: Vec<Rule>,
 }

@@ -18,10 +18,28 @@ use serde_json::json;
 const USAGE: &str = "usage: edge-app [--config FILE] [--ctrl-socket PATH]
 
 Aggregates and watches sensor values on MQTT. FILE (default
-/etc/edge-app/edge.toml, the container's _config overlay) sets the broker,
+/etc/edge-app/edge.toml, the container's _config overlay) sets the broker
+(HOST:PORT, or unix:/PATH for a unix socket such as an xconnect service),
 the input topic filter, the output prefix, the window and per-topic rules;
 see the edge-app crate's config module. READY is signalled on PATH (default
 /pantavisor/pv-ctrl) once the broker accepted the connection.";
+
+/// `GET /metrics` on the unix socket `path`: the response body.
+fn get_metrics(path: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(path)?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: modbus-adapter\r\nConnection: close\r\n\r\n")?;
+    let mut reply = String::new();
+    s.read_to_string(&mut reply)?;
+    match reply.split_once("\r\n\r\n") {
+        Some((head, body)) if head.starts_with("HTTP/1.1 200") => Ok(body.to_string()),
+        _ => Err(std::io::Error::other(format!(
+            "unexpected reply {:?}",
+            reply.lines().next().unwrap_or("")
+        ))),
+    }
+}
 
 struct TopicState {
     filter: Filter,
@@ -104,21 +122,29 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (host, port) = match config
-        .broker
-        .rsplit_once(':')
-        .map(|(h, p)| (h, p.parse::<u16>()))
-    {
-        Some((h, Ok(p))) => (h.to_string(), p),
-        _ => {
-            eprintln!(
-                "edge-app: error: broker {:?} is not HOST:PORT",
-                config.broker
-            );
-            return ExitCode::from(2);
+    let id = format!("edge-app-{}", std::process::id());
+    // A unix socket (e.g. the broker's xconnect socket) or HOST:PORT.
+    let mut opts = match config.broker.strip_prefix("unix:") {
+        Some(path) if path.starts_with('/') => {
+            let mut o = MqttOptions::new(id, path, 0);
+            o.set_transport(rumqttc::Transport::Unix);
+            o
         }
+        _ => match config
+            .broker
+            .rsplit_once(':')
+            .map(|(h, p)| (h, p.parse::<u16>()))
+        {
+            Some((h, Ok(p))) if !h.is_empty() && h != "unix" => MqttOptions::new(id, h, p),
+            _ => {
+                eprintln!(
+                    "edge-app: error: broker {:?} is not HOST:PORT or unix:/PATH",
+                    config.broker
+                );
+                return ExitCode::from(2);
+            }
+        },
     };
-    let mut opts = MqttOptions::new(format!("edge-app-{}", std::process::id()), host, port);
     opts.set_keep_alive(Duration::from_secs(10));
     let (client, mut connection) = Client::new(opts, 1000);
     let mut topics: HashMap<String, TopicState> = HashMap::new();
@@ -226,6 +252,19 @@ fn main() -> ExitCode {
                 false,
                 m.to_string(),
             );
+            if let Some(api) = &config.adapter_api {
+                match get_metrics(api) {
+                    Ok(body) => {
+                        let _ = client.try_publish(
+                            format!("{out}/adapter"),
+                            QoS::AtMostOnce,
+                            false,
+                            body,
+                        );
+                    }
+                    Err(e) => eprintln!("edge-app: {api}: {e}"),
+                }
+            }
         }
     }
 }

@@ -4,6 +4,8 @@
 //! ```toml
 //! broker = "127.0.0.1:1883"
 //! topic_prefix = "sensors"
+//! api = "/run/modbus-adapter/api.sock" # optional: GET /metrics over HTTP on
+//!                                      # a unix socket (an xconnect rest service)
 //!
 //! [[slave]]
 //! name = "plc1"
@@ -41,6 +43,9 @@ pub struct Config {
     pub broker: String,
     #[serde(default = "default_prefix")]
     pub topic_prefix: String,
+    /// A unix socket to serve `GET /metrics` on (HTTP/1.1).
+    #[serde(default)]
+    pub api: Option<String>,
     #[serde(default, rename = "slave")]
     pub slaves: Vec<Slave>,
 }

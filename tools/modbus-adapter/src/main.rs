@@ -372,6 +372,60 @@ fn start_polling(config: &Config, sink: &Sink) {
 
 /// As PID 1 of a container, SIGTERM's default action is to be ignored:
 /// exit on it (and on SIGINT) so the container stops at once.
+/// `GET /metrics` over HTTP on the unix socket `path`: the counters and
+/// who asked, as the caller's `X-PV-Client`/`X-PV-Role` headers say (put
+/// there by the xconnect mesh, which a consumer cannot forge).
+fn serve_api(path: &str, counters: Arc<Counters>) -> std::io::Result<()> {
+    use std::os::unix::net::UnixListener;
+    if let Some(dir) = Path::new(path).parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path)?;
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut head = Vec::new();
+            let mut b = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+                match conn.read(&mut b) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&b[..n]),
+                }
+            }
+            let text = String::from_utf8_lossy(&head);
+            let mut lines = text.split("\r\n");
+            let request = lines.next().unwrap_or("");
+            let header = |name: &str| {
+                text.split("\r\n")
+                    .skip(1)
+                    .filter_map(|l| l.split_once(':'))
+                    .find(|(k, _)| k.trim().eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v.trim().to_string())
+            };
+            let (status, body) = if request.starts_with("GET /metrics ") {
+                (
+                    "200 OK",
+                    json!({"polls": counters.polls.load(Ordering::Relaxed),
+                        "errors": counters.errors.load(Ordering::Relaxed),
+                        "published": counters.published.load(Ordering::Relaxed),
+                        "caller": {"client": header("X-PV-Client"), "role": header("X-PV-Role")}}),
+                )
+            } else {
+                ("404 Not Found", json!({"error": "only GET /metrics"}))
+            };
+            let body = body.to_string();
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    Ok(())
+}
+
 fn exit_on_term() {
     extern "C" fn bye(_: libc::c_int) {
         unsafe { libc::_exit(0) }
@@ -454,6 +508,15 @@ fn main() -> ExitCode {
                 m.to_string(),
             );
         });
+    }
+    if let Some(path) = &config.api {
+        match serve_api(path, counters.clone()) {
+            Ok(()) => eprintln!("modbus-adapter: GET /metrics on {path}"),
+            Err(e) => {
+                eprintln!("modbus-adapter: error: api socket {path}: {e}");
+                return ExitCode::from(2);
+            }
+        }
     }
     eprintln!(
         "modbus-adapter: {} slave(s) -> {} ({})",

@@ -63,7 +63,10 @@ fn mosquitto(dir: &Path, port: u16) -> Proc {
     let conf = dir.join("mosquitto.conf");
     fs::write(
         &conf,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\n"),
+        format!(
+            "listener {port} 127.0.0.1\nlistener 0 {}\nallow_anonymous true\nuser root\n",
+            dir.join("mqtt.sock").display()
+        ),
     )
     .unwrap();
     let p = spawn(
@@ -150,6 +153,7 @@ fn modbus_to_mqtt_to_edge_app() {
         d.join("adapter.toml"),
         format!(
             r#"broker = "127.0.0.1:{mqtt_port}"
+api = "{}/adapter/api.sock"
 [[slave]]
 name = "sim"
 address = "127.0.0.1:{sim_port}"
@@ -170,21 +174,27 @@ name = "flow"
 table = "input"
 register = 2
 type = "f32"
-"#
+"#,
+            d.display()
         ),
     )
     .unwrap();
+    // The edge-app on the broker's unix socket, reading the adapter's
+    // metrics over HTTP on the adapter's socket.
     fs::write(
         d.join("edge.toml"),
         format!(
-            r#"broker = "127.0.0.1:{mqtt_port}"
+            r#"broker = "unix:{}/mqtt.sock"
+adapter_api = "{}/adapter/api.sock"
 window_s = 2
 [[rule]]
 topic = "sensors/+/temperature"
 min = -40.0
 max = 125.0
 detector = {{ zscore = {{ window = 20, threshold = 6.0 }} }}
-"#
+"#,
+            d.display(),
+            d.display()
         ),
     )
     .unwrap();
@@ -238,6 +248,25 @@ detector = {{ zscore = {{ window = 20, threshold = 6.0 }} }}
                 })
                 .map(|(_, v)| v.clone())
         },
+    );
+    // The adapter's metrics, fetched by the edge-app (no mesh between
+    // them here: no caller identity).
+    let metrics = wait_for(
+        &inbox,
+        Duration::from_secs(25),
+        "edge/adapter",
+        &logs,
+        |m| {
+            m.iter()
+                .find(|(t, _)| t == "edge/adapter")
+                .map(|(_, v)| v.clone())
+        },
+    );
+    assert!(metrics["polls"].as_u64() > Some(0), "{metrics}");
+    assert_eq!(
+        metrics["caller"],
+        serde_json::json!({"client": null, "role": null}),
+        "{metrics}"
     );
     let mean = agg["mean"].as_f64().unwrap();
     assert!(

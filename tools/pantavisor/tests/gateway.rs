@@ -190,9 +190,42 @@ fn the_reference_gateway_under_qemu() {
         "all goals {:.1} s after QEMU started: {first:?}",
         booted.elapsed().as_secs_f64()
     );
+    // The edge-app has no network: it reaches the broker through the
+    // xconnect socket the daemon put in its namespace.
+    let (code, graph) = api(apip, "GET", "/xconnect-graph", "");
+    assert_eq!(code, 200, "{graph}");
+    assert_eq!(
+        graph,
+        serde_json::json!([{"consumer": "edge-app", "consumer_pid": pid_of(&first, "edge-app"),
+            "provider": "mqtt-broker", "provider_pid": pid_of(&first, "mqtt-broker"),
+            "name": "mqtt", "type": "unix", "role": "any", "interface": "unix",
+            "target": "/run/pv/mqtt.sock", "socket": "/run/mqtt.sock"},
+            {"consumer": "edge-app", "consumer_pid": pid_of(&first, "edge-app"),
+            "provider": "modbus-adapter", "provider_pid": pid_of(&first, "modbus-adapter"),
+            "name": "metrics", "type": "rest", "role": "metrics-reader", "interface": "rest",
+            "target": "/run/pv/adapter.sock", "socket": "/run/modbus-adapter/api.sock"}])
+    );
 
     // Values from the simulator arrive aggregated; an anomaly raises an alarm.
     let inbox = watch(mqtt);
+    // The edge-app reads the adapter's metrics over REST through xconnect:
+    // the adapter sees who calls, as the daemon says.
+    let Some(adapter) = until(Duration::from_secs(40), || {
+        inbox
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(_, t, _)| t == "edge/adapter")
+            .map(|(_, _, v)| v.clone())
+    }) else {
+        fail("no edge/adapter message (the adapter's metrics through xconnect rest)")
+    };
+    assert_eq!(
+        adapter["caller"],
+        serde_json::json!({"client": "edge-app", "role": "metrics-reader"}),
+        "{adapter}"
+    );
+    assert!(adapter["polls"].as_u64() > Some(0), "{adapter}");
     if until(Duration::from_secs(60), || {
         inbox
             .lock()
