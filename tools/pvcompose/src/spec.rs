@@ -93,7 +93,7 @@ fn service_type(t: &str, what: &str) -> Result<String> {
         Ok(t.to_string())
     } else {
         Err(ComposeError::input(format!(
-            "{what}: type \"{t}\" is not one of unix, rest, dbus"
+            "{what}: type \"{t}\" is not supported (unix, rest and dbus are)"
         )))
     }
 }
@@ -305,6 +305,11 @@ impl ContainerSettings {
                 // Upstream's consumer side: run.json services.required.
                 "PV_SERVICES_REQUIRED" => {
                     let required: Vec<ServiceRequirement> = enum_value(&ctx(k), v)?;
+                    for r in &required {
+                        if let Some(t) = r.kind.as_deref() {
+                            service_type(t, &format!("{}: \"{}\"", ctx(k), r.name))?;
+                        }
+                    }
                     s.services = Some(ServiceRequirements {
                         required: Some(required),
                         optional: None,

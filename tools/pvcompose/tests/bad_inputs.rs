@@ -369,7 +369,7 @@ fn xconnect_declarations_go_to_services_json_and_run_json_or_fail_by_name() {
         (
             "--provide",
             "mqtt:wayland:/run/w",
-            "type \"wayland\" is not one of unix, rest, dbus",
+            "type \"wayland\" is not supported (unix, rest and dbus are)",
         ),
         ("--provide", "mqtt:unix", "expected NAME:TYPE:SOCKET"),
         (
@@ -422,5 +422,26 @@ fn xconnect_declarations_go_to_services_json_and_run_json_or_fail_by_name() {
     assert_eq!(
         part_json(Path::new(&out))["app/run.json"]["services"]["required"][0]["target"],
         "/run/pv/services/raw-unix.sock"
+    );
+    fs::remove_dir_all(&out).unwrap();
+    fs::write(
+        &args,
+        r#"{"PV_SERVICES_REQUIRED": [{"name": "gpu", "type": "drm", "target": "/dev/dri/card0"}]}"#,
+    )
+    .unwrap();
+    fails(
+        &[
+            "container",
+            "--rootfs",
+            &rootfs,
+            "--name",
+            "app",
+            "--out",
+            &out,
+            "--args-json",
+            args.to_str().unwrap(),
+        ],
+        "PV_SERVICES_REQUIRED: \"gpu\": type \"drm\" is not supported",
+        tmp.path(),
     );
 }
