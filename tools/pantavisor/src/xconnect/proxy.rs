@@ -134,6 +134,33 @@ struct Conn {
     down: Pipe,
     filter: Filter,
     listener: u64,
+    /// What each side is registered for now (consumer, provider).
+    interest: [EpollFlags; 2],
+}
+
+impl Pipe {
+    fn pending(&self) -> bool {
+        self.pos < self.buf.len() || self.kernel.as_ref().is_some_and(|k| k.held > 0)
+    }
+
+    /// Whether its source is worth reading now.
+    fn wants_input(&self) -> bool {
+        !self.eof && !self.pending()
+    }
+}
+
+/// Edge triggered, and only for what a side waits for: readable while its
+/// direction has room, writable while bytes wait for it. A wake-up for
+/// anything else (each byte a peer reads frees room) would be wasted.
+fn wanted(read: bool, write: bool) -> EpollFlags {
+    let mut f = EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLET;
+    if read {
+        f |= EpollFlags::EPOLLIN;
+    }
+    if write {
+        f |= EpollFlags::EPOLLOUT;
+    }
+    f
 }
 
 struct Listener {
@@ -374,7 +401,7 @@ fn flush(dst: &OwnedFd, p: &mut Pipe) -> Step {
 
 /// Read from `src` into the empty pipe `p` (through `filter` when given).
 fn fill(src: &OwnedFd, p: &mut Pipe, filter: Option<&mut Filter>, scratch: &mut Vec<u8>) -> Step {
-    if p.eof || p.pos < p.buf.len() || p.kernel.as_ref().is_some_and(|k| k.held > 0) {
+    if p.eof || p.pending() {
         return Step::Blocked;
     }
     let raw = filter.as_ref().map_or(true, |f| f.is_raw());
@@ -382,7 +409,25 @@ fn fill(src: &OwnedFd, p: &mut Pipe, filter: Option<&mut Filter>, scratch: &mut 
         // Only bytes queued before the queue was seen to hold no
         // descriptors are spliced: later ones may carry some.
         let q = queued(src);
-        if q > 0 && scm_fds(&k.info) == Some(0) {
+        if q == 0 {
+            // Nothing queued: the end, or nothing yet (a byte peeked, not
+            // taken, when one arrived meanwhile).
+            let mut b = [0u8; 1];
+            return match socket::recv(
+                src.as_raw_fd(),
+                &mut b,
+                MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+            ) {
+                Ok(0) => {
+                    p.eof = true;
+                    Step::Progress
+                }
+                Ok(_) | Err(Errno::EINTR) => Step::Progress,
+                Err(Errno::EAGAIN) => Step::Blocked,
+                Err(_) => Step::Dead,
+            };
+        }
+        if scm_fds(&k.info) == Some(0) {
             match splice(src, &k.w, q.min(PIPE_SIZE)) {
                 Ok(n) if n > 0 => {
                     k.held = n;
@@ -393,12 +438,14 @@ fn fill(src: &OwnedFd, p: &mut Pipe, filter: Option<&mut Filter>, scratch: &mut 
             }
         }
     }
-    let buf: &mut Vec<u8> = if raw { &mut p.buf } else { scratch };
-    buf.clear();
-    buf.resize(CHUNK, 0);
+    // By copy, with any descriptors: into the scratch buffer (zeroed once,
+    // kept at its size), then to the pipe as they are or filtered.
+    if scratch.len() < CHUNK {
+        scratch.resize(CHUNK, 0);
+    }
     let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
     let (n, fds) = loop {
-        let mut iov = [IoSliceMut::new(&mut buf[..])];
+        let mut iov = [IoSliceMut::new(&mut scratch[..CHUNK])];
         match recvmsg::<()>(
             src.as_raw_fd(),
             &mut iov,
@@ -421,36 +468,54 @@ fn fill(src: &OwnedFd, p: &mut Pipe, filter: Option<&mut Filter>, scratch: &mut 
                 break (m.bytes, fds);
             }
             Err(Errno::EINTR) => continue,
-            Err(Errno::EAGAIN) => {
-                buf.clear();
-                return Step::Blocked;
-            }
-            Err(_) => {
-                buf.clear();
-                return Step::Dead;
-            }
+            Err(Errno::EAGAIN) => return Step::Blocked,
+            Err(_) => return Step::Dead,
         }
     };
-    buf.truncate(n);
     p.fds.extend(fds);
     if n == 0 {
         p.eof = true;
         return Step::Progress;
     }
-    if !raw {
-        if let Some(f) = filter {
-            let input = std::mem::take(scratch);
-            let r = f.feed(&input, &mut p.buf);
-            *scratch = input;
-            if r.is_err() {
+    p.buf.clear();
+    p.pos = 0;
+    match filter {
+        Some(f) if !raw => {
+            if f.feed(&scratch[..n], &mut p.buf).is_err() {
                 return Step::Dead;
             }
         }
+        _ => p.buf.extend_from_slice(&scratch[..n]),
     }
     Step::Progress
 }
 
 impl Conn {
+    /// Bring each side's registration to what it waits for now; false
+    /// when the epoll refuses.
+    fn register(&mut self, epoll: &Epoll, id: u64) -> bool {
+        let want = [
+            wanted(self.up.wants_input(), self.down.pending()),
+            wanted(self.down.wants_input(), self.up.pending()),
+        ];
+        for (i, (fd, tag)) in [
+            (&self.consumer, TAG_CONSUMER),
+            (&self.provider, TAG_PROVIDER),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if want[i] != self.interest[i] {
+                let mut ev = EpollEvent::new(want[i], token(id, tag));
+                if epoll.modify(fd, &mut ev).is_err() {
+                    return false;
+                }
+                self.interest[i] = want[i];
+            }
+        }
+        true
+    }
+
     /// Move bytes both ways until neither can; false when the connection
     /// is over (both directions ended, or an error).
     fn pump(&mut self, scratch: &mut Vec<u8>) -> bool {
@@ -602,7 +667,7 @@ impl Mesh {
                 TAG_LISTENER => self.accept(id),
                 _ => {
                     let alive = match self.conns.get_mut(&id) {
-                        Some(c) => c.pump(&mut self.scratch),
+                        Some(c) => c.pump(&mut self.scratch) && c.register(&self.epoll, id),
                         None => continue,
                     };
                     if !alive {
@@ -673,10 +738,7 @@ impl Mesh {
             };
             let id = self.next;
             self.next += 1;
-            let flags = EpollFlags::EPOLLIN
-                | EpollFlags::EPOLLOUT
-                | EpollFlags::EPOLLRDHUP
-                | EpollFlags::EPOLLET;
+            let flags = wanted(true, false);
             let ok = self
                 .epoll
                 .add(&fd, EpollEvent::new(flags, token(id, TAG_CONSUMER)))
@@ -703,6 +765,7 @@ impl Mesh {
                 down,
                 filter,
                 listener: lid,
+                interest: [flags, flags],
             };
             if ok.is_err() {
                 let _ = self.epoll.delete(&conn.consumer);
@@ -710,7 +773,7 @@ impl Mesh {
             }
             // Whatever is already there moves now (edge triggered: no event
             // would say so again).
-            if conn.pump(&mut self.scratch) {
+            if conn.pump(&mut self.scratch) && conn.register(&self.epoll, id) {
                 self.conns.insert(id, conn);
             } else {
                 let _ = self.epoll.delete(&conn.consumer);
