@@ -228,6 +228,16 @@ fn proc_root(pid: i32) -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// A non-blocking, close-on-exec unix stream socket.
+fn stream_socket() -> nix::Result<OwnedFd> {
+    socket::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+}
+
 /// A listening socket at `target` in the mount namespace of `pid`: its
 /// directories made, whatever was at the path replaced, mode 0666.
 pub fn listen_in(pid: i32, target: &str) -> std::io::Result<OwnedFd> {
@@ -267,12 +277,7 @@ pub fn listen_in(pid: i32, target: &str) -> std::io::Result<OwnedFd> {
         Ok(()) | Err(Errno::ENOENT) => {}
         Err(e) => return Err(e.into()),
     }
-    let sock = socket::socket(
-        AddressFamily::Unix,
-        SockType::Stream,
-        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
+    let sock = stream_socket()?;
     let addr = UnixAddr::new(format!("/proc/self/fd/{}/{base}", real.as_raw_fd()).as_str())?;
     bind(sock.as_raw_fd(), &addr)?;
     let name = CString::new(base.as_str()).map_err(|_| Errno::EINVAL)?;
@@ -293,12 +298,7 @@ pub fn connect_in(pid: i32, socket_path: &str, uid: Option<u32>) -> std::io::Res
     // The socket itself, its path resolved inside the provider: connect
     // through the descriptor, never through a path a symlink could bend.
     let target = open_in(root.as_fd(), &rel, OFlag::O_PATH)?;
-    let sock = socket::socket(
-        AddressFamily::Unix,
-        SockType::Stream,
-        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
+    let sock = stream_socket()?;
     let addr = UnixAddr::new(format!("/proc/self/fd/{}", target.as_raw_fd()).as_str())?;
     let result = match uid {
         None => connect(sock.as_raw_fd(), &addr),
