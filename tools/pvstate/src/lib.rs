@@ -10,6 +10,7 @@
 //! - [`glob`]: the one glob matcher (fnmatch, and state-key patterns).
 
 pub mod canonical;
+pub mod chunks;
 pub mod diff;
 mod error;
 pub mod glob;

@@ -105,6 +105,15 @@ impl ObjectWriter {
         Ok(())
     }
 
+    /// Read back `buf.len()` bytes written at `offset`.
+    pub fn read_back(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.tmp
+            .as_file()
+            .read_exact_at(buf, offset)
+            .map_err(|e| Error::io(self.tmp.path(), e))
+    }
+
     /// Bytes written so far.
     pub fn size(&self) -> u64 {
         self.size

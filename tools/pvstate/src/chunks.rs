@@ -1,0 +1,362 @@
+//! Chunk indexes of objects, for updates that send only what changed
+//! inside an object.
+//!
+//! An object is cut at content-defined boundaries (FastCDC, its 2020 form:
+//! 4 KiB minimum, 16 KiB average, 64 KiB maximum), so bytes that did not
+//! change produce the same chunks even when what comes before them grew or
+//! shrank. Each chunk is named by its sha256. The index (`pv-chunks@1`, a
+//! text file beside the object) lists them in order:
+//!
+//! ```text
+//! pv-chunks@1 <object sha256> <object size> <chunk count>
+//! <chunk sha256> <length>
+//! …
+//! ```
+//!
+//! A receiver that holds other objects with indexes needs only the chunks
+//! none of them has ([`plan`]); it assembles the new object from its own
+//! chunks and the received ones, streaming, and the object's own sha256 is
+//! checked at the end whatever the chunks said ([`assemble`]).
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::store::ObjectStore;
+use crate::{Error, ObjectId, Result};
+
+pub const SPEC: &str = "pv-chunks@1";
+pub const MIN_SIZE: u32 = 4 * 1024;
+pub const AVG_SIZE: u32 = 16 * 1024;
+pub const MAX_SIZE: u32 = 64 * 1024;
+
+/// One chunk: where it is in its object, how long, and its sha256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunk {
+    pub offset: u64,
+    pub len: u32,
+    pub id: [u8; 32],
+}
+
+/// The chunks of one object, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Index {
+    pub object: ObjectId,
+    pub size: u64,
+    pub chunks: Vec<Chunk>,
+}
+
+impl Index {
+    /// Cut what `reader` yields (its object's bytes) into chunks.
+    pub fn of_reader(reader: impl Read) -> io::Result<Index> {
+        let mut whole = Sha256::new();
+        let mut chunks = Vec::new();
+        let mut size = 0u64;
+        for c in fastcdc::v2020::StreamCDC::new(reader, MIN_SIZE, AVG_SIZE, MAX_SIZE) {
+            let c = c.map_err(|e| match e {
+                fastcdc::v2020::Error::IoError(e) => e,
+                other => io::Error::other(format!("{other:?}")),
+            })?;
+            whole.update(&c.data);
+            chunks.push(Chunk {
+                offset: c.offset,
+                len: c.length as u32,
+                id: Sha256::digest(&c.data).into(),
+            });
+            size += c.length as u64;
+        }
+        Ok(Index {
+            object: ObjectId::from_digest(whole.finalize().into()),
+            size,
+            chunks,
+        })
+    }
+
+    pub fn of_file(path: &Path) -> Result<Index> {
+        let f = File::open(path).map_err(|e| Error::io(path, e))?;
+        Index::of_reader(io::BufReader::with_capacity(1 << 20, f)).map_err(|e| Error::io(path, e))
+    }
+
+    /// The index file's text.
+    pub fn to_text(&self) -> String {
+        let mut s = format!(
+            "{SPEC} {} {} {}\n",
+            self.object,
+            self.size,
+            self.chunks.len()
+        );
+        for c in &self.chunks {
+            s.push_str(&hex::encode(c.id));
+            s.push(' ');
+            s.push_str(&c.len.to_string());
+            s.push('\n');
+        }
+        s
+    }
+
+    /// An index file's text, checked: its chunks add up to its size.
+    pub fn parse(text: &str) -> std::result::Result<Index, String> {
+        let mut lines = text.lines();
+        let head = lines.next().ok_or("empty chunk index")?;
+        let f: Vec<&str> = head.split(' ').collect();
+        let [spec, object, size, count] = f[..] else {
+            return Err(format!(
+                "chunk index header {head:?}: expected `{SPEC} SHA SIZE COUNT`"
+            ));
+        };
+        if spec != SPEC {
+            return Err(format!("chunk index: {spec:?} is not {SPEC}"));
+        }
+        let object: ObjectId = object.parse().map_err(|e: Error| e.to_string())?;
+        let size: u64 = size
+            .parse()
+            .map_err(|_| format!("chunk index: bad size {size:?}"))?;
+        let count: usize = count
+            .parse()
+            .map_err(|_| format!("chunk index: bad count {count:?}"))?;
+        let mut chunks = Vec::with_capacity(count.min(1 << 20));
+        let mut offset = 0u64;
+        for (n, line) in lines.enumerate() {
+            let (id, len) = line
+                .split_once(' ')
+                .ok_or_else(|| format!("chunk index line {}: {line:?}", n + 2))?;
+            let mut digest = [0u8; 32];
+            hex::decode_to_slice(id, &mut digest)
+                .map_err(|_| format!("chunk index line {}: bad sha256 {id:?}", n + 2))?;
+            let len: u32 = len
+                .parse()
+                .ok()
+                .filter(|l| *l > 0 && *l <= MAX_SIZE)
+                .ok_or_else(|| format!("chunk index line {}: bad length {len:?}", n + 2))?;
+            chunks.push(Chunk {
+                offset,
+                len,
+                id: digest,
+            });
+            offset += len as u64;
+        }
+        if chunks.len() != count || offset != size {
+            return Err(format!(
+                "chunk index: {} chunks of {offset} bytes, the header says {count} of {size}",
+                chunks.len()
+            ));
+        }
+        Ok(Index {
+            object,
+            size,
+            chunks,
+        })
+    }
+
+    /// Where the index of object `id` is kept in a store: beside it.
+    pub fn path_in(store: &ObjectStore, id: &ObjectId) -> PathBuf {
+        store.dir().join(format!("{id}.chunks"))
+    }
+
+    /// The stored index of `id`, if there is one and it reads.
+    pub fn load(store: &ObjectStore, id: &ObjectId) -> Option<Index> {
+        let text = std::fs::read_to_string(Index::path_in(store, id)).ok()?;
+        Index::parse(&text).ok().filter(|i| &i.object == id)
+    }
+
+    /// Keep this index beside its object.
+    pub fn save(&self, store: &ObjectStore) -> Result<()> {
+        crate::store::write_atomic(
+            &Index::path_in(store, &self.object),
+            self.to_text().as_bytes(),
+        )
+    }
+}
+
+/// What sending an object costs when the receiver holds some others.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// The object's size (what sending it whole costs).
+    pub size: u64,
+    /// Chunks to send, each once, in the order the object needs them.
+    pub send: Vec<Chunk>,
+    pub send_bytes: u64,
+    /// Bytes the receiver takes from what it has.
+    pub reused_bytes: u64,
+}
+
+/// The chunks of `new` that no index in `have` (the receiver's) holds.
+pub fn plan(new: &Index, have: &[&Index]) -> Plan {
+    let held: HashSet<[u8; 32]> = have
+        .iter()
+        .flat_map(|i| i.chunks.iter().map(|c| c.id))
+        .collect();
+    let mut queued = HashSet::new();
+    let mut send = Vec::new();
+    let (mut send_bytes, mut reused_bytes) = (0, 0);
+    for c in &new.chunks {
+        if held.contains(&c.id) || queued.contains(&c.id) {
+            reused_bytes += c.len as u64;
+        } else {
+            queued.insert(c.id);
+            send_bytes += c.len as u64;
+            send.push(c.clone());
+        }
+    }
+    Plan {
+        size: new.size,
+        send,
+        send_bytes,
+        reused_bytes,
+    }
+}
+
+/// Build object `new` in `store` from the chunks of objects the store
+/// holds (`have`: their indexes) and from `received` (asked for each chunk
+/// no held object has, in order; each is checked against its sha256).
+/// One chunk is in memory at a time; the object is written to a temporary
+/// file, its sha256 checked, and only then moved into place: on any
+/// failure the store is as it was.
+pub fn assemble(
+    store: &ObjectStore,
+    new: &Index,
+    have: &[&Index],
+    received: &mut dyn FnMut(&Chunk) -> io::Result<Vec<u8>>,
+) -> Result<(ObjectId, u64)> {
+    let mut local: HashMap<[u8; 32], (usize, u64, u32)> = HashMap::new();
+    for (n, idx) in have.iter().enumerate() {
+        for c in &idx.chunks {
+            local.entry(c.id).or_insert((n, c.offset, c.len));
+        }
+    }
+    let mut files: Vec<Option<File>> = have.iter().map(|_| None).collect();
+    // Chunks this object holds twice are taken from what was written.
+    let mut written: HashMap<[u8; 32], (u64, u32)> = HashMap::new();
+    let mut out = store.writer(Some(&new.object))?;
+    let mut buf = vec![0u8; MAX_SIZE as usize];
+    for c in &new.chunks {
+        let len = c.len as usize;
+        let data: &[u8] = if let Some(&(n, offset, l)) = local.get(&c.id) {
+            if files[n].is_none() {
+                let path = store.path(&have[n].object);
+                files[n] = Some(File::open(&path).map_err(|e| Error::io(&path, e))?);
+            }
+            let f = files[n].as_ref().expect("opened above");
+            f.read_exact_at(&mut buf[..l as usize], offset)
+                .map_err(|e| Error::io(store.path(&have[n].object), e))?;
+            &buf[..l as usize]
+        } else if let Some(&(offset, l)) = written.get(&c.id) {
+            out.read_back(&mut buf[..l as usize], offset)?;
+            &buf[..l as usize]
+        } else {
+            let got =
+                received(c).map_err(|e| Error::io(format!("chunk {}", hex::encode(c.id)), e))?;
+            if got.len() != len || <[u8; 32]>::from(Sha256::digest(&got)) != c.id {
+                return Err(Error::HashMismatch {
+                    expected: format!("chunk {}", hex::encode(c.id)),
+                    actual: hex::encode(Sha256::digest(&got)),
+                });
+            }
+            buf[..len].copy_from_slice(&got);
+            &buf[..len]
+        };
+        if data.len() != len {
+            return Err(Error::HashMismatch {
+                expected: format!("chunk {} of {len} bytes", hex::encode(c.id)),
+                actual: format!("{} bytes", data.len()),
+            });
+        }
+        let at = out.size();
+        out.write(data)?;
+        written.entry(c.id).or_insert((at, c.len));
+    }
+    out.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bytes that do not repeat (a counter through sha256).
+    fn noise(seed: u8, n: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(n + 32);
+        let mut i = 0u64;
+        while out.len() < n {
+            let mut h = Sha256::new();
+            h.update([seed]);
+            h.update(i.to_le_bytes());
+            out.extend_from_slice(&h.finalize());
+            i += 1;
+        }
+        out.truncate(n);
+        out
+    }
+
+    #[test]
+    fn an_index_reads_back_and_its_chunks_cover_the_object() {
+        let data = noise(1, 300_000);
+        let idx = Index::of_reader(&data[..]).unwrap();
+        assert_eq!(idx.size, 300_000);
+        assert_eq!(
+            idx.object,
+            ObjectId::from_digest(Sha256::digest(&data).into())
+        );
+        assert!(idx.chunks.len() > 5 && idx.chunks.iter().all(|c| c.len <= MAX_SIZE));
+        assert_eq!(Index::parse(&idx.to_text()).unwrap(), idx);
+        let mut bad = idx.to_text();
+        bad.push_str(&format!("{} 10\n", hex::encode([0u8; 32])));
+        assert!(Index::parse(&bad).unwrap_err().contains("the header says"));
+    }
+
+    #[test]
+    fn an_insertion_costs_the_chunks_around_it_not_the_rest() {
+        let old = noise(2, 1_000_000);
+        let mut new = old.clone();
+        new.splice(500_000..500_000, noise(3, 1000));
+        let (a, b) = (
+            Index::of_reader(&old[..]).unwrap(),
+            Index::of_reader(&new[..]).unwrap(),
+        );
+        let p = plan(&b, &[&a]);
+        assert_eq!(p.send_bytes + p.reused_bytes, new.len() as u64);
+        assert!(p.send_bytes < 150_000, "{} bytes to send", p.send_bytes);
+        // Nothing held: everything goes.
+        assert_eq!(plan(&b, &[]).send_bytes, new.len() as u64);
+    }
+
+    #[test]
+    fn assembled_objects_are_byte_identical_and_a_bad_chunk_changes_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = ObjectStore::open(tmp.path().join("objects")).unwrap();
+        let old = noise(4, 800_000);
+        let old_id = store.put_bytes(&old).unwrap();
+        let a = Index::of_reader(&old[..]).unwrap();
+        a.save(&store).unwrap();
+        assert_eq!(Index::load(&store, &old_id).unwrap(), a);
+        let mut new = old.clone();
+        new[100_000..100_010].copy_from_slice(b"0123456789");
+        new.extend_from_slice(&noise(5, 50_000));
+        let b = Index::of_reader(&new[..]).unwrap();
+        let p = plan(&b, &[&a]);
+        // A corrupted chunk: refused, the store unchanged.
+        let before = store.list().unwrap();
+        let mut evil = |c: &Chunk| {
+            let mut d = new[c.offset as usize..(c.offset + c.len as u64) as usize].to_vec();
+            d[0] ^= 1;
+            Ok(d)
+        };
+        assert!(matches!(
+            assemble(&store, &b, &[&a], &mut evil),
+            Err(Error::HashMismatch { .. })
+        ));
+        assert_eq!(store.list().unwrap(), before);
+        let mut asked = 0u64;
+        let mut honest = |c: &Chunk| {
+            asked += c.len as u64;
+            Ok(new[c.offset as usize..(c.offset + c.len as u64) as usize].to_vec())
+        };
+        let (id, size) = assemble(&store, &b, &[&a], &mut honest).unwrap();
+        assert_eq!((id.clone(), size), (b.object.clone(), new.len() as u64));
+        assert_eq!(std::fs::read(store.path(&id)).unwrap(), new);
+        assert_eq!(asked, p.send_bytes);
+    }
+}
