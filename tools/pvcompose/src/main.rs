@@ -62,6 +62,10 @@ struct SquashArgs {
     /// Do not store extended attributes.
     #[arg(long)]
     no_xattrs: bool,
+    /// No fragment blocks: each file's data in blocks of its own (larger
+    /// image; an unchanged file keeps its bytes, for chunk deltas).
+    #[arg(long)]
+    no_fragments: bool,
 }
 
 impl SquashArgs {
@@ -97,6 +101,7 @@ impl SquashArgs {
                 .map(|b| (b / (1024 * 1024)).max(1)),
             processors: self.processors,
             xattrs: !self.no_xattrs,
+            fragments: !self.no_fragments,
         };
         opts.check()?;
         Ok(opts)

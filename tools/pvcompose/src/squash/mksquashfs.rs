@@ -80,6 +80,9 @@ impl Mksquashfs {
             args.extend(["-Xbcj".into(), bcj.to_string()]);
         }
         args.push(if opts.xattrs { "-xattrs" } else { "-no-xattrs" }.into());
+        if !opts.fragments {
+            args.push("-no-fragments".into());
+        }
         if let Some(p) = opts.processors {
             args.extend(["-processors".into(), p.to_string()]);
         }
@@ -198,5 +201,10 @@ mod tests {
             args,
             "-noappend -no-progress -quiet -reproducible -comp xz -b 131072 -Xbcj x86 -xattrs -processors 2 -mem 256M -wildcards -ef /tmp/ex"
         );
+        let opts = SquashOptions {
+            fragments: false,
+            ..Default::default()
+        };
+        assert!(m.args(&opts, None).contains(&"-no-fragments".to_string()));
     }
 }

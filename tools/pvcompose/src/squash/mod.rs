@@ -101,6 +101,11 @@ pub struct SquashOptions {
     /// Threads for compression; all cores when None.
     pub processors: Option<usize>,
     pub xattrs: bool,
+    /// Pack small files and tails together in fragment blocks (smaller
+    /// images). Without (`-no-fragments`) every file's blocks are its own,
+    /// so an unchanged file keeps its bytes in a changed image and chunk
+    /// deltas find it (docs/deltas.md measures both).
+    pub fragments: bool,
 }
 
 impl Default for SquashOptions {
@@ -112,6 +117,7 @@ impl Default for SquashOptions {
             excludes: Vec::new(),
             mtime: None,
             mem_mib: None,
+            fragments: true,
             processors: None,
             xattrs: true,
         }
