@@ -105,6 +105,11 @@ impl ObjectWriter {
         Ok(())
     }
 
+    /// The store this object goes into.
+    pub fn store(&self) -> &ObjectStore {
+        &self.store
+    }
+
     /// Read back `buf.len()` bytes written at `offset`.
     pub fn read_back(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         use std::os::unix::fs::FileExt;

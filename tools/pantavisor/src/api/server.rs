@@ -15,6 +15,7 @@ use std::time::Duration;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use pvstate::store::ObjectWriter;
+use pvstate::ObjectId;
 use serde_json::json;
 
 use super::conn::Conn;
@@ -26,10 +27,33 @@ const TOKEN_UNIX: u64 = 1;
 const TOKEN_TCP: u64 = 2;
 const TOKEN_CLIENT_BASE: u64 = 1_000;
 
-/// An object upload under way.
+/// An object upload under way: the object itself, or a chunk delta
+/// (`PUT /objects/SHA/delta`, pvstate::chunks) that builds it from objects
+/// the device holds and the chunks it carries.
 struct Upload {
-    writer: ObjectWriter,
+    writer: Sink,
     remaining: u64,
+}
+
+enum Sink {
+    Whole(ObjectWriter),
+    Delta(pvstate::chunks::DeltaWriter),
+}
+
+impl Sink {
+    fn write(&mut self, data: &[u8]) -> pvstate::Result<()> {
+        match self {
+            Sink::Whole(w) => w.write(data),
+            Sink::Delta(d) => d.write(data),
+        }
+    }
+
+    fn finish(self) -> pvstate::Result<(ObjectId, u64)> {
+        match self {
+            Sink::Whole(w) => w.finish(),
+            Sink::Delta(d) => d.finish(),
+        }
+    }
 }
 
 struct Client {
@@ -267,11 +291,20 @@ impl Server {
             // An object upload is streamed to storage, not held in memory.
             if head.method == "PUT" && head.path.starts_with("/objects/") {
                 let sha = &head.path["/objects/".len()..];
+                let (sha, delta) = match sha.strip_suffix("/delta") {
+                    Some(s) => (s, true),
+                    None => (sha, false),
+                };
                 let begun = svc.may_manage(&client.caller).and_then(|()| {
-                    let id = sha
+                    let id: ObjectId = sha
                         .parse()
                         .map_err(|_| Refusal::Invalid(format!("\"{sha}\" is not an object id")))?;
-                    svc.begin_upload(&id, head.length)
+                    let writer = svc.begin_upload(&id, head.length)?;
+                    Ok(if delta {
+                        Sink::Delta(pvstate::chunks::DeltaWriter::over(writer, &id))
+                    } else {
+                        Sink::Whole(writer)
+                    })
                 });
                 client.upload = match begun {
                     Ok(writer) => Some(Upload {
@@ -339,6 +372,7 @@ fn feed(upload: &mut Option<Upload>, data: &[u8]) -> Option<Vec<u8>> {
 fn object_refusal(e: pvstate::Error) -> Refusal {
     match e {
         pvstate::Error::HashMismatch { .. } => Refusal::Corrupt(e.to_string()),
+        pvstate::Error::Archive { .. } => Refusal::Invalid(e.to_string()),
         pvstate::Error::Io { ref source, .. } => Refusal::io("object", source),
         other => Refusal::Failed(other.to_string()),
     }
@@ -504,6 +538,53 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(names, [id], "no temporary file remains");
+    }
+
+    #[test]
+    fn a_chunk_delta_builds_an_object_from_one_the_store_holds() {
+        use pvstate::chunks::{encode, Index};
+        let (dir, unix, _, stop, thread) = serve(false);
+        let old: Vec<u8> = (0..2u32 << 20)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        let old_id = hex::encode(Sha256::digest(&old));
+        assert_eq!(unix.call("PUT", &format!("/objects/{old_id}"), &old).unwrap().status, 200);
+        let mut new = old.clone();
+        new[1_000_000..1_000_100].fill(7);
+        let tmp = tempfile::tempdir().unwrap();
+        let new_path = tmp.path().join("new");
+        std::fs::write(&new_path, &new).unwrap();
+        let (a, b) = (
+            Index::of_reader(&old[..]).unwrap(),
+            Index::of_file(&new_path).unwrap(),
+        );
+        let mut stream = Vec::new();
+        encode(&b, &std::fs::File::open(&new_path).unwrap(), &[&a], &mut stream).unwrap();
+        assert!(stream.len() < 200_000, "{}", stream.len());
+        let path = format!("/objects/{}/delta", b.object);
+        let r = unix.call("PUT", &path, &stream).unwrap();
+        assert_eq!(r.status, 200, "{}", r.message());
+        assert_eq!(
+            std::fs::read(dir.path().join("objects").join(b.object.to_string())).unwrap(),
+            new
+        );
+        // A delta whose base the device lacks: refused, saying what to do.
+        let mut other = Vec::new();
+        let c = Index::of_reader(&new[..100_000]).unwrap();
+        std::fs::write(tmp.path().join("c"), &new[..100_000]).unwrap();
+        let ghost = Index {
+            object: "1".repeat(64).parse().unwrap(),
+            ..a.clone()
+        };
+        encode(&c, &std::fs::File::open(tmp.path().join("c")).unwrap(), &[&ghost], &mut other)
+            .unwrap();
+        let r = unix
+            .call("PUT", &format!("/objects/{}/delta", c.object), &other)
+            .unwrap();
+        assert_eq!(r.status, 400, "{}", r.message());
+        assert!(r.message().contains("send the object whole"), "{}", r.message());
+        stop.store(true, Ordering::SeqCst);
+        thread.join().unwrap();
     }
 
     #[test]
