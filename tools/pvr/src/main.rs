@@ -9,6 +9,7 @@
 //! commit, checkout, export) are here.
 
 mod app;
+mod delta;
 mod device;
 mod docker;
 mod error;

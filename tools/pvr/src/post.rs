@@ -154,6 +154,19 @@ pub(crate) fn upload_progress(k: usize, count: usize, id: &str, n: u64, so_far: 
     }
 }
 
+/// The state of the revision the device runs.
+pub(crate) fn running_state(device: &Device) -> Result<State> {
+    let rev = device.json("GET", "/device-meta", b"")?["pantavisor.revision"]
+        .as_str()
+        .unwrap_or("0")
+        .to_string();
+    Ok(State::parse(&pvstate::canonical::to_vec(&device.json(
+        "GET",
+        &format!("/steps/{rev}"),
+        b"",
+    )?))?)
+}
+
 /// The ids of the objects the device has.
 pub(crate) fn device_objects(device: &Device) -> Result<BTreeSet<String>> {
     Ok(device
@@ -206,6 +219,16 @@ pub(crate) fn diff(dir: &Path, device: Option<String>, token: Option<String>) ->
         .filter(|id| !have.contains(id.as_str()))
         .collect();
     let bytes = pool_bytes(&pool, missing.iter());
+    // What chunk deltas against the device's objects would send instead.
+    let preds = crate::delta::predecessors(&ours, &running, &have, &pool);
+    let mut with_chunks = 0u64;
+    for id in &missing {
+        let whole = pool_bytes(&pool, std::iter::once(id));
+        with_chunks += match preds.get(id) {
+            Some(base) => crate::delta::worth(&pool, id, base)?.map_or(whole, |p| p.send_bytes),
+            None => whole,
+        };
+    }
     println!("against the device's revision {rev}:");
     println!(
         "  transition: {}",
@@ -220,6 +243,10 @@ pub(crate) fn diff(dir: &Path, device: Option<String>, token: Option<String>) ->
         t.restart, t.start, t.stop
     );
     println!("  objects to send: {} ({} bytes)", missing.len(), bytes);
+    println!(
+        "  with chunk deltas: {with_chunks} bytes ({} object(s) against the device's copy of their predecessor)",
+        preds.len()
+    );
     Ok(())
 }
 
@@ -261,7 +288,18 @@ pub(crate) fn post(
         .collect();
     let total = pool_bytes(&pool, ids.iter());
     let to_send = pool_bytes(&pool, missing.iter().copied());
+    // The device stores each object whole, however it is sent.
     room_for(device, to_send)?;
+    // Objects whose predecessor the device runs go as chunk deltas.
+    let preds = if force {
+        Default::default()
+    } else {
+        running_state(device)
+            .map(|running| crate::delta::predecessors(&state, &running, &have, &pool))
+            .unwrap_or_default()
+    };
+    let by_delta = std::sync::atomic::AtomicU64::new(0);
+    let whole_of_delta = std::sync::atomic::AtomicU64::new(0);
     // Up to four uploads at once, each on its own connection.
     let next = std::sync::atomic::AtomicUsize::new(0);
     let done = std::sync::atomic::AtomicUsize::new(0);
@@ -276,7 +314,25 @@ pub(crate) fn post(
                 }
                 let id = missing[i];
                 let path = pool.path(id);
-                let result = remote::put_object(device, id, &path);
+                let delta = preds.get(id).and_then(|base| {
+                    crate::delta::worth(&pool, id, base)
+                        .ok()
+                        .flatten()
+                        .and_then(|_| {
+                            crate::delta::put_delta(device, &pool, id, base)
+                                .ok()
+                                .flatten()
+                        })
+                });
+                let result = match delta {
+                    Some(n) => {
+                        by_delta.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+                        let whole = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                        whole_of_delta.fetch_add(whole, std::sync::atomic::Ordering::SeqCst);
+                        Ok(n)
+                    }
+                    None => remote::put_object(device, id, &path),
+                };
                 match result {
                     Ok(n) => {
                         let so_far =
@@ -323,6 +379,13 @@ pub(crate) fn post(
         ids.len(),
         json.len()
     );
+    let (d, w) = (by_delta.into_inner(), whole_of_delta.into_inner());
+    if w > 0 {
+        println!(
+            "  by chunk deltas: {d} bytes instead of {w} ({:.1} %)",
+            100.0 * d as f64 / w as f64
+        );
+    }
     Ok(rev)
 }
 

@@ -321,7 +321,9 @@ fn clone_update_sign_post_run() {
     assert!(
         plan.contains("no reboot")
             && plan.contains("restart: [\"app1\"]")
-            && plan.contains("objects to send: 1 ("),
+            && plan.contains("objects to send: 1 (")
+            && plan.contains("with chunk deltas: ")
+            && plan.contains("(1 object(s) against the device's copy of their predecessor)"),
         "{plan}"
     );
 
@@ -343,7 +345,19 @@ fn clone_update_sign_post_run() {
         .unwrap()
         .parse()
         .unwrap();
-    assert_eq!(sent, object_size + committed.len() as u64, "{out}");
+    // The new image differs from the one the device runs by a file: it
+    // goes as a chunk delta, which the device builds and checks.
+    let by_chunks: Vec<u64> = out
+        .split("by chunk deltas: ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no chunk delta: {out}"))
+        .split(' ')
+        .filter_map(|w| w.parse().ok())
+        .take(2)
+        .collect();
+    assert_eq!(by_chunks[1], object_size, "{out}");
+    assert!(by_chunks[0] * 2 < object_size, "{out}");
+    assert_eq!(sent, by_chunks[0] + committed.len() as u64, "{out}");
     assert!(out.contains("(1 of "), "{out}");
     // Posting again (as after an interruption) sends no object again.
     let (_, out, _) = pvr(&ws, &["post", "--rev", "locals/x"]);

@@ -295,7 +295,10 @@ pub fn encode(
         written += bytes.len() as u64;
         out.write_all(bytes)
     };
-    emit(out, format!("{DELTA_SPEC} {} {}\n", new.object, new.size).as_bytes())?;
+    emit(
+        out,
+        format!("{DELTA_SPEC} {} {}\n", new.object, new.size).as_bytes(),
+    )?;
     // A run of local bytes not yet written: (object, offset, length).
     let mut run: Option<(&ObjectId, u64, u64)> = None;
     let mut buf = vec![0u8; MAX_SIZE as usize];
@@ -318,7 +321,10 @@ pub fn encode(
         }
         let data = &mut buf[..c.len as usize];
         new_data.read_exact_at(data, c.offset)?;
-        emit(out, format!("D {} {}\n", hex::encode(c.id), c.len).as_bytes())?;
+        emit(
+            out,
+            format!("D {} {}\n", hex::encode(c.id), c.len).as_bytes(),
+        )?;
         emit(out, data)?;
     }
     if let Some((o, start, len)) = run.take() {
@@ -632,7 +638,11 @@ mod tests {
         drop(w);
         let mut w = DeltaWriter::new(&store, &b.object).unwrap();
         w.write(&stream[..stream.len() - 2]).unwrap();
-        assert!(w.finish().unwrap_err().to_string().contains("before its end record"));
+        assert!(w
+            .finish()
+            .unwrap_err()
+            .to_string()
+            .contains("before its end record"));
         let other = ObjectStore::open(tmp.path().join("other")).unwrap();
         let mut w = DeltaWriter::new(&other, &b.object).unwrap();
         let e = w.write(&stream).unwrap_err().to_string();

@@ -37,7 +37,7 @@ struct Upload {
 
 enum Sink {
     Whole(ObjectWriter),
-    Delta(pvstate::chunks::DeltaWriter),
+    Delta(Box<pvstate::chunks::DeltaWriter>),
 }
 
 impl Sink {
@@ -301,7 +301,7 @@ impl Server {
                         .map_err(|_| Refusal::Invalid(format!("\"{sha}\" is not an object id")))?;
                     let writer = svc.begin_upload(&id, head.length)?;
                     Ok(if delta {
-                        Sink::Delta(pvstate::chunks::DeltaWriter::over(writer, &id))
+                        Sink::Delta(Box::new(pvstate::chunks::DeltaWriter::over(writer, &id)))
                     } else {
                         Sink::Whole(writer)
                     })
@@ -548,7 +548,12 @@ mod tests {
             .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
             .collect();
         let old_id = hex::encode(Sha256::digest(&old));
-        assert_eq!(unix.call("PUT", &format!("/objects/{old_id}"), &old).unwrap().status, 200);
+        assert_eq!(
+            unix.call("PUT", &format!("/objects/{old_id}"), &old)
+                .unwrap()
+                .status,
+            200
+        );
         let mut new = old.clone();
         new[1_000_000..1_000_100].fill(7);
         let tmp = tempfile::tempdir().unwrap();
@@ -559,7 +564,13 @@ mod tests {
             Index::of_file(&new_path).unwrap(),
         );
         let mut stream = Vec::new();
-        encode(&b, &std::fs::File::open(&new_path).unwrap(), &[&a], &mut stream).unwrap();
+        encode(
+            &b,
+            &std::fs::File::open(&new_path).unwrap(),
+            &[&a],
+            &mut stream,
+        )
+        .unwrap();
         assert!(stream.len() < 200_000, "{}", stream.len());
         let path = format!("/objects/{}/delta", b.object);
         let r = unix.call("PUT", &path, &stream).unwrap();
@@ -576,13 +587,22 @@ mod tests {
             object: "1".repeat(64).parse().unwrap(),
             ..a.clone()
         };
-        encode(&c, &std::fs::File::open(tmp.path().join("c")).unwrap(), &[&ghost], &mut other)
-            .unwrap();
+        encode(
+            &c,
+            &std::fs::File::open(tmp.path().join("c")).unwrap(),
+            &[&ghost],
+            &mut other,
+        )
+        .unwrap();
         let r = unix
             .call("PUT", &format!("/objects/{}/delta", c.object), &other)
             .unwrap();
         assert_eq!(r.status, 400, "{}", r.message());
-        assert!(r.message().contains("send the object whole"), "{}", r.message());
+        assert!(
+            r.message().contains("send the object whole"),
+            "{}",
+            r.message()
+        );
         stop.store(true, Ordering::SeqCst);
         thread.join().unwrap();
     }
