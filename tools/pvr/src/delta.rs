@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use pvctrl::Client as Device;
-use pvstate::chunks::{encode, plan, Index, Plan};
+use pvstate::chunks::{encode_from, plan, Index, Plan};
 use pvstate::{ObjectId, ObjectStore, State};
 
 use crate::error::{Error, Result};
@@ -59,7 +59,8 @@ pub(crate) fn worth(pool: &ObjectStore, id: &ObjectId, base: &ObjectId) -> Resul
 }
 
 /// Send `id` to the device as a delta against `base`: the bytes sent, or
-/// None when the device refused it (then it goes whole).
+/// None when the device refused it (then it goes whole). A part the device
+/// kept of an interrupted delta of `id` is not sent again.
 pub(crate) fn put_delta(
     device: &Device,
     pool: &ObjectStore,
@@ -67,15 +68,39 @@ pub(crate) fn put_delta(
     base: &ObjectId,
 ) -> Result<Option<u64>> {
     let (new, old) = (index(pool, id)?, index(pool, base)?);
+    let kept = device
+        .json("GET", &format!("/objects/{id}/partial"), b"")
+        .ok()
+        .and_then(|v| v["bytes"].as_u64())
+        .unwrap_or(0);
+    for from in if kept > 0 { vec![kept, 0] } else { vec![0] } {
+        // The stream is written out first: its length goes in the head.
+        let (mut stream, len) = delta_file(pool, id, &new, &old, from)?;
+        let reply = device.call_reader("PUT", &format!("/objects/{id}/delta"), &mut stream, len)?;
+        if reply.ok() {
+            return Ok(Some(len));
+        }
+        // A kept part that was not usable after all: once more from nothing.
+    }
+    Ok(None)
+}
+
+/// The delta of `id` (index `new`) against `old` for a device that kept
+/// `kept` bytes, in a temporary file: the file, rewound, and its length.
+fn delta_file(
+    pool: &ObjectStore,
+    id: &ObjectId,
+    new: &Index,
+    old: &Index,
+    kept: u64,
+) -> Result<(std::fs::File, u64)> {
     let path = pool.path(id);
     let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
-    // The stream is written out first: its length goes in the request head.
     let mut tmp = tempfile::tempfile_in(pool.dir()).map_err(|e| Error::io(pool.dir(), e))?;
     let mut w = std::io::BufWriter::new(&mut tmp);
-    let len = encode(&new, &file, &[&old], &mut w).map_err(|e| Error::io(&path, e))?;
+    let len = encode_from(new, &file, &[old], kept, &mut w).map_err(|e| Error::io(&path, e))?;
     std::io::Write::flush(&mut w).map_err(|e| Error::io(pool.dir(), e))?;
     drop(w);
     std::io::Seek::rewind(&mut tmp).map_err(|e| Error::io(pool.dir(), e))?;
-    let reply = device.call_reader("PUT", &format!("/objects/{id}/delta"), &mut tmp, len)?;
-    Ok(reply.ok().then_some(len))
+    Ok((tmp, len))
 }

@@ -248,6 +248,14 @@ fn run(cli: Cli) -> Result<()> {
             let repo = Repo::open(&dir)?;
             let state = repo.working_state(true)?;
             repo.write_committed(&state)?;
+            // Chunk indexes of the committed objects, for the deltas post
+            // sends (kept beside them; one read of each new object).
+            let pool = repo.pool()?;
+            for id in state.object_ids() {
+                if pool.contains(&id) {
+                    delta::index(&pool, &id)?;
+                }
+            }
             if let Some(m) = message {
                 pvstate::store::write_atomic(&dir.join(".pvr/commitmsg"), m.as_bytes())?;
             }

@@ -284,6 +284,20 @@ pub fn encode(
     have: &[&Index],
     out: &mut dyn io::Write,
 ) -> io::Result<u64> {
+    encode_from(new, new_data, have, 0, out)
+}
+
+/// Like [`encode`], for a receiver that kept the first `kept` bytes of an
+/// interrupted delta of the same object: the stream begins with `P <n>`
+/// (keep the first n bytes, n the last chunk boundary within `kept`) and
+/// carries only what follows.
+pub fn encode_from(
+    new: &Index,
+    new_data: &File,
+    have: &[&Index],
+    kept: u64,
+    out: &mut dyn io::Write,
+) -> io::Result<u64> {
     let mut local: HashMap<[u8; 32], (&ObjectId, u64)> = HashMap::new();
     for idx in have {
         for c in &idx.chunks {
@@ -299,10 +313,19 @@ pub fn encode(
         out,
         format!("{DELTA_SPEC} {} {}\n", new.object, new.size).as_bytes(),
     )?;
+    let skip = new
+        .chunks
+        .iter()
+        .take_while(|c| c.offset + c.len as u64 <= kept)
+        .count();
+    if skip > 0 {
+        let c = &new.chunks[skip - 1];
+        emit(out, format!("P {}\n", c.offset + c.len as u64).as_bytes())?;
+    }
     // A run of local bytes not yet written: (object, offset, length).
     let mut run: Option<(&ObjectId, u64, u64)> = None;
     let mut buf = vec![0u8; MAX_SIZE as usize];
-    for c in &new.chunks {
+    for c in &new.chunks[skip..] {
         if let Some(&(obj, offset)) = local.get(&c.id) {
             run = match run {
                 Some((o, start, len)) if o == obj && start + len == offset => {
@@ -353,11 +376,22 @@ enum DeltaState {
 pub struct DeltaWriter {
     store: ObjectStore,
     expected: ObjectId,
-    out: crate::store::ObjectWriter,
+    /// None once finished.
+    out: Option<crate::store::ObjectWriter>,
     header: bool,
+    /// A record came after the header (a `P` must come first).
+    records: bool,
     state: DeltaState,
     line: Vec<u8>,
     size: u64,
+    /// Bytes built by complete records (chunks checked): what an
+    /// interrupted transfer keeps.
+    good: u64,
+}
+
+/// Where the kept part of an interrupted delta of object `id` waits.
+pub fn partial_path(store: &ObjectStore, id: &ObjectId) -> PathBuf {
+    store.dir().join(".partial").join(id.to_string())
 }
 
 impl DeltaWriter {
@@ -371,12 +405,18 @@ impl DeltaWriter {
         DeltaWriter {
             store: out.store().clone(),
             expected: expected.clone(),
-            out,
+            out: Some(out),
             header: false,
+            records: false,
             state: DeltaState::Line,
             line: Vec::new(),
             size: 0,
+            good: 0,
         }
+    }
+
+    fn out(&mut self) -> &mut crate::store::ObjectWriter {
+        self.out.as_mut().expect("a finished writer takes no bytes")
     }
 
     fn bad(&self, why: impl std::fmt::Display) -> Error {
@@ -407,7 +447,7 @@ impl DeltaWriter {
                     if !self.header {
                         return Err(self.bad("data before the header"));
                     }
-                    self.out.write(&data[..take])?;
+                    self.out().write(&data[..take])?;
                     data = &data[take..];
                     if let Some(got) = finished {
                         if got != id {
@@ -416,6 +456,7 @@ impl DeltaWriter {
                                 actual: hex::encode(got),
                             });
                         }
+                        self.good = self.out().size();
                     }
                 }
                 DeltaState::Line => {
@@ -453,7 +494,22 @@ impl DeltaWriter {
             self.header = true;
             return Ok(());
         }
+        let first = !self.records;
+        self.records = true;
         match f[..] {
+            ["P", len] if first => {
+                let len: u64 = len.parse().map_err(|_| self.bad("bad P length"))?;
+                let path = partial_path(&self.store, &self.expected);
+                let f = File::open(&path)
+                    .map_err(|_| self.bad("no kept part of an earlier transfer: send it all"))?;
+                let have = f.metadata().map_err(|e| Error::io(&path, e))?.len();
+                if have < len {
+                    return Err(self.bad(format!(
+                        "{have} bytes kept from an earlier transfer, not {len}: send it all"
+                    )));
+                }
+                self.copy_from(&f, &path, 0, len)
+            }
             ["E"] => {
                 self.state = DeltaState::Ended;
                 Ok(())
@@ -482,35 +538,57 @@ impl DeltaWriter {
                         "object {id} is not on this device: send the object whole"
                     ))
                 })?;
-                let out = &mut self.out;
-                let mut buf = vec![0u8; 64 * 1024];
-                let mut done = 0u64;
-                while done < len {
-                    let n = ((len - done) as usize).min(buf.len());
-                    f.read_exact_at(&mut buf[..n], offset + done)
-                        .map_err(|e| Error::io(&path, e))?;
-                    out.write(&buf[..n])?;
-                    done += n as u64;
-                }
-                Ok(())
+                self.copy_from(&f, &path, offset, len)
             }
             _ => Err(self.bad(format!("record {line:?}"))),
         }
     }
 
+    /// `len` bytes of `f` from `offset` onto the object.
+    fn copy_from(&mut self, f: &File, path: &Path, offset: u64, len: u64) -> Result<()> {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut done = 0u64;
+        while done < len {
+            let n = ((len - done) as usize).min(buf.len());
+            f.read_exact_at(&mut buf[..n], offset + done)
+                .map_err(|e| Error::io(path, e))?;
+            self.out().write(&buf[..n])?;
+            done += n as u64;
+        }
+        self.good = self.out().size();
+        Ok(())
+    }
+
     /// The object, checked and in place.
-    pub fn finish(self) -> Result<(ObjectId, u64)> {
+    pub fn finish(mut self) -> Result<(ObjectId, u64)> {
         if !matches!(self.state, DeltaState::Ended) {
             return Err(self.bad("the stream ended before its end record"));
         }
-        let built = self.out.size();
+        let built = self.out().size();
         if !self.header || built != self.size {
             return Err(self.bad(format!(
                 "{built} bytes built, the header says {}",
                 self.size
             )));
         }
-        self.out.finish()
+        let out = self.out.take().expect("not finished yet");
+        let done = out.finish()?;
+        let _ = std::fs::remove_file(partial_path(&self.store, &self.expected));
+        Ok(done)
+    }
+}
+
+impl Drop for DeltaWriter {
+    /// Unfinished (the connection dropped): what complete records built is
+    /// kept for the next transfer of this object (`P`); anything else goes.
+    fn drop(&mut self) {
+        let Some(out) = self.out.take() else { return };
+        if self.good == 0 || matches!(self.state, DeltaState::Ended) {
+            return;
+        }
+        let dir = self.store.dir().join(".partial");
+        let _ = std::fs::create_dir_all(&dir);
+        let _ = out.keep_prefix(self.good, &partial_path(&self.store, &self.expected));
     }
 }
 
@@ -649,5 +727,54 @@ mod tests {
         assert!(e.contains("is not on this device"), "{e}");
         assert_eq!(store.list().unwrap(), before);
         assert!(other.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_interrupted_delta_keeps_what_it_built_and_the_next_one_sends_only_the_rest() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = ObjectStore::open(tmp.path().join("objects")).unwrap();
+        let old = noise(8, 400_000);
+        store.put_bytes(&old).unwrap();
+        let a = Index::of_reader(&old[..]).unwrap();
+        // Mostly new bytes: the stream is mostly sent chunks.
+        let mut new = noise(9, 300_000);
+        new.extend_from_slice(&old[..100_000]);
+        let new_path = tmp.path().join("new");
+        std::fs::write(&new_path, &new).unwrap();
+        let b = Index::of_file(&new_path).unwrap();
+        let file = File::open(&new_path).unwrap();
+        let mut full = Vec::new();
+        encode(&b, &file, &[&a], &mut full).unwrap();
+        // The connection drops after 60 % of the stream.
+        let mut w = DeltaWriter::new(&store, &b.object).unwrap();
+        w.write(&full[..full.len() * 6 / 10]).unwrap();
+        drop(w);
+        let kept = std::fs::metadata(partial_path(&store, &b.object))
+            .unwrap()
+            .len();
+        assert!(kept > 100_000, "{kept} bytes kept");
+        assert_eq!(
+            std::fs::read(partial_path(&store, &b.object)).unwrap(),
+            new[..kept as usize]
+        );
+        assert!(!store.contains(&b.object));
+        let mut rest = Vec::new();
+        encode_from(&b, &file, &[&a], kept, &mut rest).unwrap();
+        // Only what was not kept travels again (at most one chunk more).
+        assert!(
+            rest.len() as u64 + kept <= full.len() as u64 + MAX_SIZE as u64
+                && rest.len() < full.len() / 2,
+            "{} after {kept} kept, of {}",
+            rest.len(),
+            full.len()
+        );
+        let mut w = DeltaWriter::new(&store, &b.object).unwrap();
+        w.write(&rest).unwrap();
+        w.finish().unwrap();
+        assert_eq!(std::fs::read(store.path(&b.object)).unwrap(), new);
+        assert!(
+            !partial_path(&store, &b.object).exists(),
+            "the kept part goes once used"
+        );
     }
 }

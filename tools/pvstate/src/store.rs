@@ -105,6 +105,19 @@ impl ObjectWriter {
         Ok(())
     }
 
+    /// Keep the first `len` bytes written at `dest` instead of dropping
+    /// them (an interrupted transfer's part, to resume from).
+    pub fn keep_prefix(self, len: u64, dest: &Path) -> Result<()> {
+        self.tmp
+            .as_file()
+            .set_len(len)
+            .map_err(|e| Error::io(self.tmp.path(), e))?;
+        self.tmp
+            .persist(dest)
+            .map_err(|e| Error::io(dest, e.error))?;
+        Ok(())
+    }
+
     /// The store this object goes into.
     pub fn store(&self) -> &ObjectStore {
         &self.store
@@ -306,6 +319,28 @@ impl ObjectStore {
             let path = entry.path();
             if name.starts_with(TEMP_PREFIX) && path.is_file() {
                 fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+                continue;
+            }
+            // A chunk index goes with its object.
+            if let Some(Ok(id)) = name.strip_suffix(".chunks").map(str::parse::<ObjectId>) {
+                if !keep.contains(&id) {
+                    fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+                }
+                continue;
+            }
+            // Parts kept from interrupted transfers, a day after the last.
+            if name == ".partial" {
+                let day = std::time::Duration::from_secs(24 * 3600);
+                for p in fs::read_dir(&path).into_iter().flatten().flatten() {
+                    let old = p
+                        .metadata()
+                        .and_then(|m| m.modified())
+                        .map(|t| t.elapsed().unwrap_or_default() > day)
+                        .unwrap_or(true);
+                    if old {
+                        let _ = fs::remove_file(p.path());
+                    }
+                }
                 continue;
             }
             let Ok(id) = name.parse::<ObjectId>() else {

@@ -160,3 +160,24 @@ fn gc_keeps_what_local_revisions_reference() {
     assert!(report.removed.is_empty(), "{:?}", report.removed);
     assert!(store.contains(&local_only));
 }
+
+#[test]
+fn gc_takes_chunk_indexes_with_their_objects() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = pvstate::ObjectStore::open(tmp.path()).unwrap();
+    let (a, b) = (
+        store.put_bytes(b"kept").unwrap(),
+        store.put_bytes(b"dropped").unwrap(),
+    );
+    for id in [&a, &b] {
+        pvstate::chunks::Index::of_file(&store.path(id))
+            .unwrap()
+            .save(&store)
+            .unwrap();
+    }
+    let keep = [a.clone()].into_iter().collect();
+    let report = store.gc(&keep).unwrap();
+    assert_eq!(report.removed, std::slice::from_ref(&b));
+    assert!(pvstate::chunks::Index::load(&store, &a).is_some());
+    assert!(!tmp.path().join(format!("{b}.chunks")).exists());
+}

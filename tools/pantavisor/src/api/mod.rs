@@ -56,6 +56,8 @@ pub enum Call {
     UserMetaDelete(String),
     Objects,
     Object(ObjectId),
+    /// `GET /objects/SHA/partial`: bytes kept of an interrupted chunk delta.
+    ObjectPartial(ObjectId),
     Steps,
     Step(String),
     Progress(String),

@@ -181,8 +181,16 @@ pub fn route(req: &Request) -> Result<Call, Refusal> {
         ("GET", "/objects") => Ok(Call::Objects),
         ("GET", p) if p.starts_with("/objects/") => {
             let sha = &p["/objects/".len()..];
+            let (sha, partial) = match sha.strip_suffix("/partial") {
+                Some(s) => (s, true),
+                None => (sha, false),
+            };
             sha.parse()
-                .map(Call::Object)
+                .map(if partial {
+                    Call::ObjectPartial
+                } else {
+                    Call::Object
+                })
                 .map_err(|_| Refusal::Invalid(format!("\"{sha}\" is not an object id")))
         }
         ("GET", "/steps") => Ok(Call::Steps),

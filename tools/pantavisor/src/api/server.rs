@@ -603,6 +603,48 @@ mod tests {
             "{}",
             r.message()
         );
+        // A delta cut off mid-body (the connection drops): what it built is
+        // kept for the next transfer of that object.
+        let mut new2 = new.clone();
+        new2[10..20].fill(9);
+        std::fs::write(&new_path, &new2).unwrap();
+        let b2 = Index::of_file(&new_path).unwrap();
+        let mut stream = Vec::new();
+        encode(
+            &b2,
+            &std::fs::File::open(&new_path).unwrap(),
+            &[&a],
+            &mut stream,
+        )
+        .unwrap();
+        {
+            use std::io::Write;
+            let mut s =
+                std::os::unix::net::UnixStream::connect(dir.path().join("pv-ctrl")).unwrap();
+            write!(
+                s,
+                "PUT /objects/{}/delta HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+                b2.object,
+                stream.len()
+            )
+            .unwrap();
+            s.write_all(&stream[..stream.len() - 100]).unwrap();
+        }
+        let kept = dir
+            .path()
+            .join("objects/.partial")
+            .join(b2.object.to_string());
+        let mut waited = 0;
+        while !kept.exists() && waited < 100 {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            waited += 1;
+        }
+        let part = std::fs::read(&kept).unwrap();
+        assert!(
+            part.len() > 500_000 && new2.starts_with(&part),
+            "{}",
+            part.len()
+        );
         stop.store(true, Ordering::SeqCst);
         thread.join().unwrap();
     }

@@ -125,6 +125,15 @@ impl Service for Daemon {
                 Ok(Answer::File(self.rt.objects.path(&id)))
             }
             Call::Object(id) => Err(Refusal::NotFound(format!("no object {id}"))),
+            Call::ObjectPartial(id) => {
+                let path = pvstate::chunks::partial_path(&self.rt.objects, &id);
+                match std::fs::metadata(&path) {
+                    Ok(m) => json(json!({"object": id.to_string(), "bytes": m.len()})),
+                    Err(_) => Err(Refusal::NotFound(format!(
+                        "nothing kept of a transfer of object {id}"
+                    ))),
+                }
+            }
             Call::Steps => json(self.steps()),
             Call::Logs { name, offset, max } => json(self.log_chunk(&name, offset, max)?),
             Call::Step(rev) => self
