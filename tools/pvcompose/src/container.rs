@@ -327,10 +327,10 @@ pub fn compose(
             state.insert(format!("{name}/config.json"), Entry::Json(oci));
         }
     }
-    state.insert(
-        format!("{name}/root.squashfs"),
-        Entry::Object(stats.object.parse()?),
-    );
+    let root: ObjectId = stats.object.parse()?;
+    // Its chunk index beside it, for chunk deltas (pvstate::chunks).
+    pvstate::chunks::Index::of_file(&store.path(&root))?.save(store)?;
+    state.insert(format!("{name}/root.squashfs"), Entry::Object(root));
     state.insert(
         format!("{name}/src.json"),
         Entry::Src(SrcManifest {

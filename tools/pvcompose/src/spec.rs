@@ -799,7 +799,7 @@ mod tests {
         for (key, value) in [
             ("LXC_TTY_MAX", json!("12")),
             ("PV_NETWORK_POOL", json!("internal")),
-            ("PV_SERVICES_REQUIRED", json!([])),
+            ("PV_VOLUME_IMPORTS", json!([])),
             ("PV_LXC_DISABLE_CONSOLE", json!("0")),
         ] {
             let e = ContainerSettings::from_json(&json!({ key: value }), "args.json")

@@ -318,6 +318,14 @@ fn import_dir(dir: &Path, store: Option<&ObjectStore>) -> Result<Imported> {
                 for o in std::fs::read_dir(e.path()).map_err(|err| Error::io(e.path(), err))? {
                     let o = o.map_err(|err| Error::io(e.path(), err))?;
                     let sha = o.file_name().to_string_lossy().into_owned();
+                    // A chunk index beside its object (pvcompose writes them):
+                    // whoever needs one makes it again from the object.
+                    if sha
+                        .strip_suffix(".chunks")
+                        .is_some_and(|s| s.parse::<ObjectId>().is_ok())
+                    {
+                        continue;
+                    }
                     let raw = format!("objects/{sha}");
                     if !o.file_type().map(|t| t.is_file()).unwrap_or(false) {
                         return Err(bad(format!("\"{raw}\" is not a regular file")));
