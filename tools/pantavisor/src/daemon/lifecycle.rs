@@ -38,15 +38,15 @@ impl Daemon {
         {
             return;
         }
-        if c.eff.status_goal != StatusGoal::Mounted && !self.xconnect_ready(i) {
-            return;
-        }
-        let env = self.rt.env(&self.run.state, &self.run.name);
-        let c = &mut self.run.ctrs[i];
         let links: Vec<xconnect::Link> = xconnect::links(&self.run.state)
             .into_iter()
             .filter(|l| l.consumer == c.name)
             .collect();
+        if c.eff.status_goal != StatusGoal::Mounted && !self.xconnect_ready(i, &links) {
+            return;
+        }
+        let env = self.rt.env(&self.run.state, &self.run.name);
+        let c = &mut self.run.ctrs[i];
         let mesh = &mut self.mesh;
         let result = if c.eff.status_goal == StatusGoal::Mounted {
             c.mount(&env).map(|_| None)
@@ -84,9 +84,9 @@ impl Daemon {
             Ok(None) => info!("{}: mounted", self.run.ctrs[i].name),
             Err(e) => {
                 error!("{e}");
-                self.mesh.drop_consumer(&self.run.ctrs[i].name.clone());
                 self.run.ctrs[i].status = Status::Stopped;
                 let name = self.run.ctrs[i].name.clone();
+                self.mesh.drop_consumer(&name);
                 if self.machine.container_exited(&name) {
                     return;
                 }
@@ -95,15 +95,15 @@ impl Daemon {
         }
     }
 
-    /// Whether container `i` may start as far as xconnect goes: every
-    /// required service's provider reached its status goal, or the wait
-    /// (`xconnect.wait_timeout`) is over. While it waits the container is
-    /// held, and /containers says why.
-    fn xconnect_ready(&mut self, i: usize) -> bool {
+    /// Whether container `i` (consuming `links`) may start as far as
+    /// xconnect goes: every required service's provider reached its status
+    /// goal, or the wait (`xconnect.wait_timeout`) is over. While it waits
+    /// the container is held, and /containers says why.
+    fn xconnect_ready(&mut self, i: usize, links: &[xconnect::Link]) -> bool {
         let name = self.run.ctrs[i].name.clone();
-        let waiting: Vec<String> = xconnect::links(&self.run.state)
-            .into_iter()
-            .filter(|l| l.consumer == name && l.required)
+        let waiting: Vec<String> = links
+            .iter()
+            .filter(|l| l.required)
             .filter_map(|l| {
                 let p = self.run.index_of(&l.provider)?;
                 let pc = &self.run.ctrs[p];

@@ -133,7 +133,6 @@ struct Conn {
     up: Pipe,
     down: Pipe,
     filter: Filter,
-    listener: u64,
     /// What each side is registered for now (consumer, provider).
     interest: [EpollFlags; 2],
 }
@@ -604,6 +603,10 @@ impl Mesh {
             .filter(|(_, l)| l.link.consumer == name)
             .map(|(id, _)| *id)
             .collect();
+        self.close_listeners(ids);
+    }
+
+    fn close_listeners(&mut self, ids: Vec<u64>) {
         for id in ids {
             if let Some(l) = self.listeners.remove(&id) {
                 let _ = self.epoll.delete(&l.fd);
@@ -624,11 +627,7 @@ impl Mesh {
                 None => gone.push(*id),
             }
         }
-        for id in gone {
-            if let Some(l) = self.listeners.remove(&id) {
-                let _ = self.epoll.delete(&l.fd);
-            }
-        }
+        self.close_listeners(gone);
     }
 
     /// The links served now, and how many connections each accepted.
@@ -640,11 +639,6 @@ impl Mesh {
             .collect();
         v.sort_by(|a, b| (&a.0.consumer, &a.0.target).cmp(&(&b.0.consumer, &b.0.target)));
         v
-    }
-
-    /// Open connections.
-    pub fn connections(&self) -> usize {
-        self.conns.len()
     }
 
     /// Handle what is ready, without waiting.
@@ -764,7 +758,6 @@ impl Mesh {
                 up,
                 down,
                 filter,
-                listener: lid,
                 interest: [flags, flags],
             };
             if ok.is_err() {
@@ -780,18 +773,6 @@ impl Mesh {
                 let _ = self.epoll.delete(&conn.provider);
             }
         }
-    }
-
-    /// Connections of consumer `name`'s listeners still open.
-    pub fn open_of(&self, name: &str) -> usize {
-        self.conns
-            .values()
-            .filter(|c| {
-                self.listeners
-                    .get(&c.listener)
-                    .is_some_and(|l| l.link.consumer == name)
-            })
-            .count()
     }
 }
 
