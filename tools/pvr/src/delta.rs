@@ -54,13 +54,18 @@ pub(crate) fn predecessors(
 /// What sending `id` against `base` costs, if a delta is worth it.
 pub(crate) fn worth(pool: &ObjectStore, id: &ObjectId, base: &ObjectId) -> Result<Option<Plan>> {
     let (new, old) = (index(pool, id)?, index(pool, base)?);
-    let p = plan(&new, &[&old]);
-    Ok(((p.send_bytes as f64) < (1.0 - WORTH) * p.size as f64).then_some(p))
+    Ok(worth_of(&new, &old))
+}
+
+fn worth_of(new: &Index, old: &Index) -> Option<Plan> {
+    let p = plan(new, &[old]);
+    ((p.send_bytes as f64) < (1.0 - WORTH) * p.size as f64).then_some(p)
 }
 
 /// Send `id` to the device as a delta against `base`: the bytes sent, or
-/// None when the device refused it (then it goes whole). A part the device
-/// kept of an interrupted delta of `id` is not sent again.
+/// None when a delta is not worth it or the device refused it (then it goes
+/// whole). A part the device kept of an interrupted delta of `id` is not
+/// sent again.
 pub(crate) fn put_delta(
     device: &Device,
     pool: &ObjectStore,
@@ -68,6 +73,9 @@ pub(crate) fn put_delta(
     base: &ObjectId,
 ) -> Result<Option<u64>> {
     let (new, old) = (index(pool, id)?, index(pool, base)?);
+    if worth_of(&new, &old).is_none() {
+        return Ok(None);
+    }
     let kept = device
         .json("GET", &format!("/objects/{id}/partial"), b"")
         .ok()

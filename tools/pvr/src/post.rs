@@ -154,17 +154,19 @@ pub(crate) fn upload_progress(k: usize, count: usize, id: &str, n: u64, so_far: 
     }
 }
 
-/// The state of the revision the device runs.
-pub(crate) fn running_state(device: &Device) -> Result<State> {
+/// The revision the device runs (`0` when its metadata names none) and
+/// its state.
+pub(crate) fn running_state(device: &Device) -> Result<(String, State)> {
     let rev = device.json("GET", "/device-meta", b"")?["pantavisor.revision"]
         .as_str()
         .unwrap_or("0")
         .to_string();
-    Ok(State::parse(&pvstate::canonical::to_vec(&device.json(
+    let state = State::parse(&pvstate::canonical::to_vec(&device.json(
         "GET",
         &format!("/steps/{rev}"),
         b"",
-    )?))?)
+    )?))?;
+    Ok((rev, state))
 }
 
 /// The ids of the objects the device has.
@@ -200,15 +202,7 @@ pub(crate) fn local_diff(dir: &Path) -> Result<()> {
 pub(crate) fn diff(dir: &Path, device: Option<String>, token: Option<String>) -> Result<()> {
     let repo = Repo::open(dir)?;
     let device = device_of(&repo, device, token)?;
-    let rev = device.json("GET", "/device-meta", b"")?["pantavisor.revision"]
-        .as_str()
-        .unwrap_or("0")
-        .to_string();
-    let running = State::parse(&pvstate::canonical::to_vec(&device.json(
-        "GET",
-        &format!("/steps/{rev}"),
-        b"",
-    )?))?;
+    let (rev, running) = running_state(&device)?;
     let ours = repo.committed()?;
     let (_, t) = plan(&running, &ours);
     let have = device_objects(&device)?;
@@ -295,7 +289,7 @@ pub(crate) fn post(
         Default::default()
     } else {
         running_state(device)
-            .map(|running| crate::delta::predecessors(&state, &running, &have, &pool))
+            .map(|(_, running)| crate::delta::predecessors(&state, &running, &have, &pool))
             .unwrap_or_default()
     };
     let by_delta = std::sync::atomic::AtomicU64::new(0);
@@ -315,14 +309,9 @@ pub(crate) fn post(
                 let id = missing[i];
                 let path = pool.path(id);
                 let delta = preds.get(id).and_then(|base| {
-                    crate::delta::worth(&pool, id, base)
+                    crate::delta::put_delta(device, &pool, id, base)
                         .ok()
                         .flatten()
-                        .and_then(|_| {
-                            crate::delta::put_delta(device, &pool, id, base)
-                                .ok()
-                                .flatten()
-                        })
                 });
                 let result = match delta {
                     Some(n) => {
