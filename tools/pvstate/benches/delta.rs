@@ -2,16 +2,17 @@
 //! holds object OLD, with chunk indexes (pvstate::chunks), and what the
 //! device's assembly costs. Prints one line:
 //!   size=B send=B reused=B chunks=N sent_chunks=M assemble_ms=T rss_kb=K
-//! `rss_kb` is this process's peak resident set (VmHWM) after assembling
-//! NEW in a fresh store that holds OLD, taking the missing chunks from NEW
-//! itself (what a sender would send).
+//! `rss_kb` is this process's peak resident set (VmHWM) after building NEW
+//! in a fresh store that holds OLD the way the device does: the delta
+//! stream (written to a file first) fed to a `DeltaWriter` in 64 KiB reads,
+//! as the daemon's upload path feeds it.
 //! Usage: delta OLD NEW
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
+use std::io::Read;
 use std::time::Instant;
 
-use pvstate::chunks::{assemble, plan, Index};
+use pvstate::chunks::{encode, plan, DeltaWriter, Index};
 use pvstate::ObjectStore;
 
 fn vm_hwm_kb() -> u64 {
@@ -38,14 +39,22 @@ fn main() {
     let a = Index::of_file(&store.path(&old_id)).unwrap();
     let b = Index::of_file(std::path::Path::new(new)).unwrap();
     let p = plan(&b, &[&a]);
-    let source = File::open(new).unwrap();
+    let stream_path = tmp.path().join("delta");
+    let mut stream = std::io::BufWriter::new(File::create(&stream_path).unwrap());
+    encode(&b, &File::open(new).unwrap(), &[&a], &mut stream).unwrap();
+    drop(stream);
     let t = Instant::now();
-    let mut received = |c: &pvstate::chunks::Chunk| {
-        let mut buf = vec![0u8; c.len as usize];
-        source.read_exact_at(&mut buf, c.offset)?;
-        Ok(buf)
-    };
-    let (id, size) = assemble(&store, &b, &[&a], &mut received).unwrap();
+    let mut w = DeltaWriter::new(&store, &b.object).unwrap();
+    let mut input = File::open(&stream_path).unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = input.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        w.write(&buf[..n]).unwrap();
+    }
+    let (id, size) = w.finish().unwrap();
     let ms = t.elapsed().as_secs_f64() * 1000.0;
     assert_eq!(id, b.object, "the assembled object is the new one");
     assert_eq!(size, b.size);

@@ -210,73 +210,13 @@ pub fn plan(new: &Index, have: &[&Index]) -> Plan {
     }
 }
 
-/// Build object `new` in `store` from the chunks of objects the store
-/// holds (`have`: their indexes) and from `received` (asked for each chunk
-/// no held object has, in order; each is checked against its sha256).
-/// One chunk is in memory at a time; the object is written to a temporary
-/// file, its sha256 checked, and only then moved into place: on any
-/// failure the store is as it was.
-pub fn assemble(
-    store: &ObjectStore,
-    new: &Index,
-    have: &[&Index],
-    received: &mut dyn FnMut(&Chunk) -> io::Result<Vec<u8>>,
-) -> Result<(ObjectId, u64)> {
-    let mut local: HashMap<[u8; 32], (usize, u64, u32)> = HashMap::new();
-    for (n, idx) in have.iter().enumerate() {
-        for c in &idx.chunks {
-            local.entry(c.id).or_insert((n, c.offset, c.len));
-        }
-    }
-    let mut files: Vec<Option<File>> = have.iter().map(|_| None).collect();
-    // Chunks this object holds twice are taken from what was written.
-    let mut written: HashMap<[u8; 32], (u64, u32)> = HashMap::new();
-    let mut out = store.writer(Some(&new.object))?;
-    let mut buf = vec![0u8; MAX_SIZE as usize];
-    for c in &new.chunks {
-        let len = c.len as usize;
-        let data: &[u8] = if let Some(&(n, offset, l)) = local.get(&c.id) {
-            if files[n].is_none() {
-                let path = store.path(&have[n].object);
-                files[n] = Some(File::open(&path).map_err(|e| Error::io(&path, e))?);
-            }
-            let f = files[n].as_ref().expect("opened above");
-            f.read_exact_at(&mut buf[..l as usize], offset)
-                .map_err(|e| Error::io(store.path(&have[n].object), e))?;
-            &buf[..l as usize]
-        } else if let Some(&(offset, l)) = written.get(&c.id) {
-            out.read_back(&mut buf[..l as usize], offset)?;
-            &buf[..l as usize]
-        } else {
-            let got =
-                received(c).map_err(|e| Error::io(format!("chunk {}", hex::encode(c.id)), e))?;
-            if got.len() != len || <[u8; 32]>::from(Sha256::digest(&got)) != c.id {
-                return Err(Error::HashMismatch {
-                    expected: format!("chunk {}", hex::encode(c.id)),
-                    actual: hex::encode(Sha256::digest(&got)),
-                });
-            }
-            buf[..len].copy_from_slice(&got);
-            &buf[..len]
-        };
-        if data.len() != len {
-            return Err(Error::HashMismatch {
-                expected: format!("chunk {} of {len} bytes", hex::encode(c.id)),
-                actual: format!("{} bytes", data.len()),
-            });
-        }
-        let at = out.size();
-        out.write(data)?;
-        written.entry(c.id).or_insert((at, c.len));
-    }
-    out.finish()
-}
-
 /// The delta stream (`pv-delta@1`) that builds object `new` on a receiver
 /// holding the objects of `have`: a header line, then records in object
 /// order — `L <object> <offset> <length>` (bytes the receiver copies from an
-/// object it holds; neighbouring chunks of one object are one record) or
-/// `D <chunk sha256> <length>` followed by that many bytes — and `E`.
+/// object it holds; neighbouring chunks of one object are one record),
+/// `D <chunk sha256> <length>` followed by that many bytes, or
+/// `S <offset> <length>` (a chunk this object held earlier: copied from what
+/// was built) — and `E`. Each chunk travels at most once, as [`plan`] counts.
 /// `new_data` reads the new object (for the chunks sent).
 pub fn encode(
     new: &Index,
@@ -322,6 +262,11 @@ pub fn encode_from(
         let c = &new.chunks[skip - 1];
         emit(out, format!("P {}\n", c.offset + c.len as u64).as_bytes())?;
     }
+    // Where each chunk the receiver lacks first is in the new object.
+    let mut built: HashMap<[u8; 32], u64> = HashMap::new();
+    for c in &new.chunks[..skip] {
+        built.entry(c.id).or_insert(c.offset);
+    }
     // A run of local bytes not yet written: (object, offset, length).
     let mut run: Option<(&ObjectId, u64, u64)> = None;
     let mut buf = vec![0u8; MAX_SIZE as usize];
@@ -342,6 +287,11 @@ pub fn encode_from(
         if let Some((o, start, len)) = run.take() {
             emit(out, format!("L {o} {start} {len}\n").as_bytes())?;
         }
+        if let Some(&at) = built.get(&c.id) {
+            emit(out, format!("S {at} {}\n", c.len).as_bytes())?;
+            continue;
+        }
+        built.insert(c.id, c.offset);
         let data = &mut buf[..c.len as usize];
         new_data.read_exact_at(data, c.offset)?;
         emit(
@@ -526,6 +476,22 @@ impl DeltaWriter {
                 self.state = DeltaState::Data(digest, len, Sha256::new());
                 Ok(())
             }
+            ["S", offset, len] => {
+                let (offset, len): (u64, u64) = match (offset.parse(), len.parse()) {
+                    (Ok(o), Ok(l)) if o + l <= self.out().size() => (o, l),
+                    _ => return Err(self.bad(format!("record {line:?}"))),
+                };
+                let mut buf = vec![0u8; len.min(MAX_SIZE as u64) as usize];
+                let mut done = 0u64;
+                while done < len {
+                    let n = ((len - done) as usize).min(buf.len());
+                    self.out().read_back(&mut buf[..n], offset + done)?;
+                    self.out().write(&buf[..n])?;
+                    done += n as u64;
+                }
+                self.good = self.out().size();
+                Ok(())
+            }
             ["L", object, offset, len] => {
                 let id: ObjectId = object.parse()?;
                 let (offset, len): (u64, u64) = match (offset.parse(), len.parse()) {
@@ -643,6 +609,23 @@ mod tests {
         assert_eq!(plan(&b, &[]).send_bytes, new.len() as u64);
     }
 
+    /// The `D` records of a delta stream: (count, bytes carried).
+    fn sent_chunks(stream: &[u8]) -> (usize, u64) {
+        let (mut n, mut bytes, mut at) = (0, 0u64, 0usize);
+        while at < stream.len() {
+            let end = at + stream[at..].iter().position(|&b| b == b'\n').unwrap();
+            let line = std::str::from_utf8(&stream[at..end]).unwrap();
+            at = end + 1;
+            if let Some(rest) = line.strip_prefix("D ") {
+                let len: u64 = rest.split(' ').nth(1).unwrap().parse().unwrap();
+                n += 1;
+                bytes += len;
+                at += len as usize;
+            }
+        }
+        (n, bytes)
+    }
+
     #[test]
     fn assembled_objects_are_byte_identical_and_a_bad_chunk_changes_nothing() {
         let tmp = tempfile::tempdir().unwrap();
@@ -654,30 +637,36 @@ mod tests {
         assert_eq!(Index::load(&store, &old_id).unwrap(), a);
         let mut new = old.clone();
         new[100_000..100_010].copy_from_slice(b"0123456789");
-        new.extend_from_slice(&noise(5, 50_000));
-        let b = Index::of_reader(&new[..]).unwrap();
+        // New bytes twice: their chunks travel once, the repeat is copied
+        // from what was built.
+        let fresh = noise(5, 150_000);
+        new.extend_from_slice(&fresh);
+        new.extend_from_slice(&fresh);
+        let new_path = tmp.path().join("new");
+        std::fs::write(&new_path, &new).unwrap();
+        let b = Index::of_file(&new_path).unwrap();
         let p = plan(&b, &[&a]);
+        let mut stream = Vec::new();
+        encode(&b, &File::open(&new_path).unwrap(), &[&a], &mut stream).unwrap();
+        assert_eq!(sent_chunks(&stream), (p.send.len(), p.send_bytes));
+        assert!(
+            stream.windows(3).any(|w| w == b"\nS "),
+            "a repeat is copied"
+        );
         // A corrupted chunk: refused, the store unchanged.
         let before = store.list().unwrap();
-        let mut evil = |c: &Chunk| {
-            let mut d = new[c.offset as usize..(c.offset + c.len as u64) as usize].to_vec();
-            d[0] ^= 1;
-            Ok(d)
-        };
-        assert!(matches!(
-            assemble(&store, &b, &[&a], &mut evil),
-            Err(Error::HashMismatch { .. })
-        ));
+        let data_at = stream.windows(2).position(|w| w == b"\nD").unwrap() + 80;
+        let mut evil = stream.clone();
+        evil[data_at] ^= 1;
+        let mut w = DeltaWriter::new(&store, &b.object).unwrap();
+        assert!(matches!(w.write(&evil), Err(Error::HashMismatch { .. })));
+        drop(w);
         assert_eq!(store.list().unwrap(), before);
-        let mut asked = 0u64;
-        let mut honest = |c: &Chunk| {
-            asked += c.len as u64;
-            Ok(new[c.offset as usize..(c.offset + c.len as u64) as usize].to_vec())
-        };
-        let (id, size) = assemble(&store, &b, &[&a], &mut honest).unwrap();
+        let mut w = DeltaWriter::new(&store, &b.object).unwrap();
+        w.write(&stream).unwrap();
+        let (id, size) = w.finish().unwrap();
         assert_eq!((id.clone(), size), (b.object.clone(), new.len() as u64));
         assert_eq!(std::fs::read(store.path(&id)).unwrap(), new);
-        assert_eq!(asked, p.send_bytes);
     }
 
     #[test]
